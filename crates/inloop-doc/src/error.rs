@@ -1,0 +1,60 @@
+use thiserror::Error;
+
+/// Everything that can go wrong reading or changing a notebook document.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An `.ipynb` file (or a cell handed to the API) is not a valid notebook. `path` is a JSON
+    /// path such as `$.cells[3].outputs[0].name`.
+    #[error("{path}: {problem}")]
+    InvalidNotebook { path: String, problem: String },
+
+    /// A Yrs update could not be decoded or applied.
+    #[error("not a valid Yrs update: {0}")]
+    Update(String),
+
+    #[error("no cell with id {0:?}")]
+    CellNotFound(String),
+
+    #[error("cell index {index} is out of range: the notebook has {len} cells")]
+    CellIndexOutOfRange { index: u32, len: u32 },
+
+    #[error("cell {0:?} is not a code cell")]
+    NotACodeCell(String),
+
+    #[error(
+        "edit of cell {cell_id:?} reaches offset {offset}, past the end of its source ({len} UTF-16 units)"
+    )]
+    EditOutOfRange {
+        cell_id: String,
+        offset: u32,
+        len: u32,
+    },
+
+    #[error("no execution with id {0:?}")]
+    ExecutionNotFound(String),
+
+    #[error("execution {id:?} cannot go from {from} to {to}")]
+    InvalidTransition {
+        id: String,
+        from: crate::ExecutionStatus,
+        to: crate::ExecutionStatus,
+    },
+
+    /// A write stamped with an older lease epoch than the entry already carries: the writer lost
+    /// the runtime lease and its write is ignored.
+    #[error(
+        "execution {id:?} belongs to lease epoch {current}; a write from epoch {attempted} is ignored"
+    )]
+    StaleLeaseEpoch {
+        id: String,
+        current: u64,
+        attempted: u64,
+    },
+
+    #[error("no runtime with session id {0:?}")]
+    RuntimeNotFound(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
