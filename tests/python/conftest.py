@@ -6,7 +6,6 @@ Run with the project venv:  .venv/bin/python -m pytest tests/python
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -24,12 +23,11 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 MALFORMED = FIXTURES / "malformed"
 INLOOP_BIN = Path(os.environ.get("INLOOP_BIN", REPO_ROOT / "target" / "debug" / "inloop"))
 
-# Every valid notebook fixture, in a stable order; pytest ids are the file names.
+# Every valid notebook fixture, in a stable order.
 FIXTURE_NOTEBOOKS = sorted(FIXTURES.glob("*.ipynb"))
-FIXTURE_IDS = [path.name for path in FIXTURE_NOTEBOOKS]
 
 # nbformat 4.5 cell ids: 1 to 64 of a-z, A-Z, 0-9, '-' and '_'.
-CELL_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+CELL_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 CLI_TIMEOUT_SECONDS = 120
 
@@ -45,20 +43,14 @@ def fixture_params(*names: str) -> list[Any]:
 # ---- running the CLI ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session", autouse=True)
-def inloop_bin() -> Path:
-    """The `inloop` binary under test; the session fails at once, with the fix, if it is missing."""
+def run_inloop(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs `inloop ARGS...`; with `check`, a non-zero exit fails the test with its stderr."""
     if not INLOOP_BIN.is_file():
         pytest.fail(
             f"inloop binary not found at {INLOOP_BIN}: run `cargo build -p inloop-cli` "
             "or point INLOOP_BIN at a built binary",
             pytrace=False,
         )
-    return INLOOP_BIN
-
-
-def run_inloop(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Runs `inloop ARGS...`; with `check`, a non-zero exit fails the test with its stderr."""
     argv = [str(INLOOP_BIN), *map(str, args)]
     proc = subprocess.run(
         argv,
@@ -120,7 +112,7 @@ def has_cell_ids(nb: dict) -> bool:
 def assert_valid_cell_ids(nb: dict) -> None:
     """Every cell has an nbformat 4.5 id and no two cells share one."""
     ids = [cell.get("id") for cell in nb["cells"]]
-    bad = [cell_id for cell_id in ids if not isinstance(cell_id, str) or not CELL_ID.match(cell_id)]
+    bad = [cell_id for cell_id in ids if not isinstance(cell_id, str) or not CELL_ID.fullmatch(cell_id)]
     assert not bad, f"invalid or missing cell ids: {bad!r}"
     duplicates = sorted({cell_id for cell_id in ids if ids.count(cell_id) > 1})
     assert not duplicates, f"duplicate cell ids: {duplicates!r}"
@@ -157,7 +149,7 @@ def normalise(nb: dict, had_ids: bool) -> dict:
       and unique, then removed, since inloop generates fresh ones;
     - numbers compared by value: 1.0 and 1 are the same number.
     """
-    nb = copy.deepcopy(json.loads(json.dumps(nb)))  # plain dicts and lists, never NotebookNodes
+    nb = json.loads(json.dumps(nb))  # a deep copy as plain dicts and lists, never NotebookNodes
     nb["nbformat"] = 4
     nb["nbformat_minor"] = 5
     metadata = nb.setdefault("metadata", {})

@@ -66,9 +66,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Import { input, out } => {
-            let text = fs::read_to_string(&input)
-                .with_context(|| format!("reading {}", input.display()))?;
-            let notebook = Notebook::from_ipynb(&text)
+            let bytes = fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let notebook = Notebook::from_ipynb_bytes(&bytes)
                 .with_context(|| format!("reading {}", input.display()))?;
             let out = out.unwrap_or_else(|| input.with_extension("ydoc"));
             write_atomically(&out, &notebook.encode_update_v1())

@@ -398,7 +398,7 @@ fn integer(at: &At<'_>, value: Option<Value>) -> Result<i64> {
             .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
             .ok_or_else(|| at.error(format_args!("expected an integer, found {n}"))),
         Some(other) => Err(at.error(format_args!("expected an integer, found {}", kind(&other)))),
-        None => Err(at.error("missing")),
+        None => Err(at.error("missing: a notebook needs an integer here")),
     }
 }
 
@@ -521,8 +521,14 @@ pub(crate) fn export_cell(
     cell.insert(ck::ID.into(), Value::String(id));
 
     split_into_lines(cell.entry(ck::SOURCE).or_insert_with(|| Value::from("")));
-    if !matches!(cell.get(ck::METADATA), Some(Value::Object(_))) {
-        cell.insert(ck::METADATA.into(), Value::Object(JsonMap::new()));
+    match cell.get_mut(ck::METADATA) {
+        // nbformat's strip_transient: trust is decided per machine, not stored.
+        Some(Value::Object(metadata)) => {
+            metadata.remove("trusted");
+        }
+        _ => {
+            cell.insert(ck::METADATA.into(), Value::Object(JsonMap::new()));
+        }
     }
     match cell_type {
         CellType::Code => {

@@ -24,10 +24,10 @@
 //! use inloop_doc::{CellType, ExecutionTarget, Notebook, Output, StreamName};
 //!
 //! # fn main() -> inloop_doc::Result<()> {
-//! let notebook = Notebook::from_ipynb(r#"{
+//! let notebook = Notebook::from_ipynb(r##"{
 //!     "nbformat": 4, "nbformat_minor": 5, "metadata": {},
 //!     "cells": [{"id": "intro", "cell_type": "markdown", "metadata": {}, "source": ["# Hi\n"]}]
-//! }"#)?;
+//! }"##)?;
 //! let cell = notebook.push_cell(CellType::Code, "print('hello')")?;
 //!
 //! // Someone asks the server to run it; a runtime picks the entry up and writes back.

@@ -92,6 +92,16 @@ impl Notebook {
         notebook
     }
 
+    /// Reads an `.ipynb` file's bytes, which must be UTF-8 (as nbformat requires).
+    pub fn from_ipynb_bytes(bytes: &[u8]) -> Result<Self> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            At::Root.error(format_args!(
+                "not UTF-8 text ({e}); nbformat files are UTF-8 JSON"
+            ))
+        })?;
+        Self::from_ipynb(text)
+    }
+
     /// Reads an `.ipynb` (nbformat 4.0 to 4.5). Errors name the JSON path of the problem.
     pub fn from_ipynb(text: &str) -> Result<Self> {
         let parsed = ipynb::parse(text)?;
@@ -156,6 +166,7 @@ impl Notebook {
         // nbformat's strip_transient: these record a conversion, not the notebook.
         metadata.remove("orig_nbformat");
         metadata.remove("orig_nbformat_minor");
+        metadata.remove("signature");
         let mut ids = HashSet::new();
         let cells = self
             .cells

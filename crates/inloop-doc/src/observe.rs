@@ -143,8 +143,9 @@ impl Notebook {
         let cells = self.cells_ref().clone();
         let mut order = self.cell_ids();
         let emit_cells = emit.clone();
+        let cells_in_callback = cells.clone();
         cells.observe_deep(key.clone(), move |txn, events| {
-            let changes = cell_changes(txn, events.iter(), &mut order);
+            let changes = cell_changes(txn, &cells_in_callback, events.iter(), &mut order);
             emit_cells(txn, changes);
         });
 
@@ -211,13 +212,13 @@ fn changed_keys<'a>(txn: &TransactionMut, events: impl Iterator<Item = &'a Event
 
 fn cell_changes<'a>(
     txn: &TransactionMut,
+    cells: &ArrayRef,
     events: impl Iterator<Item = &'a Event>,
     order: &mut Vec<String>,
 ) -> Vec<Change> {
     let mut list_changes = Vec::new();
     let mut field_changes = Vec::new();
     let mut outputs_changed: Vec<String> = Vec::new();
-    let cells = txn.doc().get_or_insert_array(crate::schema::CELLS);
 
     for event in events {
         let path = event.path();

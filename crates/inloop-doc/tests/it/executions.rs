@@ -1,0 +1,207 @@
+use inloop_doc::{
+    CellType, Error, ExecutionStatus, ExecutionTarget, Notebook, Runtime, RuntimeKind,
+    RuntimeStatus,
+};
+
+fn notebook_with_cell(source: &str) -> (Notebook, String) {
+    let notebook = Notebook::new();
+    let id = notebook.push_cell(CellType::Code, source).unwrap();
+    (notebook, id)
+}
+
+#[test]
+fn an_entry_snapshots_the_code_and_moves_through_its_states() {
+    let (notebook, cell) = notebook_with_cell("print(1)");
+    let run = notebook
+        .request_execution(&cell, &ExecutionTarget::Server, "ada", 10.0)
+        .unwrap();
+    notebook.set_source(&cell, "print(2)").unwrap();
+
+    let queued = notebook.execution(&run).unwrap();
+    assert_eq!(
+        (queued.status, queued.code.as_str(), queued.requested_at),
+        (ExecutionStatus::Queued, "print(1)", 10.0)
+    );
+    assert_eq!(
+        notebook.queued_executions(&ExecutionTarget::Server).len(),
+        1
+    );
+    assert!(
+        notebook
+            .queued_executions(&ExecutionTarget::Browser("b1".into()))
+            .is_empty()
+    );
+
+    notebook
+        .start_execution(&run, "rt-1", Some(3), 11.0)
+        .unwrap();
+    notebook
+        .finish_execution(&run, ExecutionStatus::Done, Some(1), None, Some(3), 12.0)
+        .unwrap();
+    let done = notebook.execution(&run).unwrap();
+    assert_eq!(done.status, ExecutionStatus::Done);
+    assert_eq!(
+        (
+            done.runtime.as_deref(),
+            done.lease_epoch,
+            done.execution_count
+        ),
+        (Some("rt-1"), Some(3), Some(1))
+    );
+    assert_eq!(
+        (done.started_at, done.finished_at),
+        (Some(11.0), Some(12.0))
+    );
+    assert!(
+        notebook
+            .queued_executions(&ExecutionTarget::Server)
+            .is_empty()
+    );
+
+    // Final states are final.
+    let err = notebook
+        .start_execution(&run, "rt-1", Some(3), 13.0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::InvalidTransition {
+            from: ExecutionStatus::Done,
+            to: ExecutionStatus::Running,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn writes_from_an_older_lease_epoch_are_refused_and_newer_holders_may_end_entries() {
+    let (notebook, cell) = notebook_with_cell("import time; time.sleep(100)");
+    let run = notebook
+        .request_execution(&cell, &ExecutionTarget::Server, "ada", 0.0)
+        .unwrap();
+    notebook
+        .start_execution(&run, "old-holder", Some(4), 1.0)
+        .unwrap();
+
+    let err = notebook
+        .finish_execution(&run, ExecutionStatus::Done, None, None, Some(3), 2.0)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::StaleLeaseEpoch {
+                current: 4,
+                attempted: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        notebook.execution(&run).unwrap().status,
+        ExecutionStatus::Running
+    );
+
+    notebook
+        .finish_execution(
+            &run,
+            ExecutionStatus::Interrupted,
+            None,
+            Some("runtime old-holder vanished"),
+            Some(5),
+            3.0,
+        )
+        .unwrap();
+    let entry = notebook.execution(&run).unwrap();
+    assert_eq!(
+        (entry.status, entry.lease_epoch),
+        (ExecutionStatus::Interrupted, Some(5))
+    );
+    assert_eq!(
+        entry.message.as_deref(),
+        Some("runtime old-holder vanished")
+    );
+}
+
+#[test]
+fn queued_entries_can_be_cancelled_but_not_finished_without_running() {
+    let (notebook, cell) = notebook_with_cell("1");
+    let run = notebook
+        .request_execution(&cell, &ExecutionTarget::Browser("tab".into()), "ada", 0.0)
+        .unwrap();
+    let err = notebook
+        .finish_execution(&run, ExecutionStatus::Done, None, None, None, 1.0)
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidTransition { .. }));
+    notebook
+        .finish_execution(
+            &run,
+            ExecutionStatus::Cancelled,
+            None,
+            Some("cancelled by ada"),
+            None,
+            1.0,
+        )
+        .unwrap();
+    assert_eq!(
+        notebook.execution(&run).unwrap().status,
+        ExecutionStatus::Cancelled
+    );
+    assert!(matches!(
+        notebook.execution("nope"),
+        Err(Error::ExecutionNotFound(_))
+    ));
+}
+
+#[test]
+fn executions_list_in_request_order_and_only_code_cells_run() {
+    let (notebook, cell) = notebook_with_cell("1");
+    let later = notebook
+        .request_execution(&cell, &ExecutionTarget::Server, "a", 20.0)
+        .unwrap();
+    let earlier = notebook
+        .request_execution(&cell, &ExecutionTarget::Server, "a", 10.0)
+        .unwrap();
+    let order: Vec<_> = notebook.executions().into_iter().map(|e| e.id).collect();
+    assert_eq!(order, [earlier, later]);
+
+    let markdown = notebook.push_cell(CellType::Markdown, "# no").unwrap();
+    assert!(matches!(
+        notebook.request_execution(&markdown, &ExecutionTarget::Server, "a", 0.0),
+        Err(Error::NotACodeCell(_))
+    ));
+}
+
+#[test]
+fn runtimes_register_heartbeat_and_leave() {
+    let notebook = Notebook::new();
+    let runtime = Runtime {
+        session_id: "rt-1".into(),
+        kind: RuntimeKind::Server,
+        name: "gpu-box".into(),
+        kernels: vec!["python3".into()],
+        gpu: Some("NVIDIA A100".into()),
+        container_image: None,
+        status: RuntimeStatus::Starting,
+        heartbeat_at: 1.0,
+        lease_epoch: Some(2),
+    };
+    notebook.register_runtime(&runtime);
+    notebook
+        .runtime_heartbeat("rt-1", Some(RuntimeStatus::Idle), 5.0)
+        .unwrap();
+    let seen = &notebook.runtimes()[0];
+    assert_eq!(
+        seen,
+        &Runtime {
+            status: RuntimeStatus::Idle,
+            heartbeat_at: 5.0,
+            ..runtime
+        }
+    );
+    assert!(matches!(
+        notebook.runtime_heartbeat("rt-2", None, 5.0),
+        Err(Error::RuntimeNotFound(_))
+    ));
+    notebook.remove_runtime("rt-1");
+    assert!(notebook.runtimes().is_empty());
+}
