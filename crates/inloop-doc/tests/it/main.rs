@@ -8,6 +8,7 @@ mod observe;
 
 use inloop_doc::Notebook;
 use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, StateVector, Transact};
 
 /// Brings every replica up to date with every other, the way a relay round would.
@@ -29,8 +30,6 @@ pub fn sync_one_way(from: &Notebook, to: &Notebook) {
     let update = from.doc().transact().encode_diff_v1(&state_vector);
     to.apply_update_v1(&update).expect("update applies");
 }
-
-use yrs::updates::encoder::Encode;
 
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures_dir() -> std::path::PathBuf {
