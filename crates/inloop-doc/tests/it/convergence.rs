@@ -1,23 +1,25 @@
 //! Random edits on 2 to 5 replicas, exchanged in random order, must converge to one notebook.
 //! Each case prints its seed on failure; replay one with `INLOOP_SEED=<seed> cargo test -p
-//! inloop-doc convergence`.
+//! inloop-doc convergence`; run a deeper sweep with `INLOOP_CASES=100000`.
 
 use inloop_doc::{
     CellType, ExecutionStatus, ExecutionTarget, Notebook, Output, StreamName, TextDelta,
 };
 use serde_json::json;
 
-const CASES: u64 = 150;
+const DEFAULT_CASES: u64 = 150;
 const TEXT: &[&str] = &["a", "bc", "😀", "é", "\n", "print(1)\n", "中文", " "];
 
 #[test]
-#[ignore = "found a divergence (seed 16074748412163520836) not yet diagnosed: see the note on issue 2"]
 fn random_edits_on_replicas_converge() {
     let seeds: Vec<u64> = match std::env::var("INLOOP_SEED") {
         Ok(seed) => vec![seed.parse().expect("INLOOP_SEED is a number")],
         Err(_) => {
+            let cases = std::env::var("INLOOP_CASES").map_or(DEFAULT_CASES, |cases| {
+                cases.parse().expect("INLOOP_CASES is a number")
+            });
             let base = fastrand::u64(..);
-            (0..CASES).map(|i| base.wrapping_add(i)).collect()
+            (0..cases).map(|i| base.wrapping_add(i)).collect()
         }
     };
     for seed in seeds {
@@ -35,9 +37,8 @@ fn run_case(seed: u64) {
     let start = origin.encode_update_v1();
     let replicas: Vec<Notebook> = (0..rng.usize(2..=5))
         .map(|i| {
-            let replica = Notebook::with_client_id(
-                seed.wrapping_mul(7).wrapping_add(i as u64) & ((1 << 53) - 1) | 1,
-            );
+            // Distinct client ids are the CRDT's precondition; they stay below 2^53 for Yjs.
+            let replica = Notebook::with_client_id((seed & ((1 << 52) - 1)) + i as u64 + 1);
             replica.apply_update_v1(&start).unwrap();
             replica
         })
