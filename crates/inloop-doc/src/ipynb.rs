@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
 use serde_json::{Map as JsonMap, Value};
 use yrs::{ArrayPrelim, In, MapPrelim, TextPrelim};
 
@@ -634,20 +633,6 @@ pub(crate) fn split_lines(s: &str) -> impl Iterator<Item = &str> {
         rest = tail;
         Some(line)
     })
-}
-
-/// A notebook exactly as `nbformat.write` lays it out: one-space indent, sorted keys, non-ASCII
-/// kept as is, a final newline.
-pub(crate) fn write(notebook: &Value) -> String {
-    let mut out = Vec::with_capacity(64 * 1024);
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    // A `Value` holds only strings, numbers and containers: serializing it cannot fail.
-    if notebook.serialize(&mut serializer).is_err() {
-        unreachable!("serializing a JSON value into memory failed");
-    }
-    out.push(b'\n');
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

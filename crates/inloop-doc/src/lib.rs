@@ -53,6 +53,7 @@ mod model;
 mod notebook;
 mod observe;
 mod path;
+mod pyjson;
 mod schema;
 
 pub use error::{Error, Result};

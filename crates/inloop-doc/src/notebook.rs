@@ -14,6 +14,7 @@ use crate::json::{
     any_to_json, float_any, json_to_any, map_to_json, out_as_f64, out_as_i64, out_as_string,
 };
 use crate::path::At;
+use crate::pyjson;
 use crate::schema::{self, cell as ck, execution as ek, meta as mk, output as ok, runtime as rk};
 use crate::{
     Cell, CellType, Error, Execution, ExecutionState, ExecutionStatus, ExecutionTarget,
@@ -152,7 +153,7 @@ impl Notebook {
 
     /// The notebook as nbformat 4.5 JSON, as `nbformat.write` lays it out.
     pub fn to_ipynb(&self) -> String {
-        ipynb::write(&self.to_ipynb_value())
+        pyjson::to_string(&self.to_ipynb_value())
     }
 
     /// The notebook as an nbformat 4.5 JSON value (lines split the way nbformat stores them).
