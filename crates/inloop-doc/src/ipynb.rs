@@ -7,9 +7,8 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map as JsonMap, Value};
-use yrs::{ArrayPrelim, In, MapPrelim, TextPrelim};
 
-use crate::json::json_to_any;
+use crate::node::DocNode;
 use crate::path::At;
 use crate::schema::{cell as ck, meta as mk, output as ok};
 use crate::{CellType, Result};
@@ -112,55 +111,57 @@ pub(crate) fn normalize_cell(
     };
 
     let id_at = at.key(ck::ID);
-    let id = match cell.remove(ck::ID) {
-        Some(Value::String(id)) => {
-            check_cell_id(&id_at, &id)?;
-            if ids.contains(&id) {
-                return Err(id_at.error(format_args!(
-                    "duplicate cell id {id:?}: cell ids must be unique within a notebook"
-                )));
+    rewrite(&mut cell, ck::ID, |id| {
+        let id = match id {
+            Some(Value::String(id)) => {
+                check_cell_id(&id_at, &id)?;
+                if ids.contains(&id) {
+                    return Err(id_at.error(format_args!(
+                        "duplicate cell id {id:?}: cell ids must be unique within a notebook"
+                    )));
+                }
+                id
             }
-            id
-        }
-        Some(other) => {
-            return Err(id_at.error(format_args!("expected a string, found {}", kind(&other))));
-        }
-        None => crate::ids::unique_cell_id(ids),
-    };
-    ids.insert(id.clone());
-    cell.insert(ck::ID.into(), Value::String(id));
+            Some(other) => {
+                return Err(id_at.error(format_args!("expected a string, found {}", kind(&other))));
+            }
+            None => crate::ids::unique_cell_id(ids),
+        };
+        ids.insert(id.clone());
+        Ok(Value::String(id))
+    })?;
 
     let source_at = at.key(ck::SOURCE);
-    let source = match cell.remove(ck::SOURCE) {
-        Some(value) => multiline(&source_at, value)?,
-        None => return Err(source_at.error("missing: every cell needs a source")),
-    };
-    cell.insert(ck::SOURCE.into(), Value::String(source));
+    rewrite(&mut cell, ck::SOURCE, |source| match source {
+        Some(value) => multiline(&source_at, value).map(Value::String),
+        None => Err(source_at.error("missing: every cell needs a source")),
+    })?;
 
-    let metadata = object_or_default(&at.key(ck::METADATA), cell.remove(ck::METADATA))?;
-    cell.insert(ck::METADATA.into(), Value::Object(metadata));
+    let metadata_at = at.key(ck::METADATA);
+    rewrite(&mut cell, ck::METADATA, |metadata| {
+        object_or_default(&metadata_at, metadata).map(Value::Object)
+    })?;
 
     match cell_type {
         CellType::Code => {
             let count_at = at.key(ck::EXECUTION_COUNT);
-            let count = execution_count(&count_at, cell.remove(ck::EXECUTION_COUNT))?;
-            cell.insert(ck::EXECUTION_COUNT.into(), count);
+            rewrite(&mut cell, ck::EXECUTION_COUNT, |count| {
+                execution_count(&count_at, count)
+            })?;
             let outputs_at = at.key(ck::OUTPUTS);
-            let outputs = match cell.remove(ck::OUTPUTS) {
+            rewrite(&mut cell, ck::OUTPUTS, |outputs| match outputs {
                 Some(Value::Array(outputs)) => outputs
                     .into_iter()
                     .enumerate()
                     .map(|(i, o)| normalize_output(&outputs_at.index(i), o).map(Value::Object))
-                    .collect::<Result<Vec<_>>>()?,
-                Some(Value::Null) | None => Vec::new(),
-                Some(other) => {
-                    return Err(outputs_at.error(format_args!(
-                        "expected a list of outputs, found {}",
-                        kind(&other)
-                    )));
-                }
-            };
-            cell.insert(ck::OUTPUTS.into(), Value::Array(outputs));
+                    .collect::<Result<Vec<_>>>()
+                    .map(Value::Array),
+                Some(Value::Null) | None => Ok(Value::Array(Vec::new())),
+                Some(other) => Err(outputs_at.error(format_args!(
+                    "expected a list of outputs, found {}",
+                    kind(&other)
+                ))),
+            })?;
         }
         CellType::Markdown | CellType::Raw => {
             let attachments_at = at.key(ck::ATTACHMENTS);
@@ -220,27 +221,26 @@ fn normalize_output(at: &At<'_>, output: Value) -> Result<JsonMap<String, Value>
                 }
             }
             let text_at = at.key(ok::TEXT);
-            let text = match output.remove(ok::TEXT) {
-                Some(text) => multiline(&text_at, text)?,
-                None => return Err(text_at.error("missing: a stream output needs its text")),
-            };
-            output.insert(ok::TEXT.into(), Value::String(text));
+            rewrite(&mut output, ok::TEXT, |text| match text {
+                Some(text) => multiline(&text_at, text).map(Value::String),
+                None => Err(text_at.error("missing: a stream output needs its text")),
+            })?;
         }
         "display_data" | "update_display_data" | "execute_result" => {
             let data_at = at.key(ok::DATA);
-            let data = match output.remove(ok::DATA) {
-                Some(data) => mime_bundle(&data_at, data)?,
-                None => {
-                    return Err(data_at.error("missing: a display needs its data (a mime bundle)"));
-                }
-            };
-            output.insert(ok::DATA.into(), Value::Object(data));
-            let metadata = object_or_default(&at.key(ok::METADATA), output.remove(ok::METADATA))?;
-            output.insert(ok::METADATA.into(), Value::Object(metadata));
+            rewrite(&mut output, ok::DATA, |data| match data {
+                Some(data) => mime_bundle(&data_at, data).map(Value::Object),
+                None => Err(data_at.error("missing: a display needs its data (a mime bundle)")),
+            })?;
+            let metadata_at = at.key(ok::METADATA);
+            rewrite(&mut output, ok::METADATA, |metadata| {
+                object_or_default(&metadata_at, metadata).map(Value::Object)
+            })?;
             if output_type == "execute_result" {
                 let count_at = at.key(ok::EXECUTION_COUNT);
-                let count = execution_count(&count_at, output.remove(ok::EXECUTION_COUNT))?;
-                output.insert(ok::EXECUTION_COUNT.into(), count);
+                rewrite(&mut output, ok::EXECUTION_COUNT, |count| {
+                    execution_count(&count_at, count)
+                })?;
             }
         }
         "error" => {
@@ -293,7 +293,8 @@ fn normalize_output(at: &At<'_>, output: Value) -> Result<JsonMap<String, Value>
 fn fold_display_updates(cells: &mut [JsonMap<String, Value>]) {
     let mut displays: HashMap<String, (usize, usize)> = HashMap::new();
     for cell_index in 0..cells.len() {
-        let Some(Value::Array(outputs)) = cells[cell_index].remove(ck::OUTPUTS) else {
+        let Some(Value::Array(outputs)) = cells[cell_index].get_mut(ck::OUTPUTS).map(Value::take)
+        else {
             continue;
         };
         let mut kept: Vec<Value> = Vec::with_capacity(outputs.len());
@@ -317,7 +318,7 @@ fn fold_display_updates(cells: &mut [JsonMap<String, Value>]) {
             }
             kept.push(output);
         }
-        cells[cell_index].insert(ck::OUTPUTS.into(), Value::Array(kept));
+        cells[cell_index][ck::OUTPUTS] = Value::Array(kept);
     }
 }
 
@@ -345,7 +346,8 @@ fn multiline(at: &At<'_>, value: Value) -> Result<String> {
     match value {
         Value::String(s) => Ok(s),
         Value::Array(lines) => {
-            let mut joined = String::new();
+            let len = lines.iter().map(|l| l.as_str().map_or(0, str::len)).sum();
+            let mut joined = String::with_capacity(len);
             for (i, line) in lines.iter().enumerate() {
                 match line {
                     Value::String(line) => joined.push_str(line),
@@ -401,6 +403,21 @@ fn integer(at: &At<'_>, value: Option<Value>) -> Result<i64> {
     }
 }
 
+/// Sets `map[key]` to what `f` makes of its current value, in place when the key is there.
+fn rewrite(
+    map: &mut JsonMap<String, Value>,
+    key: &str,
+    f: impl FnOnce(Option<Value>) -> Result<Value>,
+) -> Result<()> {
+    match map.get_mut(key) {
+        Some(slot) => *slot = f(Some(slot.take()))?,
+        None => {
+            map.insert(key.to_owned(), f(None)?);
+        }
+    }
+    Ok(())
+}
+
 fn execution_count(at: &At<'_>, value: Option<Value>) -> Result<Value> {
     match value {
         None | Some(Value::Null) => Ok(Value::Null),
@@ -433,58 +450,57 @@ fn kind(value: &Value) -> &'static str {
 
 /// The document form of a normalised cell: `source` a `Y.Text`, `metadata` a `Y.Map`, `outputs`
 /// a `Y.Array` of `Y.Map`s, numbers as floats, and jupyter_ydoc's `execution_state` on code cells.
-pub(crate) fn cell_prelim(cell: JsonMap<String, Value>) -> MapPrelim {
+pub(crate) fn cell_entries(cell: JsonMap<String, Value>) -> Vec<(String, DocNode)> {
     let is_code = cell.get(ck::CELL_TYPE).and_then(Value::as_str) == Some(CellType::Code.as_str());
     let has_state = cell.contains_key(ck::EXECUTION_STATE);
-    let mut prelim: MapPrelim = cell
+    let mut entries: Vec<(String, DocNode)> = cell
         .into_iter()
         .map(|(key, value)| {
-            let value = match (key.as_str(), value) {
-                (ck::SOURCE, Value::String(source)) => In::from(TextPrelim::new(source)),
-                (ck::METADATA, Value::Object(metadata)) => In::Map(any_map_prelim(&metadata)),
-                (ck::OUTPUTS, Value::Array(outputs)) => In::Array(
+            let node = match (key.as_str(), value) {
+                (ck::SOURCE, Value::String(source)) => DocNode::Text(source),
+                (ck::METADATA, Value::Object(metadata)) => DocNode::Map(any_entries(&metadata)),
+                (ck::OUTPUTS, Value::Array(outputs)) => DocNode::Array(
                     outputs
                         .into_iter()
                         .filter_map(|o| match o {
-                            Value::Object(o) => Some(In::Map(output_prelim(o))),
+                            Value::Object(o) => Some(DocNode::Map(output_entries(o))),
                             _ => None,
                         })
-                        .collect::<ArrayPrelim>(),
+                        .collect(),
                 ),
-                (_, value) => In::Any(json_to_any(&value)),
+                (_, value) => DocNode::Json(value),
             };
-            (key, value)
+            (key, node)
         })
         .collect();
     if is_code && !has_state {
-        prelim.insert(
+        entries.push((
             ck::EXECUTION_STATE.into(),
-            In::from(crate::ExecutionState::Idle.as_str()),
-        );
+            DocNode::Json(crate::ExecutionState::Idle.as_str().into()),
+        ));
     }
-    prelim
+    entries
 }
 
 /// An output's `Y.Map`; a stream's text is a `Y.Text` so later output appends to it.
-pub(crate) fn output_prelim(output: JsonMap<String, Value>) -> MapPrelim {
+pub(crate) fn output_entries(output: JsonMap<String, Value>) -> Vec<(String, DocNode)> {
     let is_stream = output.get(ok::OUTPUT_TYPE).and_then(Value::as_str) == Some("stream");
     output
         .into_iter()
         .map(|(key, value)| {
-            let value = match value {
-                Value::String(text) if is_stream && key == ok::TEXT => {
-                    In::from(TextPrelim::new(text))
-                }
-                value => In::Any(json_to_any(&value)),
+            let node = match value {
+                Value::String(text) if is_stream && key == ok::TEXT => DocNode::Text(text),
+                value => DocNode::Json(value),
             };
-            (key, value)
+            (key, node)
         })
         .collect()
 }
 
-pub(crate) fn any_map_prelim(map: &JsonMap<String, Value>) -> MapPrelim {
+/// A metadata map: a `Y.Map` whose values are plain.
+pub(crate) fn any_entries(map: &JsonMap<String, Value>) -> Vec<(String, DocNode)> {
     map.iter()
-        .map(|(k, v)| (k.as_str(), In::Any(json_to_any(v))))
+        .map(|(k, v)| (k.clone(), DocNode::Json(v.clone())))
         .collect()
 }
 

@@ -30,7 +30,7 @@ pub(crate) fn json_map_to_any(map: &JsonMap<String, Value>) -> HashMap<String, A
         .collect()
 }
 
-fn json_number(n: &JsonNumber) -> Number {
+pub(crate) fn json_number(n: &JsonNumber) -> Number {
     match (n.as_i64(), n.as_f64()) {
         (Some(i), _) if (i as f64).abs() > MAX_SAFE_INTEGER => Number::Int(i),
         (_, Some(f)) => Number::Float(f),

@@ -50,6 +50,7 @@ mod ids;
 mod ipynb;
 mod json;
 mod model;
+mod node;
 mod notebook;
 mod observe;
 mod path;

@@ -4,8 +4,8 @@ use std::fmt;
 use serde_json::Value;
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Any, Array, ArrayPrelim, ArrayRef, Doc, Map, MapPrelim, MapRef, OffsetKind, Options, Out,
-    ReadTxn, StateVector, Text, TextRef, Transact, TransactionMut, Update,
+    Any, Array, ArrayPrelim, ArrayRef, ClientID, Doc, In, Map, MapPrelim, MapRef, OffsetKind,
+    Options, Out, ReadTxn, StateVector, Text, TextRef, Transact, TransactionMut, Update,
 };
 
 use crate::ids::new_id;
@@ -13,6 +13,7 @@ use crate::ipynb::{self, NBFORMAT, NBFORMAT_MINOR};
 use crate::json::{
     any_to_json, float_any, json_to_any, map_to_json, out_as_f64, out_as_i64, out_as_string,
 };
+use crate::node::{DocNode, FreshUpdate, map_prelim};
 use crate::path::At;
 use crate::pyjson;
 use crate::schema::{self, cell as ck, execution as ek, meta as mk, output as ok, runtime as rk};
@@ -26,6 +27,8 @@ use crate::{
 pub(crate) const LOCAL_ORIGIN: &str = "inloop:local";
 /// The origin under which [`Notebook::apply_update_v1`] applies peers' updates.
 pub(crate) const REMOTE_ORIGIN: &str = "inloop:remote";
+/// Client ids are 53-bit, so Yjs peers (JavaScript numbers) read them exactly.
+const MAX_CLIENT_ID: u64 = 1 << 53;
 
 /// A notebook: a Yrs document in the jupyter_ydoc 4.x schema, plus inloop's `executions` and
 /// `runtimes` maps, behind a typed API.
@@ -86,45 +89,46 @@ impl Notebook {
     pub fn blank() -> Self {
         let notebook = Self::new();
         let mut txn = notebook.write();
-        notebook.write_meta(&mut txn, &Metadata::new(), Metadata::new());
+        for (key, node) in meta_entries(&Metadata::new(), Metadata::new()) {
+            notebook.meta.insert(&mut txn, key, In::from(node));
+        }
         let cell = notebook.new_cell_json(CellType::Code, "", &HashSet::new());
-        notebook.cells.push_back(&mut txn, ipynb::cell_prelim(cell));
+        let cell = map_prelim(ipynb::cell_entries(cell));
+        notebook.cells.push_back(&mut txn, cell);
         drop(txn);
         notebook
     }
 
     /// Reads an `.ipynb` file's bytes, which must be UTF-8 (as nbformat requires).
     pub fn from_ipynb_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_update_v1(&Self::ipynb_to_update_v1(bytes)?)
+    }
+
+    /// Reads an `.ipynb` (nbformat 4.0 to 4.5). Errors name the JSON path of the problem.
+    pub fn from_ipynb(text: &str) -> Result<Self> {
+        Self::from_ipynb_bytes(text.as_bytes())
+    }
+
+    /// The update (v1 encoding) that creates the document of an `.ipynb` file's bytes, as
+    /// `inloop import` stores it. Written directly, several times faster than building a
+    /// document and encoding it; it reads back as [`Notebook::from_ipynb`] would build it.
+    pub fn ipynb_to_update_v1(bytes: &[u8]) -> Result<Vec<u8>> {
         let text = std::str::from_utf8(bytes).map_err(|e| {
             At::Root.error(format_args!(
                 "not UTF-8 text ({e}); nbformat files are UTF-8 JSON"
             ))
         })?;
-        Self::from_ipynb(text)
-    }
-
-    /// Reads an `.ipynb` (nbformat 4.0 to 4.5). Errors name the JSON path of the problem.
-    pub fn from_ipynb(text: &str) -> Result<Self> {
         let parsed = ipynb::parse(text)?;
-        let notebook = Self::new();
-        let mut txn = notebook.write();
-        notebook.write_meta(&mut txn, &parsed.metadata, parsed.extra);
-        for cell in parsed.cells {
-            notebook.cells.push_back(&mut txn, ipynb::cell_prelim(cell));
-        }
-        drop(txn);
-        Ok(notebook)
-    }
-
-    fn write_meta(&self, txn: &mut TransactionMut, metadata: &Metadata, extra: Metadata) {
-        for (key, value) in extra {
-            self.meta.insert(txn, key, json_to_any(&value));
-        }
-        self.meta.insert(txn, mk::NBFORMAT, float_any(NBFORMAT));
-        self.meta
-            .insert(txn, mk::NBFORMAT_MINOR, float_any(NBFORMAT_MINOR));
-        self.meta
-            .insert(txn, mk::METADATA, ipynb::any_map_prelim(metadata));
+        let cells = parsed.cells.into_iter();
+        let mut update = FreshUpdate::new(ClientID::new(fastrand::u64(1..MAX_CLIENT_ID)));
+        update.root_map(schema::META, meta_entries(&parsed.metadata, parsed.extra));
+        update.root_array(
+            schema::CELLS,
+            cells
+                .map(|cell| DocNode::Map(ipynb::cell_entries(cell)))
+                .collect(),
+        );
+        Ok(update.finish())
     }
 
     /// A document from one Yrs update (v1 encoding), such as [`Notebook::encode_update_v1`] or
@@ -370,7 +374,8 @@ impl Notebook {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        self.cells.insert(txn, index, ipynb::cell_prelim(cell));
+        self.cells
+            .insert(txn, index, map_prelim(ipynb::cell_entries(cell)));
         Ok(id)
     }
 
@@ -400,7 +405,8 @@ impl Notebook {
         let copy = map_to_json(&txn, &cell);
         let copy = ipynb::normalize_cell(&At::Root, Value::Object(copy), &mut HashSet::new())?;
         self.cells.remove(&mut txn, from);
-        self.cells.insert(&mut txn, to, ipynb::cell_prelim(copy));
+        self.cells
+            .insert(&mut txn, to, map_prelim(ipynb::cell_entries(copy)));
         Ok(())
     }
 
@@ -549,7 +555,10 @@ impl Notebook {
                 return Ok(());
             }
         }
-        outputs.push_back(&mut txn, ipynb::output_prelim(output.to_json()));
+        outputs.push_back(
+            &mut txn,
+            map_prelim(ipynb::output_entries(output.to_json())),
+        );
         Ok(())
     }
 
@@ -878,6 +887,24 @@ fn json_object_at<T: ReadTxn>(txn: &T, map: &MapRef, key: &str) -> Option<Metada
     }
 }
 
+/// The `meta` root's entries: top-level fields, nbformat 4.5, and the notebook's metadata.
+fn meta_entries(metadata: &Metadata, extra: Metadata) -> Vec<(String, DocNode)> {
+    let mut entries: Vec<(String, DocNode)> = extra
+        .into_iter()
+        .map(|(key, value)| (key, DocNode::Json(value)))
+        .collect();
+    entries.push((mk::NBFORMAT.into(), DocNode::Json(NBFORMAT.into())));
+    entries.push((
+        mk::NBFORMAT_MINOR.into(),
+        DocNode::Json(NBFORMAT_MINOR.into()),
+    ));
+    entries.push((
+        mk::METADATA.into(),
+        DocNode::Map(ipynb::any_entries(metadata)),
+    ));
+    entries
+}
+
 /// The `Y.Map` under `key`, made one if a peer left something else there.
 fn child_map(txn: &mut TransactionMut, parent: &MapRef, key: &str) -> MapRef {
     match parent.get(txn, key) {
@@ -887,7 +914,7 @@ fn child_map(txn: &mut TransactionMut, parent: &MapRef, key: &str) -> MapRef {
                 Some(Value::Object(object)) => object,
                 _ => Metadata::new(),
             };
-            parent.insert(txn, key, ipynb::any_map_prelim(&current))
+            parent.insert(txn, key, map_prelim(ipynb::any_entries(&current)))
         }
     }
 }
