@@ -9,6 +9,10 @@ pub enum Error {
     #[error("{path}: {problem}")]
     InvalidNotebook { path: String, problem: String },
 
+    /// The document is inside a transaction (an observer callback tried to subscribe).
+    #[error("the document is busy with a transaction; subscribe outside observer callbacks")]
+    Busy,
+
     /// A Yrs update could not be decoded or applied.
     #[error("not a valid Yrs update: {0}")]
     Update(String),

@@ -63,4 +63,4 @@ pub use model::{
     Runtime, RuntimeKind, RuntimeStatus, StreamName, TextDelta,
 };
 pub use notebook::Notebook;
-pub use observe::{CellField, Change, ChangeBatch, ChangeOrigin, Subscription};
+pub use observe::{CellField, Change, ChangeBatch, ChangeOrigin, Subscription, UpdateSubscription};

@@ -142,6 +142,11 @@ impl Notebook {
     /// Applies a peer's update (v1 encoding). Observers see its changes as remote.
     pub fn apply_update_v1(&self, update: &[u8]) -> Result<()> {
         let update = Update::decode_v1(update).map_err(|e| Error::Update(e.to_string()))?;
+        self.apply_update(update)
+    }
+
+    /// Applies a peer's update decoded already (a relay checks it before applying).
+    pub fn apply_update(&self, update: Update) -> Result<()> {
         self.doc
             .transact_mut_with(REMOTE_ORIGIN)
             .apply_update(update)

@@ -11,9 +11,9 @@ use yrs::{
     Any, Array, ArrayRef, DeepObservable, Map, MapRef, Origin, Out, ReadTxn, TransactionMut,
 };
 
-use crate::notebook::LOCAL_ORIGIN;
+use crate::notebook::{LOCAL_ORIGIN, REMOTE_ORIGIN};
 use crate::schema::cell as ck;
-use crate::{Notebook, TextDelta};
+use crate::{Error, Notebook, Result, TextDelta};
 
 /// Who made a change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -115,6 +115,35 @@ impl Drop for Subscription {
 
 static NEXT_OBSERVER: AtomicU64 = AtomicU64::new(0);
 
+fn observer_key() -> Origin {
+    Origin::from(format!(
+        "inloop:observer:{}",
+        NEXT_OBSERVER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Keeps a local-update observer registered; dropping it unregisters.
+#[must_use = "the observer is removed when the UpdateSubscription is dropped"]
+pub struct UpdateSubscription {
+    key: Origin,
+    doc: yrs::Doc,
+}
+
+impl std::fmt::Debug for UpdateSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateSubscription")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl Drop for UpdateSubscription {
+    fn drop(&mut self) {
+        // Fails only when dropped inside a transaction; the observer then lives on with the doc.
+        let _ = self.doc.unobserve_update_v1(self.key.clone());
+    }
+}
+
 impl Notebook {
     /// Calls `f` with the typed changes of every transaction, local or remote, after it commits.
     ///
@@ -124,10 +153,7 @@ impl Notebook {
     where
         F: FnMut(&ChangeBatch) + 'static,
     {
-        let key = Origin::from(format!(
-            "inloop:observer:{}",
-            NEXT_OBSERVER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let key = observer_key();
         let f = Rc::new(RefCell::new(f));
         let emit = move |txn: &TransactionMut, changes: Vec<Change>| {
             if changes.is_empty() {
@@ -182,6 +208,31 @@ impl Notebook {
                 self.runtimes_ref().clone(),
             ],
         }
+    }
+}
+
+impl Notebook {
+    /// Calls `f` with every change made here (not applied from a peer) as one v1 update per
+    /// transaction: what a sync session sends to the relay.
+    pub fn observe_local_updates<F>(&self, mut f: F) -> Result<UpdateSubscription>
+    where
+        F: FnMut(&[u8]) + 'static,
+    {
+        let key = observer_key();
+        self.doc()
+            .observe_update_v1(key.clone(), move |txn, event| {
+                let from_peer = txn
+                    .origin()
+                    .is_some_and(|origin| origin.as_ref() == REMOTE_ORIGIN.as_bytes());
+                if !from_peer {
+                    f(&event.update);
+                }
+            })
+            .map_err(|_| Error::Busy)?;
+        Ok(UpdateSubscription {
+            key,
+            doc: self.doc().clone(),
+        })
     }
 }
 

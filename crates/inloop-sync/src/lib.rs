@@ -1,0 +1,62 @@
+//! Sans-IO sync for inloop documents: what goes on a document's WebSocket, with no socket in it.
+//!
+//! Bytes in, bytes out. The relay, the browser engine and the server runtime each own their
+//! sockets and clocks and hand frames to the types here, so the protocol has one implementation
+//! that every side shares and that tests drive without a network.
+//!
+//! # Features
+//!
+//! - [`wire`]: the y-websocket protocol on `yrs::sync` (SYNC step 1, step 2 and update,
+//!   AWARENESS, AUTH, QUERY_AWARENESS) plus inloop's lease message. A stock Yjs `y-websocket`
+//!   client speaks it unchanged.
+//! - [`Room`]: the relay's rules for one document: answers sync, applies and relays updates
+//!   (to be stored durably before they go out), refuses changes from read-only peers, relays
+//!   presence and drops a peer's presence when it leaves, and runs the [`Lease`].
+//! - [`ClientSession`]: a peer's side: sync on (re)connection, including changes made offline,
+//!   presence, lease events.
+//! - [`Lease`]: one runtime per document, a growing epoch, heartbeats, a grace period.
+//! - [`TokenKey`], [`Claims`], [`Role`]: signed capability tokens.
+//!
+//! # Quick start
+//!
+//! ```
+//! use inloop_doc::{CellType, Notebook};
+//! use inloop_sync::{ClientSession, Role, Room, RoomLimits};
+//!
+//! let limits = RoomLimits { max_document_bytes: 1 << 20, lease_ttl_ms: 10_000, lease_grace_ms: 5_000 };
+//! let mut room: Room<u32> = Room::new(Notebook::blank(), 0, 0, limits);
+//! let mut alice = ClientSession::new(Notebook::new());
+//!
+//! // Alice connects: she and the room exchange state vectors and what the other lacks.
+//! let mut to_alice = room.join();
+//! for frame in alice.connected() {
+//!     to_alice.extend(room.receive(1, Role::Edit, &frame, 0).unwrap().reply);
+//! }
+//! for frame in to_alice {
+//!     for reply in alice.receive(&frame).unwrap().replies {
+//!         room.receive(1, Role::Edit, &reply, 0).unwrap();
+//!     }
+//! }
+//! assert!(alice.is_synced());
+//! assert_eq!(alice.notebook().cell_count(), 1);
+//!
+//! // Her edit travels as one update frame; the room stores it, then relays it.
+//! alice.notebook().insert_cell(1, CellType::Markdown, "# Hi").unwrap();
+//! let update = alice.notebook().encode_update_v1();
+//! let outcome = room.receive(1, Role::Edit, &ClientSession::update_frame(&update), 0).unwrap();
+//! assert_eq!(outcome.persist.len(), 1);
+//! assert_eq!(room.notebook().cell_count(), 2);
+//! ```
+
+mod client;
+mod error;
+pub mod lease;
+mod room;
+pub mod token;
+pub mod wire;
+
+pub use client::{ClientEvent, ClientSession, Received};
+pub use error::{Error, Result};
+pub use lease::{Lease, LeaseMessage};
+pub use room::{Outcome, Room, RoomLimits};
+pub use token::{Action, Claims, Role, TokenKey};

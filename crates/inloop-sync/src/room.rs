@@ -1,0 +1,309 @@
+//! The relay's side of a document: one notebook, the presence of its peers and its runtime
+//! lease, driven by frames in and frames out. The relay adds the sockets, the storage and the
+//! clock; this holds the rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use inloop_doc::Notebook;
+use yrs::sync::AwarenessUpdate;
+use yrs::sync::awareness::AwarenessUpdateEntry;
+use yrs::updates::decoder::Decode;
+use yrs::{ClientID, ReadTxn, Transact, Update};
+
+use crate::lease::{Lease, LeaseMessage};
+use crate::token::{Action, Role};
+use crate::wire::{self, Message};
+use crate::{Error, Result};
+
+/// A v1 update that changes nothing (no structs, no deletions).
+const EMPTY_UPDATE: [u8; 2] = [0, 0];
+
+/// What to do after a message: append `persist` durably first, then send the frames.
+#[derive(Debug)]
+pub struct Outcome<P> {
+    /// Document updates to store, in order, before any frame below goes out.
+    pub persist: Vec<Vec<u8>>,
+    /// A lease epoch granted: store it with the updates so epochs keep growing after a restart.
+    pub lease_epoch: Option<u64>,
+    /// Frames for the peer the message came from.
+    pub reply: Vec<Vec<u8>>,
+    /// Frames for every other peer in the room.
+    pub broadcast: Vec<Vec<u8>>,
+    /// Frames for particular peers.
+    pub direct: Vec<(P, Vec<u8>)>,
+}
+
+impl<P> Default for Outcome<P> {
+    fn default() -> Self {
+        Self {
+            persist: Vec::new(),
+            lease_epoch: None,
+            reply: Vec::new(),
+            broadcast: Vec::new(),
+            direct: Vec::new(),
+        }
+    }
+}
+
+/// Limits a room enforces on what peers send.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    /// The document's encoded size may not grow past this many bytes.
+    pub max_document_bytes: usize,
+    pub lease_ttl_ms: u64,
+    pub lease_grace_ms: u64,
+}
+
+#[derive(Debug)]
+struct Presence<P> {
+    clock: u32,
+    json: Arc<str>,
+    owner: P,
+}
+
+/// One document and the peers on it. `P` identifies a connection.
+#[derive(Debug)]
+pub struct Room<P> {
+    notebook: Notebook,
+    presence: HashMap<ClientID, Presence<P>>,
+    lease: Lease<P>,
+    limits: RoomLimits,
+    /// The stored size: the snapshot and the updates appended since.
+    stored_bytes: usize,
+}
+
+impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
+    /// A room for a document loaded from storage (`stored_bytes` of snapshot and log), whose
+    /// last granted lease epoch was `lease_epoch`.
+    pub fn new(
+        notebook: Notebook,
+        stored_bytes: usize,
+        lease_epoch: u64,
+        limits: RoomLimits,
+    ) -> Self {
+        Self {
+            notebook,
+            presence: HashMap::new(),
+            lease: Lease::new(lease_epoch, limits.lease_ttl_ms, limits.lease_grace_ms),
+            limits,
+            stored_bytes,
+        }
+    }
+
+    pub fn notebook(&self) -> &Notebook {
+        &self.notebook
+    }
+
+    pub fn lease(&self) -> &Lease<P> {
+        &self.lease
+    }
+
+    /// The whole document as one update, for a snapshot; resets the stored size to it.
+    pub fn compact(&mut self) -> Vec<u8> {
+        let snapshot = self.notebook.encode_update_v1();
+        self.stored_bytes = snapshot.len();
+        snapshot
+    }
+
+    /// The frames a new peer gets first: what we have (so it sends what we lack), and who is here.
+    pub fn join(&self) -> Vec<Vec<u8>> {
+        let state_vector = self.notebook.doc().transact().state_vector();
+        let mut frames = vec![Message::SyncStep1(state_vector).encode()];
+        if !self.presence.is_empty() {
+            let everyone = self.presence.iter().map(|(client, p)| (*client, p));
+            frames.push(Message::Awareness(awareness_update(everyone)).encode());
+        }
+        frames
+    }
+
+    /// Handles one frame from `peer`. An error means the peer broke the protocol or its rights:
+    /// close its connection with the error as the reason; the room is unchanged by that frame.
+    pub fn receive(
+        &mut self,
+        peer: P,
+        role: Role,
+        frame: &[u8],
+        now_ms: u64,
+    ) -> Result<Outcome<P>> {
+        self.handle(peer, role, wire::decode(frame)?, now_ms)
+    }
+
+    fn handle(&mut self, peer: P, role: Role, message: Message, now_ms: u64) -> Result<Outcome<P>> {
+        let mut outcome = Outcome::default();
+        match message {
+            Message::SyncStep1(state_vector) => {
+                let diff = self.notebook.doc().transact().encode_diff_v1(&state_vector);
+                outcome.reply.push(Message::SyncStep2(diff).encode());
+            }
+            Message::SyncStep2(update) | Message::Update(update) => {
+                if update == EMPTY_UPDATE {
+                    return Ok(outcome);
+                }
+                let decoded = Update::decode_v1(&update)
+                    .map_err(|e| Error::Malformed(format!("update: {e}")))?;
+                if !role.allows(Action::Edit) {
+                    if self.would_change(&decoded) {
+                        return Err(Error::ReadOnly);
+                    }
+                    return Ok(outcome);
+                }
+                if self.stored_bytes + update.len() > self.limits.max_document_bytes {
+                    return Err(Error::DocumentTooLarge {
+                        limit: self.limits.max_document_bytes,
+                    });
+                }
+                self.notebook
+                    .apply_update(decoded)
+                    .map_err(|e| Error::Malformed(e.to_string()))?;
+                self.stored_bytes += update.len();
+                outcome.broadcast.push(wire::encode_update(&update));
+                outcome.persist.push(update);
+            }
+            Message::Awareness(update) => {
+                let changed = self.apply_presence(peer, update);
+                if !changed.clients.is_empty() {
+                    outcome.broadcast.push(Message::Awareness(changed).encode());
+                }
+            }
+            Message::QueryAwareness => {
+                let everyone = self.presence.iter().map(|(client, p)| (*client, p));
+                outcome
+                    .reply
+                    .push(Message::Awareness(awareness_update(everyone)).encode());
+            }
+            // Stock clients never send AUTH; the token was checked at the handshake.
+            Message::Auth(_) => {}
+            Message::Lease(message) => {
+                if !role.allows(Action::HoldLease) {
+                    let denied = LeaseMessage::Denied {
+                        reason: format!("a {role} token cannot hold the runtime lease"),
+                    };
+                    outcome.reply.push(Message::Lease(denied).encode());
+                    return Ok(outcome);
+                }
+                let before = self.lease.epoch();
+                let notices = self.lease.receive(peer, message, now_ms);
+                self.notices(&mut outcome, before, notices);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Whether an update holds anything this document does not have yet.
+    fn would_change(&self, update: &Update) -> bool {
+        let txn = self.notebook.doc().transact();
+        let ours = txn.state_vector();
+        let inserts = update
+            .state_vector()
+            .iter()
+            .any(|(client, clock)| *clock > ours.get(client));
+        if inserts {
+            return true;
+        }
+        let deleted = txn.snapshot().delete_set;
+        !update.delete_set().diff(&deleted).is_empty()
+    }
+
+    /// Records the entries newer than ours, owned by `peer`; returns them.
+    fn apply_presence(&mut self, peer: P, update: AwarenessUpdate) -> AwarenessUpdate {
+        let mut changed = AwarenessUpdate {
+            clients: HashMap::new(),
+        };
+        for (client, entry) in update.clients {
+            let newer = self
+                .presence
+                .get(&client)
+                .is_none_or(|known| entry.clock >= known.clock);
+            if !newer {
+                continue;
+            }
+            if &*entry.json == "null" {
+                self.presence.remove(&client);
+            } else {
+                self.presence.insert(
+                    client,
+                    Presence {
+                        clock: entry.clock,
+                        json: entry.json.clone(),
+                        owner: peer,
+                    },
+                );
+            }
+            changed.clients.insert(client, entry);
+        }
+        changed
+    }
+
+    /// A peer's connection closed: its presence goes, and a lease it held runs out after the
+    /// grace period.
+    pub fn leave(&mut self, peer: P, now_ms: u64) -> Outcome<P> {
+        let mut outcome = Outcome::default();
+        let gone: Vec<ClientID> = self
+            .presence
+            .iter()
+            .filter(|(_, p)| p.owner == peer)
+            .map(|(client, _)| *client)
+            .collect();
+        if !gone.is_empty() {
+            let mut removal = AwarenessUpdate {
+                clients: HashMap::new(),
+            };
+            for client in gone {
+                if let Some(p) = self.presence.remove(&client) {
+                    let entry = AwarenessUpdateEntry {
+                        clock: p.clock + 1,
+                        json: Arc::from("null"),
+                    };
+                    removal.clients.insert(client, entry);
+                }
+            }
+            outcome.broadcast.push(Message::Awareness(removal).encode());
+        }
+        self.lease.disconnected(peer, now_ms);
+        outcome
+    }
+
+    /// Lease expiry: call at [`Room::next_deadline_ms`].
+    pub fn tick(&mut self, now_ms: u64) -> Outcome<P> {
+        let mut outcome = Outcome::default();
+        let before = self.lease.epoch();
+        let notices = self.lease.tick(now_ms);
+        self.notices(&mut outcome, before, notices);
+        outcome
+    }
+
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.lease.next_deadline_ms()
+    }
+
+    fn notices(
+        &self,
+        outcome: &mut Outcome<P>,
+        epoch_before: u64,
+        notices: Vec<crate::lease::Notice<P>>,
+    ) {
+        if self.lease.epoch() != epoch_before {
+            outcome.lease_epoch = Some(self.lease.epoch());
+        }
+        for (to, notice) in notices {
+            outcome.direct.push((to, Message::Lease(notice).encode()));
+        }
+    }
+}
+
+fn awareness_update<'a, P: 'a>(
+    entries: impl Iterator<Item = (ClientID, &'a Presence<P>)>,
+) -> AwarenessUpdate {
+    AwarenessUpdate {
+        clients: entries
+            .map(|(client, p)| {
+                let entry = AwarenessUpdateEntry {
+                    clock: p.clock,
+                    json: p.json.clone(),
+                };
+                (client, entry)
+            })
+            .collect(),
+    }
+}
