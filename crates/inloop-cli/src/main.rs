@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use inloop_doc::Notebook;
+use inloop_relay::{Config, Limits, Relay};
+use std::time::Duration;
 
 // Documents are many small allocations; mimalloc makes importing a large notebook about twice as
 // fast as glibc's allocator (measured by `cargo bench -p inloop-doc --bench ipynb`).
@@ -32,6 +34,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start the relay: notebooks synced live over WebSockets, stored in SQLite.
+    ///
+    /// Prints a URL with an admin token, the way Jupyter does. Stops cleanly on Ctrl+C or
+    /// SIGTERM (every change is stored before it is sent, so nothing is left to flush).
+    Serve(ServeArgs),
     /// Convert an .ipynb notebook (nbformat 4.0 to 4.5) into a .ydoc document.
     Import {
         /// The notebook to read.
@@ -49,6 +56,71 @@ enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "INLOOP_ADDR", default_value = "127.0.0.1:8787")]
+    addr: std::net::SocketAddr,
+    /// Folder for the database and the token signing key (created if missing).
+    #[arg(long, env = "INLOOP_DATA", default_value = "./inloop-data")]
+    data: PathBuf,
+    /// The built page to serve at / (web/dist).
+    #[arg(long, env = "INLOOP_WEB")]
+    web: Option<PathBuf>,
+    /// Largest WebSocket message, in bytes.
+    #[arg(long, env = "INLOOP_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
+    max_message_bytes: usize,
+    /// Largest document (snapshot plus log), in bytes.
+    #[arg(long, env = "INLOOP_MAX_DOCUMENT_BYTES", default_value_t = Limits::default().max_document_bytes)]
+    max_document_bytes: usize,
+    #[arg(long, env = "INLOOP_MAX_CONNECTIONS_PER_DOCUMENT", default_value_t = Limits::default().max_connections_per_document)]
+    max_connections_per_document: usize,
+    /// Messages a connection may send per second.
+    #[arg(long, env = "INLOOP_MAX_MESSAGES_PER_SECOND", default_value_t = Limits::default().max_messages_per_second)]
+    max_messages_per_second: u32,
+    /// Frames queued for a peer before it counts as too slow and is disconnected.
+    #[arg(long, env = "INLOOP_OUTGOING_QUEUE", default_value_t = Limits::default().outgoing_queue)]
+    outgoing_queue: usize,
+    /// Seconds a document with no peers stays in memory.
+    #[arg(long, env = "INLOOP_IDLE_UNLOAD_SECS", default_value_t = Limits::default().idle_unload.as_secs())]
+    idle_unload_secs: u64,
+    /// Seconds a runtime lease lasts without a heartbeat.
+    #[arg(long, env = "INLOOP_LEASE_TTL_SECS", default_value_t = Limits::default().lease_ttl.as_secs_f64())]
+    lease_ttl_secs: f64,
+    /// Seconds a disconnected lease holder keeps the lease.
+    #[arg(long, env = "INLOOP_LEASE_GRACE_SECS", default_value_t = Limits::default().lease_grace.as_secs_f64())]
+    lease_grace_secs: f64,
+}
+
+impl ServeArgs {
+    fn config(self) -> Result<Config> {
+        let mut config = Config::new(self.data);
+        config.addr = self.addr;
+        config.web_dir = self.web;
+        // A fixed key lets several relays (or restarts on new disks) accept the same tokens.
+        if let Ok(secret) = std::env::var("INLOOP_SECRET") {
+            anyhow::ensure!(
+                secret.len() >= 32,
+                "INLOOP_SECRET has {} characters; it needs at least 32",
+                secret.len()
+            );
+            config.secret = Some(secret.into_bytes());
+        }
+        config.limits = Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_document_bytes: self.max_document_bytes,
+            max_connections_per_document: self.max_connections_per_document,
+            max_messages_per_second: self.max_messages_per_second,
+            outgoing_queue: self.outgoing_queue,
+            idle_unload: Duration::from_secs(self.idle_unload_secs),
+            lease_ttl: Duration::from_secs_f64(self.lease_ttl_secs),
+            lease_grace: Duration::from_secs_f64(self.lease_grace_secs),
+            ..Limits::default()
+        };
+        Ok(config)
+    }
 }
 
 fn main() -> ExitCode {
@@ -70,6 +142,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve(args) => serve(args.config()?),
         Command::Import { input, out } => {
             let bytes = fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let update = Notebook::ipynb_to_update_v1(&bytes)
@@ -109,4 +182,46 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.inloop-tmp"));
     fs::write(&tmp, bytes).with_context(context)?;
     fs::rename(&tmp, path).with_context(context)
+}
+
+fn serve(config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let data = config.data_dir.clone();
+        let relay = Relay::start(config)
+            .await
+            .with_context(|| format!("starting the relay (data in {})", data.display()))?;
+        println!(
+            "inloop relay listening on http://{} (data in {})",
+            relay.addr(),
+            data.display()
+        );
+        println!("  open this URL to start: {}", relay.admin_url());
+        relay.run_until(shutdown_signal()).await?;
+        eprintln!("inloop relay stopped");
+        Ok(())
+    })
+}
+
+/// Ctrl+C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -26,6 +26,16 @@ pub(crate) struct NotebookJson {
     pub(crate) cells: Vec<JsonMap<String, Value>>,
 }
 
+/// [`parse`] for a file's bytes, which nbformat requires to be UTF-8.
+pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<NotebookJson> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        At::Root.error(format_args!(
+            "not UTF-8 text ({e}); nbformat files are UTF-8 JSON"
+        ))
+    })?;
+    parse(text)
+}
+
 pub(crate) fn parse(text: &str) -> Result<NotebookJson> {
     let root = At::Root;
     if text.trim().is_empty() {

@@ -113,12 +113,7 @@ impl Notebook {
     /// `inloop import` stores it. Written directly, several times faster than building a
     /// document and encoding it; it reads back as [`Notebook::from_ipynb`] would build it.
     pub fn ipynb_to_update_v1(bytes: &[u8]) -> Result<Vec<u8>> {
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            At::Root.error(format_args!(
-                "not UTF-8 text ({e}); nbformat files are UTF-8 JSON"
-            ))
-        })?;
-        let parsed = ipynb::parse(text)?;
+        let parsed = ipynb::parse_bytes(bytes)?;
         let cells = parsed.cells.into_iter();
         let mut update = FreshUpdate::new(ClientID::new(fastrand::u64(1..MAX_CLIENT_ID)));
         update.root_map(schema::META, meta_entries(&parsed.metadata, parsed.extra));
@@ -129,6 +124,28 @@ impl Notebook {
                 .collect(),
         );
         Ok(update.finish())
+    }
+
+    /// Replaces the whole notebook by an `.ipynb` file's, in one transaction that peers receive
+    /// as an edit. Nothing changes when the file is not a valid notebook.
+    pub fn replace_from_ipynb(&self, bytes: &[u8]) -> Result<()> {
+        let parsed = ipynb::parse_bytes(bytes)?;
+        let mut txn = self.write();
+        let old_cells = self.cells.len(&txn);
+        self.cells.remove_range(&mut txn, 0, old_cells);
+        let old_keys: Vec<String> = self.meta.keys(&txn).map(str::to_owned).collect();
+        for key in old_keys {
+            self.meta.remove(&mut txn, &key);
+        }
+        for (key, node) in meta_entries(&parsed.metadata, parsed.extra) {
+            self.meta.insert(&mut txn, key, In::from(node));
+        }
+        // Inserting at the front walks no items, where each push_back walks the whole array.
+        for cell in parsed.cells.into_iter().rev() {
+            let cell = map_prelim(ipynb::cell_entries(cell));
+            self.cells.insert(&mut txn, 0, cell);
+        }
+        Ok(())
     }
 
     /// A document from one Yrs update (v1 encoding), such as [`Notebook::encode_update_v1`] or
@@ -151,6 +168,16 @@ impl Notebook {
             .transact_mut_with(REMOTE_ORIGIN)
             .apply_update(update)
             .map_err(|e| Error::Update(e.to_string()))
+    }
+
+    /// What this document holds: the last clock it has of every client.
+    pub fn state_vector(&self) -> StateVector {
+        self.doc.transact().state_vector()
+    }
+
+    /// What this document has that a peer at `state_vector` lacks, as one update (v1 encoding).
+    pub fn encode_diff_v1(&self, state_vector: &StateVector) -> Vec<u8> {
+        self.doc.transact().encode_diff_v1(state_vector)
     }
 
     /// The whole document as one update (v1 encoding).

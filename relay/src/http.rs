@@ -1,0 +1,185 @@
+//! The HTTP API beside the WebSocket: documents, `.ipynb` in and out, share tokens, metrics.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use inloop_doc::Notebook;
+use inloop_sync::{Action, Role};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::rooms::Command;
+use crate::{AppState, Refusal};
+
+/// Share tokens last a week unless asked otherwise.
+const DEFAULT_TOKEN_LIFETIME: u64 = 7 * 24 * 3600;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The token from `Authorization: Bearer …` or `?token=`.
+fn token<'a>(headers: &'a HeaderMap, query: &'a TokenQuery) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query.token.as_deref())
+}
+
+/// `POST /api/docs`: a new document, blank or from the `.ipynb` in the body.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let claims = state.claims(token(&headers, &query), Action::Create)?;
+    if claims.doc.is_some() {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "this token is for one document; creating documents needs one for all".into(),
+        ));
+    }
+    let update = if body.is_empty() {
+        Notebook::blank().encode_update_v1()
+    } else {
+        Notebook::ipynb_to_update_v1(&body)
+            .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("not a notebook: {e}")))?
+    };
+    let id = new_doc_id().map_err(|e| Refusal::internal(&e))?;
+    state.create(&id, &update).await?;
+    let body = json!({ "id": id, "ws": format!("/api/docs/{id}/ws"), "page": format!("/n/{id}") });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /api/docs`: every document, newest first.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, Refusal> {
+    let claims = state.claims(token(&headers, &query), Action::Read)?;
+    if claims.doc.is_some() {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "this token is for one document; listing needs one for all".into(),
+        ));
+    }
+    let docs = state
+        .0
+        .storage
+        .list()
+        .await
+        .map_err(|e| Refusal::internal(&e))?;
+    Ok(Json(docs).into_response())
+}
+
+/// `GET /api/docs/{id}/ipynb`: the notebook as nbformat 4.5.
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    Path(doc_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, Refusal> {
+    let role = state.authorize(token(&headers, &query), &doc_id, Action::Export)?;
+    let room = state.room(&doc_id, role).await?;
+    let (reply, answer) = oneshot::channel();
+    room.send(Command::Export { reply })
+        .await
+        .map_err(|_| reloading())?;
+    let ipynb = answer.await.map_err(|_| reloading())?;
+    let disposition = format!("attachment; filename=\"{doc_id}.ipynb\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ipynb+json".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        ipynb,
+    )
+        .into_response())
+}
+
+/// `PUT /api/docs/{id}/ipynb`: replaces the notebook, live, as one edit peers receive.
+pub(crate) async fn import(
+    State(state): State<AppState>,
+    Path(doc_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let role = state.authorize(token(&headers, &query), &doc_id, Action::Import)?;
+    let room = state.room(&doc_id, role).await?;
+    let (reply, answer) = oneshot::channel();
+    room.send(Command::Import { ipynb: body, reply })
+        .await
+        .map_err(|_| reloading())?;
+    match answer.await.map_err(|_| reloading())? {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(crate::Error::Doc(error)) => Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("not a notebook: {error}"),
+        )),
+        Err(error) => Err(Refusal::internal(&error)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MintRequest {
+    role: Role,
+    /// Seconds the token is valid for.
+    expires_in: Option<u64>,
+    name: Option<String>,
+}
+
+/// `POST /api/docs/{id}/tokens`: a share token for this document.
+pub(crate) async fn mint(
+    State(state): State<AppState>,
+    Path(doc_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+    Json(request): Json<MintRequest>,
+) -> Result<Response, Refusal> {
+    state.authorize(token(&headers, &query), &doc_id, Action::MintToken)?;
+    let lifetime = Duration::from_secs(request.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME));
+    let token = state.mint(
+        Some(&doc_id),
+        request.role,
+        lifetime,
+        request.name.as_deref(),
+    );
+    let body = json!({
+        "token": token,
+        "role": request.role,
+        "page": format!("/n/{doc_id}?token={token}"),
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /metrics`, for Prometheus; open like `/healthz`.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+fn reloading() -> Refusal {
+    Refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the document was reloading; try again".into(),
+    )
+}
+
+/// 128 random bits, hex: ids are capabilities too, so they must not be guessable.
+fn new_doc_id() -> crate::Result<String> {
+    let bytes = crate::random_bytes::<16>()?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,370 @@
+//! The inloop relay: holds notebook documents and syncs them live between their peers
+//! (browsers, server runtimes, agents) over WebSockets.
+//!
+//! # Features
+//!
+//! - `GET /api/docs/{doc_id}/ws`: the y-websocket protocol, so a stock Yjs client can join;
+//!   presence relayed; the runtime lease carried beside it (see `inloop_sync::lease`).
+//! - Durable: every update is appended to SQLite (in `--data`) and synced to disk before any
+//!   peer receives it; the log is folded into a snapshot in the background; idle documents
+//!   leave memory and come back on demand.
+//! - Capability tokens (`?token=` or the WebSocket subprotocol) naming a document or all, a
+//!   role and an expiry, signed with a key kept in `--data` (or `INLOOP_SECRET`).
+//! - HTTP: `POST /api/docs`, `GET /api/docs`, `GET|PUT /api/docs/{id}/ipynb`,
+//!   `POST /api/docs/{id}/tokens`, `GET /healthz`, `GET /metrics`.
+//! - Limits on message size, document size, connections per document and messages per second;
+//!   a peer that breaks one, sends bytes that do not decode, or does not keep up is disconnected
+//!   with the reason. No update is ever dropped silently.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), inloop_relay::Error> {
+//! let relay = inloop_relay::Relay::start(inloop_relay::Config::new("./inloop-data")).await?;
+//! println!("open {}", relay.admin_url());
+//! relay.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod http;
+mod metrics;
+mod rooms;
+mod socket;
+mod storage;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use inloop_sync::{Action, Claims, Role, TokenKey};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use config::{Config, Limits};
+pub use error::{Error, Result};
+
+use metrics::Metrics;
+use rooms::{RoomHandle, Rooms};
+use storage::Storage;
+use store::SqliteStore;
+
+/// How long the admin token printed at start stays valid.
+const ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The relay's shared state, as every handler sees it.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    config: Arc<Config>,
+    key: TokenKey,
+    rooms: Arc<Rooms>,
+    storage: Storage,
+    metrics: Arc<Metrics>,
+}
+
+/// An HTTP refusal: a status and a message meant for the user. Internal failures are logged
+/// and answered with a generic message.
+#[derive(Debug)]
+pub(crate) struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn internal(error: &Error) -> Self {
+        tracing::error!(%error, "internal error");
+        Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the relay's log has the details".into(),
+        )
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+impl AppState {
+    /// Opens the store in `config.data_dir` and loads or creates the signing key.
+    pub fn open(config: Config) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let secret = match &config.secret {
+            Some(secret) => secret.clone(),
+            None => load_or_create_secret(&config.data_dir.join("secret.key"))?,
+        };
+        let key = TokenKey::new(&secret)?;
+        let store = SqliteStore::open(&config.data_dir.join("inloop.sqlite3"))?;
+        Self::with_store(config, key, Box::new(store))
+    }
+
+    /// The state over any [`store::Store`] (tests use the in-memory one).
+    pub fn with_store(config: Config, key: TokenKey, store: Box<dyn store::Store>) -> Result<Self> {
+        let config = Arc::new(config);
+        let storage = Storage::start(store)?;
+        let metrics = Arc::new(Metrics::default());
+        let rooms = Arc::new(Rooms::new(storage.clone(), config.clone(), metrics.clone()));
+        Ok(Self(Arc::new(Inner {
+            config,
+            key,
+            rooms,
+            storage,
+            metrics,
+        })))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+
+    /// Mints a token.
+    pub fn mint(
+        &self,
+        doc: Option<&str>,
+        role: Role,
+        lifetime: Duration,
+        name: Option<&str>,
+    ) -> String {
+        self.0.key.sign(&Claims {
+            doc: doc.map(str::to_owned),
+            role,
+            exp: unix_now() + lifetime.as_secs(),
+            name: name.map(str::to_owned),
+        })
+    }
+
+    /// The token's role, if it is valid, covers `doc_id` (all documents for `None`) and allows
+    /// `action`.
+    pub(crate) fn authorize(
+        &self,
+        token: Option<&str>,
+        doc_id: &str,
+        action: Action,
+    ) -> Result<Role, Refusal> {
+        self.claims(token, action).and_then(|claims| {
+            claims
+                .check(doc_id, action)
+                .map_err(|e| Refusal(StatusCode::FORBIDDEN, e.to_string()))
+        })
+    }
+
+    /// A token's claims if it is valid and its role allows `action` (any document).
+    pub(crate) fn claims(&self, token: Option<&str>, action: Action) -> Result<Claims, Refusal> {
+        let token = token.ok_or_else(|| {
+            Refusal(
+                StatusCode::UNAUTHORIZED,
+                "a token is needed: add ?token=… (from the URL `inloop serve` printed, or a share link)".into(),
+            )
+        })?;
+        let claims = self
+            .0
+            .key
+            .verify(token, unix_now())
+            .map_err(|e| Refusal(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        if !claims.role.allows(action) {
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                inloop_sync::Error::Forbidden {
+                    role: claims.role,
+                    action,
+                }
+                .to_string(),
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// The document's room; admins create documents by opening them.
+    pub(crate) async fn room(&self, doc_id: &str, role: Role) -> Result<RoomHandle, Refusal> {
+        if let Some(room) = self
+            .0
+            .rooms
+            .get(doc_id)
+            .await
+            .map_err(|e| Refusal::internal(&e))?
+        {
+            return Ok(room);
+        }
+        if !role.allows(Action::Create) {
+            return Err(Refusal(
+                StatusCode::NOT_FOUND,
+                format!("no document {doc_id:?} on this relay"),
+            ));
+        }
+        self.create(doc_id, &inloop_doc::Notebook::blank().encode_update_v1())
+            .await?;
+        self.0
+            .rooms
+            .get(doc_id)
+            .await
+            .map_err(|e| Refusal::internal(&e))?
+            .ok_or_else(|| Refusal::internal(&Error::NotFound(doc_id.into())))
+    }
+
+    /// Stores a new document whose content is `update`.
+    pub(crate) async fn create(&self, doc_id: &str, update: &[u8]) -> Result<(), Refusal> {
+        let storage = &self.0.storage;
+        let created = storage
+            .create(doc_id, unix_now())
+            .await
+            .map_err(|e| Refusal::internal(&e))?;
+        if created {
+            let append = store::Append {
+                doc_id: doc_id.into(),
+                updates: vec![update.to_vec()],
+                lease_epoch: None,
+            };
+            storage
+                .append(append)
+                .await
+                .map_err(|e| Refusal::internal(&e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The relay's routes over `state`.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/docs", post(http::create).get(http::list))
+        .route("/api/docs/{doc_id}/ws", get(socket::upgrade))
+        .route(
+            "/api/docs/{doc_id}/ipynb",
+            get(http::export).put(http::import),
+        )
+        .route("/api/docs/{doc_id}/tokens", post(http::mint))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(http::metrics));
+    let app = match &state.config().web_dir {
+        Some(dir) if dir.is_dir() => api.fallback_service(ServeDir::new(dir)),
+        _ => api,
+    };
+    // Cross-origin isolation lets the page's Pyodide worker use SharedArrayBuffer (interrupts).
+    app.layer(SetResponseHeaderLayer::overriding(
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::HeaderName::from_static("cross-origin-embedder-policy"),
+        HeaderValue::from_static("require-corp"),
+    ))
+    .with_state(state)
+}
+
+/// A relay bound to its address, not yet serving.
+#[derive(Debug)]
+pub struct Relay {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    admin_token: String,
+}
+
+impl Relay {
+    /// Opens the data folder and binds `config.addr` (port 0 picks a free port).
+    pub async fn start(config: Config) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(config.addr).await?;
+        let addr = listener.local_addr()?;
+        let state = AppState::open(config)?;
+        let admin_token = state.mint(None, Role::Admin, ADMIN_TOKEN_LIFETIME, Some("admin"));
+        Ok(Self {
+            listener,
+            addr,
+            state,
+            admin_token,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A token for every document with every right, valid for 30 days.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The URL to open, the way Jupyter prints its token URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}/?token={}", self.addr, self.admin_token)
+    }
+
+    /// Serves until `shutdown` resolves, then closes every connection and returns.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let rooms = self.state.0.rooms.clone();
+        axum::serve(self.listener, app(self.state))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                rooms.shut_down().await;
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads the signing key, or makes one from the OS's randomness on first start.
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(secret) => Ok(secret),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let secret = random_bytes::<32>()?.to_vec();
+            let temp = path.with_extension("tmp");
+            write_private(&temp, &secret)?;
+            std::fs::rename(&temp, path)?;
+            Ok(secret)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    Ok(std::fs::write(path, bytes)?)
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0; N];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(bytes)
+}

@@ -1,0 +1,566 @@
+//! Loaded documents: one task per document owns its [`Room`] and serves its peers in batches.
+//!
+//! A batch is everything queued when the task wakes: its frames are handled in order, the
+//! updates they carry are appended durably in one storage commit, and only then do any frames
+//! go out. So no peer ever holds an update the relay could lose, and a busy document pays one
+//! disk sync per batch rather than per update.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use inloop_doc::Notebook;
+use inloop_sync::{Outcome, Role, Room, RoomLimits};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+use crate::store::Append;
+use crate::{Config, Error, Result};
+
+pub(crate) type PeerId = u64;
+
+/// How many commands one batch takes at most, so one busy room cannot starve its peers' sends.
+const MAX_BATCH: usize = 1_024;
+/// Commands a room queues before senders wait (back pressure on the sockets that feed it).
+const INBOX: usize = 8_192;
+
+/// Why the relay closes a connection: a WebSocket close code and a reason for the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Close {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
+}
+
+impl Close {
+    pub(crate) fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// The close for a refused frame. 4400 to 4499 tell y-websocket clients not to reconnect:
+    /// resending the same bytes would fail the same way.
+    fn refused(error: &inloop_sync::Error) -> Self {
+        let code = match error {
+            inloop_sync::Error::ReadOnly | inloop_sync::Error::Forbidden { .. } => 4403,
+            inloop_sync::Error::DocumentTooLarge { .. } => 4413,
+            _ => 4400,
+        };
+        Self::new(code, error.to_string())
+    }
+}
+
+/// The way from a room to one peer's socket.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerLink {
+    pub(crate) frames: mpsc::Sender<Bytes>,
+    pub(crate) close: watch::Sender<Option<Close>>,
+}
+
+impl PeerLink {
+    fn close(&self, close: Close) {
+        self.close.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(close);
+            }
+            first
+        });
+    }
+}
+
+pub(crate) enum Command {
+    Join {
+        peer: PeerId,
+        role: Role,
+        link: PeerLink,
+    },
+    Frame {
+        peer: PeerId,
+        frame: Bytes,
+    },
+    Leave {
+        peer: PeerId,
+    },
+    Export {
+        reply: oneshot::Sender<String>,
+    },
+    Import {
+        ipynb: Bytes,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// A loaded document's task, as its peers and the HTTP handlers reach it.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomHandle {
+    commands: mpsc::Sender<Command>,
+    peers: Arc<AtomicUsize>,
+}
+
+impl RoomHandle {
+    pub(crate) fn peers(&self) -> usize {
+        self.peers.load(Relaxed)
+    }
+
+    /// Sends a command; gives it back if the room has unloaded meanwhile.
+    pub(crate) async fn send(&self, command: Command) -> Result<(), Command> {
+        self.commands.send(command).await.map_err(|e| e.0)
+    }
+}
+
+/// The documents in memory, loaded on demand.
+#[derive(Debug)]
+pub(crate) struct Rooms {
+    loaded: Mutex<HashMap<String, RoomHandle>>,
+    storage: Storage,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    /// Set once, when the relay shuts down: every room closes its peers and stops.
+    shutdown: watch::Sender<bool>,
+}
+
+impl Rooms {
+    pub(crate) fn new(storage: Storage, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            loaded: Mutex::new(HashMap::new()),
+            storage,
+            config,
+            metrics,
+            started: Instant::now(),
+            shutdown: watch::Sender::new(false),
+        }
+    }
+
+    /// Closes every connection ("going away", so clients reconnect to the next relay) and
+    /// waits for every room to stop. Updates are stored before they are sent, so nothing
+    /// else needs flushing.
+    pub(crate) async fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+        loop {
+            if self.loaded.lock().await.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The document's room, loading it from storage if needed; `None` if it does not exist.
+    pub(crate) async fn get(self: &Arc<Self>, doc_id: &str) -> Result<Option<RoomHandle>> {
+        let mut loaded = self.loaded.lock().await;
+        if let Some(handle) = loaded.get(doc_id) {
+            if !handle.commands.is_closed() {
+                return Ok(Some(handle.clone()));
+            }
+        }
+        let Some(stored) = self.storage.load(doc_id).await? else {
+            return Ok(None);
+        };
+        let notebook = Notebook::new();
+        if let Some(snapshot) = &stored.snapshot {
+            notebook.apply_update_v1(snapshot)?;
+        }
+        for update in &stored.updates {
+            notebook.apply_update_v1(update)?;
+        }
+        let limits = &self.config.limits;
+        let room_limits = RoomLimits {
+            max_document_bytes: limits.max_document_bytes,
+            lease_ttl_ms: limits.lease_ttl.as_millis() as u64,
+            lease_grace_ms: limits.lease_grace.as_millis() as u64,
+        };
+        let room = Room::new(
+            notebook,
+            stored.stored_bytes(),
+            stored.lease_epoch,
+            room_limits,
+        );
+        let (commands, inbox) = mpsc::channel(INBOX);
+        let handle = RoomHandle {
+            commands,
+            peers: Arc::new(AtomicUsize::new(0)),
+        };
+        loaded.insert(doc_id.to_owned(), handle.clone());
+        self.metrics.documents_loaded.fetch_add(1, Relaxed);
+        let task = RoomTask {
+            doc_id: doc_id.to_owned(),
+            room,
+            peers: HashMap::new(),
+            peer_count: handle.peers.clone(),
+            log_len: stored.updates.len(),
+            rooms: self.clone(),
+            inbox,
+            held_lease: false,
+            shutdown: self.shutdown.subscribe(),
+        };
+        tokio::spawn(task.run());
+        tracing::debug!(doc_id, "document loaded");
+        Ok(Some(handle))
+    }
+
+    /// Milliseconds since the relay started: the lease's clock.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Forgets a room that has stopped, unless a newer one took its place.
+    async fn unloaded(&self, doc_id: &str) {
+        let mut loaded = self.loaded.lock().await;
+        if loaded.get(doc_id).is_some_and(|h| h.commands.is_closed()) {
+            loaded.remove(doc_id);
+        }
+        self.metrics.documents_loaded.fetch_sub(1, Relaxed);
+    }
+}
+
+struct RoomTask {
+    doc_id: String,
+    room: Room<PeerId>,
+    peers: HashMap<PeerId, (Role, PeerLink)>,
+    peer_count: Arc<AtomicUsize>,
+    /// Updates appended since the last snapshot.
+    log_len: usize,
+    rooms: Arc<Rooms>,
+    inbox: mpsc::Receiver<Command>,
+    held_lease: bool,
+    shutdown: watch::Receiver<bool>,
+}
+
+enum Answer {
+    Export(oneshot::Sender<String>),
+    Import(oneshot::Sender<Result<()>>, Result<()>),
+}
+
+/// Frames to send once the batch is stored.
+enum Delivery {
+    To(PeerId, Bytes),
+    AllBut(Option<PeerId>, Bytes),
+}
+
+impl RoomTask {
+    async fn run(mut self) {
+        let idle_unload = self.rooms.config.limits.idle_unload;
+        let mut idle_since = Some(Instant::now());
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let lease_deadline = self.room.next_deadline_ms().map(|at| {
+                let wait = at.saturating_sub(self.rooms.now_ms());
+                tokio::time::Instant::now() + Duration::from_millis(wait)
+            });
+            let first = tokio::select! {
+                command = self.inbox.recv() => command,
+                _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
+                    for (_, link) in self.peers.values() {
+                        link.close(Close::new(1001, "the relay is shutting down; reconnect"));
+                    }
+                    self.inbox.close();
+                    break;
+                }
+                _ = sleep_until(lease_deadline) => {
+                    let outcome = self.room.tick(self.rooms.now_ms());
+                    let mut deliveries = Vec::new();
+                    let mut append = self.append();
+                    self.collect(None, outcome, &mut append, &mut deliveries);
+                    if !self.store_and_deliver(append, deliveries).await {
+                        break;
+                    }
+                    continue;
+                }
+                _ = sleep_until(idle_since.map(|since| (since + idle_unload).into())) => {
+                    // Stop taking commands; any that raced in are answered below.
+                    self.inbox.close();
+                    if self.inbox.is_empty() {
+                        break;
+                    }
+                    idle_since = None;
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.inbox.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if !self.handle_batch(batch).await {
+                break;
+            }
+            idle_since = self.peers.is_empty().then(Instant::now);
+        }
+        self.shut_down().await;
+    }
+
+    fn append(&self) -> Append {
+        Append {
+            doc_id: self.doc_id.clone(),
+            ..Append::default()
+        }
+    }
+
+    /// Handles a batch; false if the room must stop (storage failed).
+    async fn handle_batch(&mut self, batch: Vec<Command>) -> bool {
+        let now_ms = self.rooms.now_ms();
+        let mut append = self.append();
+        let mut deliveries = Vec::new();
+        // HTTP requests are answered once the batch is stored, like frames.
+        let mut answers = Vec::new();
+        for command in batch {
+            match command {
+                Command::Join { peer, role, link } => {
+                    for frame in self.room.join() {
+                        deliveries.push(Delivery::To(peer, Bytes::from(frame)));
+                    }
+                    self.peers.insert(peer, (role, link));
+                    self.peer_count.store(self.peers.len(), Relaxed);
+                }
+                Command::Frame { peer, frame } => {
+                    let Some((role, link)) = self.peers.get(&peer) else {
+                        continue; // already disconnected in this batch
+                    };
+                    match self.room.receive(peer, *role, &frame, now_ms) {
+                        Ok(outcome) => {
+                            self.collect(Some(peer), outcome, &mut append, &mut deliveries)
+                        }
+                        Err(error) => {
+                            tracing::info!(doc_id = %self.doc_id, peer, %error, "peer refused");
+                            self.rooms
+                                .metrics
+                                .disconnects_protocol
+                                .fetch_add(1, Relaxed);
+                            link.close(Close::refused(&error));
+                            self.remove_peer(peer, now_ms, &mut append, &mut deliveries);
+                        }
+                    }
+                }
+                Command::Leave { peer } => {
+                    self.remove_peer(peer, now_ms, &mut append, &mut deliveries);
+                }
+                Command::Export { reply } => answers.push(Answer::Export(reply)),
+                Command::Import { ipynb, reply } => {
+                    let result = self.import(&ipynb, &mut append, &mut deliveries);
+                    answers.push(Answer::Import(reply, result));
+                }
+            }
+        }
+        let stored = self.store_and_deliver(append, deliveries).await;
+        for answer in answers {
+            match answer {
+                Answer::Export(reply) => {
+                    let _ = reply.send(self.room.notebook().to_ipynb());
+                }
+                Answer::Import(reply, result) => {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        stored
+    }
+
+    /// Replaces the document by an `.ipynb` as one edit that peers receive like any other.
+    fn import(
+        &mut self,
+        ipynb: &[u8],
+        append: &mut Append,
+        deliveries: &mut Vec<Delivery>,
+    ) -> Result<()> {
+        let notebook = self.room.notebook();
+        let before = notebook.state_vector();
+        notebook.replace_from_ipynb(ipynb)?;
+        let update = notebook.encode_diff_v1(&before);
+        let frame = inloop_sync::wire::encode_update(&update);
+        deliveries.push(Delivery::AllBut(None, Bytes::from(frame)));
+        append.updates.push(update);
+        Ok(())
+    }
+
+    fn collect(
+        &mut self,
+        from: Option<PeerId>,
+        outcome: Outcome<PeerId>,
+        append: &mut Append,
+        deliveries: &mut Vec<Delivery>,
+    ) {
+        let metrics = &self.rooms.metrics;
+        metrics
+            .updates_in
+            .fetch_add(outcome.persist.len() as u64, Relaxed);
+        append.updates.extend(outcome.persist);
+        if outcome.lease_epoch.is_some() {
+            append.lease_epoch = outcome.lease_epoch;
+        }
+        if let Some(peer) = from {
+            for frame in outcome.reply {
+                deliveries.push(Delivery::To(peer, Bytes::from(frame)));
+            }
+        }
+        for frame in outcome.broadcast {
+            deliveries.push(Delivery::AllBut(from, Bytes::from(frame)));
+        }
+        for (to, frame) in outcome.direct {
+            deliveries.push(Delivery::To(to, Bytes::from(frame)));
+        }
+    }
+
+    fn remove_peer(
+        &mut self,
+        peer: PeerId,
+        now_ms: u64,
+        append: &mut Append,
+        deliveries: &mut Vec<Delivery>,
+    ) {
+        if self.peers.remove(&peer).is_none() {
+            return;
+        }
+        self.peer_count.store(self.peers.len(), Relaxed);
+        let outcome = self.room.leave(peer, now_ms);
+        self.collect(None, outcome, append, deliveries);
+    }
+
+    /// Stores the batch's updates, then sends its frames. False if storing failed: the room
+    /// then closes every connection (peers keep their changes and resend them on reconnect).
+    async fn store_and_deliver(&mut self, append: Append, deliveries: Vec<Delivery>) -> bool {
+        let appended = append.updates.len();
+        if appended > 0 || append.lease_epoch.is_some() {
+            let started = Instant::now();
+            if let Err(error) = self.rooms.storage.append(append).await {
+                tracing::error!(doc_id = %self.doc_id, %error, "storing updates failed");
+                for (_, link) in self.peers.values() {
+                    link.close(Close::new(
+                        1011,
+                        "the relay could not store changes; reconnect",
+                    ));
+                }
+                return false;
+            }
+            self.rooms.metrics.observe_persist(started.elapsed());
+            self.log_len += appended;
+        }
+        for delivery in deliveries {
+            match delivery {
+                Delivery::To(peer, frame) => self.deliver(peer, frame),
+                Delivery::AllBut(except, frame) => {
+                    let receivers: Vec<PeerId> = self
+                        .peers
+                        .keys()
+                        .copied()
+                        .filter(|p| Some(*p) != except)
+                        .collect();
+                    for peer in receivers {
+                        self.deliver(peer, frame.clone());
+                    }
+                }
+            }
+        }
+        self.update_lease_gauge();
+        if self.log_len >= self.rooms.config.limits.compact_after_updates {
+            self.compact();
+        }
+        true
+    }
+
+    /// Queues a frame for a peer. A peer whose queue is full is disconnected: it would
+    /// otherwise miss this frame and carry on with a gap. It resyncs when it reconnects.
+    fn deliver(&mut self, peer: PeerId, frame: Bytes) {
+        let Some((_, link)) = self.peers.get(&peer) else {
+            return;
+        };
+        let len = frame.len() as u64;
+        match link.frames.try_send(frame) {
+            Ok(()) => {
+                let metrics = &self.rooms.metrics;
+                metrics.updates_out.fetch_add(1, Relaxed);
+                metrics.bytes_out.fetch_add(len, Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(doc_id = %self.doc_id, peer, "peer not keeping up; disconnected");
+                self.rooms.metrics.disconnects_slow.fetch_add(1, Relaxed);
+                link.close(Close::new(
+                    1013,
+                    "too slow: updates were queuing up; reconnect to resync",
+                ));
+                self.drop_peer(peer);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.drop_peer(peer),
+        }
+    }
+
+    /// Removes a peer whose socket is gone or stalled, telling the others it left.
+    fn drop_peer(&mut self, peer: PeerId) {
+        let now_ms = self.rooms.now_ms();
+        let mut append = self.append();
+        let mut deliveries = Vec::new();
+        self.remove_peer(peer, now_ms, &mut append, &mut deliveries);
+        // Leaving only produces presence frames, which need no storage.
+        for delivery in deliveries {
+            if let Delivery::AllBut(_, frame) = delivery {
+                let receivers: Vec<PeerId> = self.peers.keys().copied().collect();
+                for to in receivers {
+                    self.deliver(to, frame.clone());
+                }
+            }
+        }
+    }
+
+    fn update_lease_gauge(&mut self) {
+        let held = self.room.lease().holder().is_some();
+        if held != self.held_lease {
+            let gauge = &self.rooms.metrics.lease_holders;
+            if held {
+                gauge.fetch_add(1, Relaxed);
+            } else {
+                gauge.fetch_sub(1, Relaxed);
+            }
+            self.held_lease = held;
+        }
+    }
+
+    fn compact(&mut self) {
+        let snapshot = self.room.compact();
+        self.rooms
+            .storage
+            .compact(&self.doc_id, snapshot, self.log_len);
+        self.log_len = 0;
+    }
+
+    async fn shut_down(mut self) {
+        // Answer anything that raced in while closing.
+        while let Ok(command) = self.inbox.try_recv() {
+            match command {
+                Command::Join { link, .. } => {
+                    link.close(Close::new(1012, "the document is reloading; reconnect"))
+                }
+                Command::Export { reply } => {
+                    let _ = reply.send(self.room.notebook().to_ipynb());
+                }
+                Command::Import { reply, .. } => {
+                    let _ = reply.send(Err(Error::Config(
+                        "the document was unloading; retry".into(),
+                    )));
+                }
+                Command::Frame { .. } | Command::Leave { .. } => {}
+            }
+        }
+        if self.log_len > 0 {
+            self.compact();
+        }
+        if self.held_lease {
+            self.rooms.metrics.lease_holders.fetch_sub(1, Relaxed);
+        }
+        tracing::debug!(doc_id = %self.doc_id, "document unloaded");
+        self.rooms.unloaded(&self.doc_id).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,222 @@
+//! `GET /api/docs/{doc_id}/ws`: the handshake (token, limits) and one task pair per connection,
+//! a reader feeding the document's room and a writer draining what the room queued for it.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use inloop_sync::{Action, Role};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::AppState;
+use crate::rooms::{Close, Command, PeerId, PeerLink, RoomHandle};
+
+static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenQuery {
+    token: Option<String>,
+}
+
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    Path(doc_id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Browsers cannot set headers on a WebSocket, so a token may come as the subprotocol.
+    let subprotocol = headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').map(str::trim).find(|p| p.starts_with("il1.")))
+        .map(str::to_owned);
+    let token = query.token.or_else(|| subprotocol.clone());
+    let role = match state.authorize(token.as_deref(), &doc_id, Action::Read) {
+        Ok(role) => role,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let room = match state.room(&doc_id, role).await {
+        Ok(room) => room,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let limits = &state.config().limits;
+    if room.peers() >= limits.max_connections_per_document {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the document has {} connections, its limit; try again later",
+                limits.max_connections_per_document
+            ),
+        )
+            .into_response();
+    }
+    let ws = ws
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes);
+    let ws = match subprotocol {
+        Some(protocol) => ws.protocols([protocol]),
+        None => ws,
+    };
+    ws.on_upgrade(move |socket| connection(state, doc_id, role, room, socket))
+}
+
+/// Counts messages per second over a one-second window.
+struct RateLimit {
+    per_second: u32,
+    window_start: Instant,
+    in_window: u32,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            window_start: Instant::now(),
+            in_window: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        if self.window_start.elapsed().as_secs() >= 1 {
+            self.window_start = Instant::now();
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        self.in_window <= self.per_second
+    }
+}
+
+async fn connection(
+    state: AppState,
+    doc_id: String,
+    role: Role,
+    mut room: RoomHandle,
+    socket: WebSocket,
+) {
+    let peer: PeerId = NEXT_PEER.fetch_add(1, Relaxed);
+    let metrics = state.metrics().clone();
+    metrics.connections.fetch_add(1, Relaxed);
+    let limits = state.config().limits.clone();
+    let (frames_tx, mut frames) = mpsc::channel::<Bytes>(limits.outgoing_queue);
+    let (close_tx, mut close_rx) = watch::channel::<Option<Close>>(None);
+    let link = PeerLink {
+        frames: frames_tx,
+        close: close_tx.clone(),
+    };
+
+    // Join, loading the room again if it unloaded since the handshake.
+    let mut join = Command::Join {
+        peer,
+        role,
+        link: link.clone(),
+    };
+    for _ in 0..3 {
+        match room.send(join).await {
+            Ok(()) => break,
+            Err(returned) => {
+                join = returned;
+                match state.room(&doc_id, role).await {
+                    Ok(reloaded) => room = reloaded,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    drop(link);
+    tracing::debug!(doc_id, peer, %role, "peer connected");
+
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                // Frames first: what was queued before a close still goes out.
+                biased;
+                frame = frames.recv() => match frame {
+                    Some(frame) => {
+                        if sink.send(Message::Binary(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => break,
+                },
+                _ = close_rx.changed() => break,
+            }
+        }
+        let close = close_rx.borrow().clone();
+        if let Some(close) = close {
+            let frame = CloseFrame {
+                code: close.code,
+                reason: close.reason.into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut rate = RateLimit::new(limits.max_messages_per_second);
+    let mut closed = close_tx.subscribe();
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            _ = closed.changed() => break,
+        };
+        let close = match message {
+            Some(Ok(Message::Binary(frame))) => {
+                metrics.bytes_in.fetch_add(frame.len() as u64, Relaxed);
+                if !rate.allow() {
+                    Some(Close::new(
+                        4429,
+                        format!(
+                            "too many messages: the limit is {} a second",
+                            limits.max_messages_per_second
+                        ),
+                    ))
+                } else if room.send(Command::Frame { peer, frame }).await.is_err() {
+                    Some(Close::new(1012, "the document is reloading; reconnect"))
+                } else {
+                    None
+                }
+            }
+            Some(Ok(Message::Text(_))) => Some(Close::new(
+                4400,
+                "text frames are not part of the protocol: send binary y-websocket messages",
+            )),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Err(error)) => {
+                // Oversized messages end up here, as do broken connections.
+                let too_big = error.to_string().to_lowercase().contains("size");
+                if too_big {
+                    Some(Close::new(
+                        1009,
+                        format!(
+                            "message too big: the limit is {} bytes",
+                            limits.max_message_bytes
+                        ),
+                    ))
+                } else {
+                    break;
+                }
+            }
+        };
+        if let Some(close) = close {
+            tracing::info!(doc_id, peer, code = close.code, reason = %close.reason, "closing peer");
+            metrics.disconnects_protocol.fetch_add(1, Relaxed);
+            close_tx.send_replace(Some(close));
+            break;
+        }
+    }
+    let _ = room.send(Command::Leave { peer }).await;
+    // The room dropped its sender on Leave; a close already sent ends the writer at once.
+    close_tx.send_if_modified(|_| true);
+    let _ = writer.await;
+    metrics.connections.fetch_sub(1, Relaxed);
+    tracing::debug!(doc_id, peer, "peer disconnected");
+}
