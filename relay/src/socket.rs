@@ -19,6 +19,9 @@ use crate::rooms::{Close, Command, PeerId, PeerLink, RoomHandle};
 
 static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 
+/// How long a closing connection may take to accept its close frame.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenQuery {
     token: Option<String>,
@@ -138,14 +141,14 @@ async fn connection(
             tokio::select! {
                 // Frames first: what was queued before a close still goes out.
                 biased;
-                frame = frames.recv() => match frame {
-                    Some(frame) => {
-                        if sink.send(Message::Binary(frame)).await.is_err() {
-                            return;
-                        }
+                frame = frames.recv() => {
+                    let Some(frame) = frame else { break };
+                    tokio::select! {
+                        sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
+                        // A peer that stopped reading can block a send forever: give up on it.
+                        _ = close_rx.changed() => break,
                     }
-                    None => break,
-                },
+                }
                 _ = close_rx.changed() => break,
             }
         }
@@ -155,9 +158,13 @@ async fn connection(
                 code: close.code,
                 reason: close.reason.into(),
             };
-            let _ = sink.send(Message::Close(Some(frame))).await;
+            let goodbye = async {
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = sink.close().await;
+            };
+            // A stalled peer cannot take even the close frame; the connection just ends.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
         }
-        let _ = sink.close().await;
     });
 
     let mut rate = RateLimit::new(limits.max_messages_per_second);

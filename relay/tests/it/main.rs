@@ -1,0 +1,179 @@
+//! Integration tests of the relay: the real server on 127.0.0.1:0 with SQLite in a temporary
+//! folder, real WebSocket clients (ours, and a stock Yjs one under Node).
+
+// mod auth;
+// mod bad_input;
+// mod lease;
+mod node;
+mod peer;
+mod sync;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use inloop_relay::{Config, Limits, Relay};
+use inloop_sync::Role;
+
+pub(crate) use peer::Peer;
+
+/// A relay serving in this process, stopped when dropped.
+#[derive(Debug)]
+pub(crate) struct TestRelay {
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin_token: String,
+    pub(crate) state: inloop_relay::AppState,
+    pub(crate) data: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestRelay {
+    pub(crate) async fn start() -> Self {
+        Self::with_limits(Limits::default()).await
+    }
+
+    pub(crate) async fn with_limits(limits: Limits) -> Self {
+        let data = tempfile::tempdir().expect("temporary folder");
+        let mut config = Config::new(data.path());
+        config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.limits = limits;
+        let relay = Relay::start(config).await.expect("relay starts");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = relay.addr();
+        let admin_token = relay.admin_token().to_owned();
+        let state = relay.state().clone();
+        let task = tokio::spawn(async move {
+            relay
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("relay serves");
+        });
+        Self {
+            addr,
+            admin_token,
+            state,
+            data,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub(crate) fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub(crate) fn ws_url(&self, doc_id: &str, token: &str) -> String {
+        format!("ws://{}/api/docs/{doc_id}/ws?token={token}", self.addr)
+    }
+
+    /// A new blank document's id.
+    pub(crate) async fn create_doc(&self) -> String {
+        let (status, body) =
+            http_request(self.addr, "POST", "/api/docs", Some(&self.admin_token), b"").await;
+        assert_eq!(status, 201, "{body}");
+        let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+        created["id"].as_str().unwrap().to_owned()
+    }
+
+    pub(crate) fn token(&self, doc_id: &str, role: Role) -> String {
+        self.state.mint(
+            Some(doc_id),
+            role,
+            Duration::from_secs(3600),
+            Some(role.as_str()),
+        )
+    }
+
+    /// Stops serving and waits for the relay to close every connection.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 request (tests need no HTTP client crate): the status and the body.
+pub(crate) async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, dechunk(&body))
+}
+
+/// Bodies of unknown length come chunked; tests only need the text.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_owned();
+        };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_owned();
+        };
+        if size == 0 {
+            return out;
+        }
+        if after.len() < size {
+            return body.to_owned();
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds, or panics after `timeout` with `what`.
+pub(crate) async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,123 @@
+use std::time::Duration;
+
+use inloop_sync::Role;
+use serde_json::json;
+
+use crate::node::NodePeer;
+use crate::{Peer, TestRelay, eventually};
+
+const EDITS: usize = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_and_stock_yjs_clients_converge_and_see_each_others_presence() {
+    let relay = TestRelay::start().await;
+    let doc = relay.create_doc().await;
+    let token = relay.token(&doc, Role::Edit);
+    let mut a = Peer::connect(&relay.ws_url(&doc, &token)).await.unwrap();
+    let mut b = Peer::connect(&relay.ws_url(&doc, &token)).await.unwrap();
+    a.wait_synced().await;
+    b.wait_synced().await;
+    let mut yjs = NodePeer::spawn(relay.addr, &doc, &token, "yjs");
+    yjs.wait_for("sync", |e| e["event"] == "synced").await;
+
+    a.set_presence(r#"{"user":"a"}"#);
+    b.set_presence(r#"{"user":"b"}"#);
+    yjs.send(json!({"cmd": "set_awareness", "state": {"user": "yjs"}}))
+        .await;
+
+    // All three type into the one cell at once, at the start, middle and end.
+    let cell = a.notebook.cell_ids()[0].clone();
+    for i in 0..EDITS {
+        for (peer, mark) in [(&a, "a"), (&b, "b")] {
+            let len = peer.source(0).encode_utf16().count() as u32;
+            let at = [0, len / 2, len][i % 3];
+            let delta = [
+                inloop_doc::TextDelta::Retain(at),
+                inloop_doc::TextDelta::Insert(mark.into()),
+            ];
+            peer.notebook.edit_source(&cell, &delta).unwrap();
+        }
+        yjs.send(json!({"cmd": "insert_text", "cell": 0, "at": i, "text": "y"}))
+            .await;
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    let expected_len = 3 * EDITS;
+    eventually(
+        Duration::from_secs(15),
+        "all three sources equal",
+        || async { a.source(0).len() == expected_len && b.source(0) == a.source(0) },
+    )
+    .await;
+    let mut converged = false;
+    for _ in 0..100 {
+        let state = yjs.state().await;
+        if state["cells"][0]["source"] == a.source(0) {
+            converged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(converged, "the Yjs peer converged to {:?}", a.source(0));
+    for mark in ['a', 'b', 'y'] {
+        assert_eq!(
+            a.source(0).matches(mark).count(),
+            EDITS,
+            "every {mark} arrived"
+        );
+    }
+
+    // Presence: each native peer sees the two others; the Yjs peer sees both native ones.
+    eventually(
+        Duration::from_secs(10),
+        "native peers see each other's presence",
+        || async { a.presence().len() == 2 && b.presence().len() == 2 },
+    )
+    .await;
+    assert!(
+        a.presence().iter().any(|p| p.contains("yjs")),
+        "{:?}",
+        a.presence()
+    );
+    assert!(
+        b.presence().iter().any(|p| p.contains("\"a\"")),
+        "{:?}",
+        b.presence()
+    );
+    yjs.wait_for_awareness("presence of a and b", |states| {
+        let states = states.to_string();
+        states.contains("\"a\"") && states.contains("\"b\"")
+    })
+    .await;
+    yjs.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_edits_merge_on_reconnect() {
+    let relay = TestRelay::start().await;
+    let doc = relay.create_doc().await;
+    let token = relay.token(&doc, Role::Edit);
+    let url = relay.ws_url(&doc, &token);
+    let mut a = Peer::connect(&url).await.unwrap();
+    a.wait_synced().await;
+    let notebook = a.notebook.clone();
+    drop(a);
+
+    // Edited while disconnected, then reconnected: the relay gets what it lacked.
+    notebook
+        .insert_cell(1, inloop_doc::CellType::Markdown, "written offline")
+        .unwrap();
+    let mut again = Peer::connect_with(&url, notebook.clone()).await.unwrap();
+    again.wait_synced().await;
+    let mut other = Peer::connect(&url).await.unwrap();
+    other.wait_synced().await;
+    eventually(
+        Duration::from_secs(5),
+        "the offline cell reaches another peer",
+        || async { other.notebook.cell_count() == 2 },
+    )
+    .await;
+    assert_eq!(other.source(1), "written offline");
+}
