@@ -1,9 +1,9 @@
 //! Integration tests of the relay: the real server on 127.0.0.1:0 with SQLite in a temporary
 //! folder, real WebSocket clients (ours, and a stock Yjs one under Node).
 
-// mod auth;
+mod auth;
 // mod bad_input;
-// mod lease;
+mod lease;
 mod node;
 mod peer;
 mod sync;

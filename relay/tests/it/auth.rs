@@ -1,0 +1,198 @@
+use std::time::Duration;
+
+use inloop_sync::{Claims, LeaseMessage, Role, TokenKey};
+
+use crate::{Peer, TestRelay, eventually, http_request};
+
+/// What each role may do, written out as the product promises it (not derived from the code).
+/// Columns: read, edit, hold the lease, mint a token, import, export.
+const TABLE: [(Role, [bool; 6]); 5] = [
+    (Role::Read, [true, false, false, false, false, true]),
+    (Role::Edit, [true, true, false, false, false, true]),
+    (Role::Execute, [true, true, false, false, false, true]),
+    (Role::Runtime, [true, true, true, false, false, true]),
+    (Role::Admin, [true, true, false, true, true, true]),
+];
+
+const NOTEBOOK: &[u8] = br#"{"cells": [{"cell_type": "markdown", "id": "imported", "metadata": {}, "source": "imported"}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_against_every_action() {
+    let relay = TestRelay::start().await;
+    for (role, expected) in TABLE {
+        let doc = relay.create_doc().await;
+        let token = relay.token(&doc, role);
+        let url = relay.ws_url(&doc, &token);
+        let mut watcher = Peer::connect(&relay.ws_url(&doc, &relay.admin_token))
+            .await
+            .unwrap();
+        watcher.wait_synced().await;
+
+        // read
+        let mut peer = Peer::connect(&url).await.expect("every role may connect");
+        peer.wait_synced().await;
+        let read = peer.notebook.cell_count() == 1;
+
+        // edit: the change reaches another peer, or the relay closes the connection.
+        peer.notebook
+            .insert_cell(1, inloop_doc::CellType::Markdown, "edited")
+            .unwrap();
+        let mut edited = false;
+        let mut refused = None;
+        for _ in 0..300 {
+            if watcher.notebook.cell_count() == 2 {
+                edited = true;
+                break;
+            }
+            if let Some(closed) = peer.closed() {
+                refused = closed;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !edited {
+            let (code, reason) =
+                refused.expect("a refused edit closes the connection with a reason");
+            assert_eq!(code, 4403, "{role}: {reason}");
+            assert!(reason.contains("read-only"), "{role}: {reason}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(
+                watcher.notebook.cell_count(),
+                1,
+                "{role}: a refused edit went nowhere"
+            );
+        }
+
+        // hold the lease
+        let mut lease_peer = Peer::connect(&url).await.unwrap();
+        lease_peer.wait_synced().await;
+        lease_peer.lease(LeaseMessage::Request {
+            session: format!("session-{role}"),
+        });
+        eventually(Duration::from_secs(5), "a lease answer", || async {
+            !lease_peer.lease_events().is_empty()
+        })
+        .await;
+        let lease = matches!(lease_peer.lease_events()[0], LeaseMessage::Granted { .. });
+
+        // mint, import, export over HTTP
+        let mint = http_request(
+            relay.addr,
+            "POST",
+            &format!("/api/docs/{doc}/tokens"),
+            Some(&token),
+            br#"{"role": "read"}"#,
+        )
+        .await;
+        let import = http_request(
+            relay.addr,
+            "PUT",
+            &format!("/api/docs/{doc}/ipynb"),
+            Some(&token),
+            NOTEBOOK,
+        )
+        .await;
+        let export = http_request(
+            relay.addr,
+            "GET",
+            &format!("/api/docs/{doc}/ipynb"),
+            Some(&token),
+            b"",
+        )
+        .await;
+        let allowed = |(status, _): &(u16, String), ok: u16| {
+            assert!(
+                status == &ok || *status == 403,
+                "{role}: unexpected status {status}"
+            );
+            *status == ok
+        };
+        let outcome = [
+            read,
+            edited,
+            lease,
+            allowed(&mint, 201),
+            allowed(&import, 204),
+            allowed(&export, 200),
+        ];
+        assert_eq!(
+            outcome, expected,
+            "{role}: read, edit, lease, mint, import, export"
+        );
+        if outcome[5] {
+            let exported: serde_json::Value = serde_json::from_str(&export.1).unwrap();
+            assert_eq!(exported["nbformat"], 4, "{role}: an export is a notebook");
+        }
+        if outcome[4] {
+            eventually(
+                Duration::from_secs(5),
+                "the import reaches a connected peer",
+                || async { watcher.notebook.cell_ids() == ["imported"] },
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_wrong_document_tokens_are_refused_at_the_handshake() {
+    let relay = TestRelay::start().await;
+    let doc = relay.create_doc().await;
+    let other_doc = relay.create_doc().await;
+    let claims = Claims {
+        doc: Some(doc.clone()),
+        role: Role::Admin,
+        exp: u64::MAX / 2,
+        name: None,
+    };
+    let forged = TokenKey::new(&[9; 32]).unwrap().sign(&claims);
+    let expired = relay
+        .state
+        .mint(Some(&doc), Role::Edit, Duration::ZERO, None);
+    let wrong_doc = relay.token(&other_doc, Role::Admin);
+    let mut mangled = relay.token(&doc, Role::Edit);
+    mangled.insert(10, 'x');
+    for (what, token, status, message) in [
+        ("forged", forged.as_str(), 401, "bad signature"),
+        ("expired", expired.as_str(), 401, "expired"),
+        (
+            "for another document",
+            wrong_doc.as_str(),
+            403,
+            "another document",
+        ),
+        ("mangled", mangled.as_str(), 401, "token"),
+        ("garbage", "not-a-token", 401, "malformed"),
+    ] {
+        let refusal = Peer::connect(&relay.ws_url(&doc, token))
+            .await
+            .expect_err(what);
+        assert!(
+            refusal.starts_with(&format!("HTTP {status}")),
+            "{what}: {refusal}"
+        );
+        assert!(refusal.contains(message), "{what}: {refusal}");
+        let (http_status, body) = http_request(
+            relay.addr,
+            "GET",
+            &format!("/api/docs/{doc}/ipynb"),
+            Some(token),
+            b"",
+        )
+        .await;
+        assert_eq!(http_status, status, "{what} over HTTP: {body}");
+    }
+    let no_token = Peer::connect(&format!("ws://{}/api/docs/{doc}/ws", relay.addr))
+        .await
+        .expect_err("no token");
+    assert!(no_token.starts_with("HTTP 401"), "{no_token}");
+    // A valid token still works, and a missing document is a clear 404.
+    Peer::connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Read)))
+        .await
+        .expect("a valid token");
+    let missing = relay.token("no-such-doc", Role::Edit);
+    let refusal = Peer::connect(&relay.ws_url("no-such-doc", &missing))
+        .await
+        .unwrap_err();
+    assert!(refusal.starts_with("HTTP 404"), "{refusal}");
+}
