@@ -198,8 +198,9 @@ async fn connection(
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(error)) => {
-                // Oversized messages end up here, as do broken connections.
-                let too_big = error.to_string().to_lowercase().contains("size");
+                // Oversized messages end up here (tungstenite's CapacityError, which axum does
+                // not expose as a type), as do broken connections.
+                let too_big = error.to_string().contains("too long");
                 if too_big {
                     Some(Close::new(
                         1009,

@@ -2,7 +2,7 @@
 //! folder, real WebSocket clients (ours, and a stock Yjs one under Node).
 
 mod auth;
-// mod bad_input;
+mod bad_input;
 mod lease;
 mod node;
 mod peer;
@@ -23,7 +23,7 @@ pub(crate) struct TestRelay {
     pub(crate) addr: SocketAddr,
     pub(crate) admin_token: String,
     pub(crate) state: inloop_relay::AppState,
-    pub(crate) data: tempfile::TempDir,
+    data: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -61,10 +61,6 @@ impl TestRelay {
         }
     }
 
-    pub(crate) fn http(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
     pub(crate) fn ws_url(&self, doc_id: &str, token: &str) -> String {
         format!("ws://{}/api/docs/{doc_id}/ws?token={token}", self.addr)
     }
@@ -87,14 +83,17 @@ impl TestRelay {
         )
     }
 
-    /// Stops serving and waits for the relay to close every connection.
-    pub(crate) async fn stop(mut self) {
+    /// Stops serving, waits for the relay to close every connection, and hands back the data
+    /// folder (deleted when dropped).
+    pub(crate) async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        let empty = tempfile::tempdir().expect("temporary folder");
+        std::mem::replace(&mut self.data, empty)
     }
 }
 

@@ -34,19 +34,46 @@ impl Peer {
 
     /// Connects `notebook`.
     pub(crate) async fn connect_with(url: &str, notebook: Notebook) -> Result<Self, String> {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(response) => {
-                    let body = response
-                        .body()
-                        .as_ref()
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                        .unwrap_or_default();
-                    format!("HTTP {}: {body}", response.status().as_u16())
-                }
-                other => other.to_string(),
-            })?;
+        Self::open(url, notebook, None).await
+    }
+
+    /// Connects with a fixed, small TCP receive buffer, so a paused reader stalls the relay's
+    /// sends after little data (the kernel would otherwise grow the buffer to tens of MB).
+    pub(crate) async fn connect_small_buffer(url: &str) -> Result<Self, String> {
+        Self::open(url, Notebook::new(), Some(16 << 10)).await
+    }
+
+    async fn open(
+        url: &str,
+        notebook: Notebook,
+        receive_buffer: Option<u32>,
+    ) -> Result<Self, String> {
+        let authority = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let addr: std::net::SocketAddr =
+            authority.parse().map_err(|e| format!("{authority}: {e}"))?;
+        let tcp = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        if let Some(size) = receive_buffer {
+            tcp.set_recv_buffer_size(size).map_err(|e| e.to_string())?;
+        }
+        let stream = tcp.connect(addr).await.map_err(|e| e.to_string())?;
+        let (socket, _) =
+            tokio_tungstenite::client_async(url, stream)
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(response) => {
+                        let body = response
+                            .body()
+                            .as_ref()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default();
+                        format!("HTTP {}: {body}", response.status().as_u16())
+                    }
+                    other => other.to_string(),
+                })?;
         let (mut sink, mut stream) = socket.split();
         let session = Arc::new(Mutex::new(ClientSession::new(notebook.clone())));
         let (outgoing, mut to_send) = mpsc::unbounded_channel::<Message>();

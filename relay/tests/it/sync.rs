@@ -121,3 +121,38 @@ async fn offline_edits_merge_on_reconnect() {
     .await;
     assert_eq!(other.source(1), "written offline");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_tells_peers_to_reconnect_and_keeps_every_update() {
+    let relay = TestRelay::start().await;
+    let doc = relay.create_doc().await;
+    let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
+    let mut peer = Peer::connect(&url).await.unwrap();
+    peer.wait_synced().await;
+    peer.notebook
+        .insert_cell(1, inloop_doc::CellType::Markdown, "kept")
+        .unwrap();
+    eventually(Duration::from_secs(5), "the edit is stored", || async {
+        let (_, metrics) = crate::http_request(relay.addr, "GET", "/metrics", None, b"").await;
+        metrics.contains("inloop_updates_in_total 1")
+    })
+    .await;
+    let data = relay.stop().await;
+    let closed = peer.wait_closed(Duration::from_secs(5)).await;
+    assert_eq!(
+        closed.map(|(code, _)| code),
+        Some(1001),
+        "going away: reconnect elsewhere"
+    );
+
+    // The same data folder, a new relay: the edit is there.
+    let store =
+        inloop_relay::store::SqliteStore::open(&data.path().join("inloop.sqlite3")).unwrap();
+    let mut store: Box<dyn inloop_relay::store::Store> = Box::new(store);
+    let stored = store.load(&doc).unwrap().unwrap();
+    let notebook = inloop_doc::Notebook::new();
+    for update in stored.snapshot.iter().chain(&stored.updates) {
+        notebook.apply_update_v1(update).unwrap();
+    }
+    assert_eq!(notebook.cell_count(), 2);
+}

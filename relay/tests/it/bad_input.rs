@@ -1,0 +1,191 @@
+//! Peers that misbehave are disconnected with a reason; everyone else carries on.
+
+use std::time::Duration;
+
+use inloop_doc::{CellType, Notebook};
+use inloop_relay::Limits;
+use inloop_sync::Role;
+
+use crate::{Peer, TestRelay, eventually, http_request};
+
+/// Something a peer sends that it should not.
+type Misbehaviour = Box<dyn Fn(&Peer)>;
+
+/// Two healthy peers on `doc` still sync an edit, and the relay still answers HTTP.
+async fn relay_still_serves(relay: &TestRelay, doc: &str, text: &str) {
+    let url = relay.ws_url(doc, &relay.token(doc, Role::Edit));
+    let mut writer = Peer::connect(&url)
+        .await
+        .expect("the relay still accepts peers");
+    let mut reader = Peer::connect(&url).await.unwrap();
+    writer.wait_synced().await;
+    reader.wait_synced().await;
+    writer
+        .notebook
+        .insert_cell(0, CellType::Markdown, text)
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "a healthy peer's edit reaches another",
+        || async {
+            reader
+                .notebook
+                .cell_ids()
+                .iter()
+                .any(|id| reader.notebook.source(id).unwrap() == text)
+        },
+    )
+    .await;
+    let (status, body) = http_request(relay.addr, "GET", "/healthz", None, b"").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_truncated_oversized_text_and_flooding_peers_are_disconnected_with_a_reason() {
+    let relay = TestRelay::with_limits(Limits {
+        max_message_bytes: 64 << 10,
+        max_messages_per_second: 50,
+        ..Limits::default()
+    })
+    .await;
+    let doc = relay.create_doc().await;
+    let other_doc = relay.create_doc().await;
+    let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
+
+    // A valid update frame, to cut short.
+    let source = Notebook::new();
+    source.insert_cell(0, CellType::Code, "x = 1").unwrap();
+    let update = inloop_sync::ClientSession::update_frame(&source.encode_update_v1());
+
+    let mut fill = vec![0u8, 2];
+    fill.extend(std::iter::repeat_n(7u8, 100 << 10));
+    let cases: [(&str, Misbehaviour, u16, &str); 6] = [
+        (
+            "garbage",
+            Box::new(|p: &Peer| p.send_raw(vec![0xff, 0x13, 0x37, 0x00, 0x42])),
+            4400,
+            "malformed",
+        ),
+        (
+            "an empty frame",
+            Box::new(|p: &Peer| p.send_raw(Vec::new())),
+            4400,
+            "malformed",
+        ),
+        (
+            "a truncated update",
+            Box::new(move |p: &Peer| p.send_raw(update[..update.len() / 2].to_vec())),
+            4400,
+            "malformed",
+        ),
+        (
+            "an oversized message",
+            Box::new(move |p: &Peer| p.send_raw(fill.clone())),
+            1009,
+            "too big",
+        ),
+        (
+            "a text frame",
+            Box::new(|p: &Peer| p.send_text("hello")),
+            4400,
+            "binary",
+        ),
+        (
+            "a flood",
+            Box::new(|p: &Peer| {
+                for i in 0..500u32 {
+                    let presence = format!(r#"{{"flood":{i}}}"#);
+                    p.set_presence(&presence);
+                }
+            }),
+            4429,
+            "too many messages",
+        ),
+    ];
+    for (what, send, code, reason) in cases {
+        let mut bad = Peer::connect(&url).await.unwrap();
+        bad.wait_synced().await;
+        send(&bad);
+        let closed = bad.wait_closed(Duration::from_secs(10)).await;
+        let (got_code, got_reason) =
+            closed.unwrap_or_else(|| panic!("{what}: closed without a reason"));
+        assert_eq!(got_code, code, "{what}: {got_reason}");
+        assert!(got_reason.contains(reason), "{what}: {got_reason}");
+        relay_still_serves(&relay, &doc, &format!("after {what}")).await;
+    }
+    relay_still_serves(&relay, &other_doc, "the other document").await;
+    let (_, metrics) = http_request(relay.addr, "GET", "/metrics", None, b"").await;
+    assert!(
+        metrics.contains("inloop_disconnects_protocol_total 6"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_disconnected_and_resyncs_with_no_gap() {
+    const EDITS: usize = 400;
+    let relay = TestRelay::with_limits(Limits {
+        outgoing_queue: 64,
+        max_messages_per_second: 100_000,
+        ..Limits::default()
+    })
+    .await;
+    let doc = relay.create_doc().await;
+    let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
+    let mut writer = Peer::connect(&url).await.unwrap();
+    let mut reader = Peer::connect(&url).await.unwrap();
+    let mut slow = Peer::connect_small_buffer(&url).await.unwrap();
+    for peer in [&mut writer, &mut reader, &mut slow] {
+        peer.wait_synced().await;
+    }
+    slow.pause_reading();
+
+    // 16 KiB per edit, 6.5 MB in all: more than the relay's send buffer (4 MB at most here),
+    // the stalled peer's 16 KiB and its 64-frame queue hold.
+    let chunk = "x".repeat(16 << 10);
+    for i in 0..EDITS {
+        writer
+            .notebook
+            .insert_cell(i as u32 + 1, CellType::Markdown, &chunk)
+            .unwrap();
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let expected = EDITS as u32 + 1;
+    eventually(
+        Duration::from_secs(30),
+        "the reading peer gets every update",
+        || async { reader.notebook.cell_count() == expected },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the stalled peer is disconnected",
+        || async {
+            let (_, metrics) = http_request(relay.addr, "GET", "/metrics", None, b"").await;
+            metrics.contains("inloop_disconnects_slow_total 1")
+        },
+    )
+    .await;
+
+    // Once it reads again it learns it was dropped, without having seen everything.
+    slow.resume_reading();
+    let closed = slow.wait_closed(Duration::from_secs(10)).await;
+    if let Some((code, reason)) = &closed {
+        assert_eq!(*code, 1013, "{reason}");
+        assert!(reason.contains("too slow"), "{reason}");
+    }
+    assert!(
+        slow.notebook.cell_count() < expected,
+        "the stalled peer could not have had it all"
+    );
+
+    // Reconnected, it converges with no gap.
+    let notebook = slow.notebook.clone();
+    drop(slow);
+    let mut back = Peer::connect_with(&url, notebook).await.unwrap();
+    back.wait_synced().await;
+    assert_eq!(back.notebook.to_ipynb(), reader.notebook.to_ipynb());
+    relay_still_serves(&relay, &doc, "after the slow peer").await;
+}
