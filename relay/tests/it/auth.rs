@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use inloop_sync::{Claims, LeaseMessage, Role, TokenKey};
 
-use crate::{Peer, TestRelay, eventually, http_request};
+use crate::{Status, TestRelay, connect, eventually, http_request};
 
 /// What each role may do, written out as the product promises it (not derived from the code).
 /// Columns: read, edit, hold the lease, mint a token, import, export.
@@ -23,29 +23,27 @@ async fn every_role_against_every_action() {
         let doc = relay.create_doc().await;
         let token = relay.token(&doc, role);
         let url = relay.ws_url(&doc, &token);
-        let mut watcher = Peer::connect(&relay.ws_url(&doc, &relay.admin_token))
+        let watcher = connect(&relay.ws_url(&doc, &relay.admin_token))
             .await
             .unwrap();
-        watcher.wait_synced().await;
 
         // read
-        let mut peer = Peer::connect(&url).await.expect("every role may connect");
-        peer.wait_synced().await;
-        let read = peer.notebook.cell_count() == 1;
+        let peer = connect(&url).await.expect("every role may connect");
+        let read = peer.notebook().cell_count() == 1;
 
         // edit: the change reaches another peer, or the relay closes the connection.
-        peer.notebook
+        peer.notebook()
             .insert_cell(1, inloop_doc::CellType::Markdown, "edited")
             .unwrap();
         let mut edited = false;
         let mut refused = None;
         for _ in 0..300 {
-            if watcher.notebook.cell_count() == 2 {
+            if watcher.notebook().cell_count() == 2 {
                 edited = true;
                 break;
             }
-            if let Some(closed) = peer.closed() {
-                refused = closed;
+            if let Status::Closed { code, reason } = peer.status() {
+                refused = Some((code, reason));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -53,20 +51,19 @@ async fn every_role_against_every_action() {
         if !edited {
             let (code, reason) =
                 refused.expect("a refused edit closes the connection with a reason");
-            assert_eq!(code, 4403, "{role}: {reason}");
+            assert_eq!(code, Some(4403), "{role}: {reason}");
             assert!(reason.contains("read-only"), "{role}: {reason}");
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert_eq!(
-                watcher.notebook.cell_count(),
+                watcher.notebook().cell_count(),
                 1,
                 "{role}: a refused edit went nowhere"
             );
         }
 
         // hold the lease
-        let mut lease_peer = Peer::connect(&url).await.unwrap();
-        lease_peer.wait_synced().await;
-        lease_peer.lease(LeaseMessage::Request {
+        let lease_peer = connect(&url).await.unwrap();
+        lease_peer.send_lease(LeaseMessage::Request {
             session: format!("session-{role}"),
         });
         eventually(Duration::from_secs(5), "a lease answer", || async {
@@ -127,7 +124,7 @@ async fn every_role_against_every_action() {
             eventually(
                 Duration::from_secs(5),
                 "the import reaches a connected peer",
-                || async { watcher.notebook.cell_ids() == ["imported"] },
+                || async { watcher.notebook().cell_ids() == ["imported"] },
             )
             .await;
         }
@@ -164,9 +161,7 @@ async fn forged_expired_and_wrong_document_tokens_are_refused_at_the_handshake()
         ("mangled", mangled.as_str(), 401, "token"),
         ("garbage", "not-a-token", 401, "malformed"),
     ] {
-        let refusal = Peer::connect(&relay.ws_url(&doc, token))
-            .await
-            .expect_err(what);
+        let refusal = connect(&relay.ws_url(&doc, token)).await.expect_err(what);
         assert!(
             refusal.starts_with(&format!("HTTP {status}")),
             "{what}: {refusal}"
@@ -182,16 +177,16 @@ async fn forged_expired_and_wrong_document_tokens_are_refused_at_the_handshake()
         .await;
         assert_eq!(http_status, status, "{what} over HTTP: {body}");
     }
-    let no_token = Peer::connect(&format!("ws://{}/api/docs/{doc}/ws", relay.addr))
+    let no_token = connect(&format!("ws://{}/api/docs/{doc}/ws", relay.addr))
         .await
         .expect_err("no token");
     assert!(no_token.starts_with("HTTP 401"), "{no_token}");
     // A valid token still works, and a missing document is a clear 404.
-    Peer::connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Read)))
+    connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Read)))
         .await
         .expect("a valid token");
     let missing = relay.token("no-such-doc", Role::Edit);
-    let refusal = Peer::connect(&relay.ws_url("no-such-doc", &missing))
+    let refusal = connect(&relay.ws_url("no-such-doc", &missing))
         .await
         .unwrap_err();
     assert!(refusal.starts_with("HTTP 404"), "{refusal}");

@@ -6,22 +6,20 @@ use inloop_doc::{CellType, Notebook};
 use inloop_relay::Limits;
 use inloop_sync::Role;
 
-use crate::{Peer, TestRelay, eventually, http_request};
+use crate::{
+    Client, ClientOptions, TestRelay, connect, connect_with, ended, eventually, http_request,
+};
 
 /// Something a peer sends that it should not.
-type Misbehaviour = Box<dyn Fn(&Peer)>;
+type Misbehaviour = Box<dyn Fn(&Client)>;
 
 /// Two healthy peers on `doc` still sync an edit, and the relay still answers HTTP.
 async fn relay_still_serves(relay: &TestRelay, doc: &str, text: &str) {
     let url = relay.ws_url(doc, &relay.token(doc, Role::Edit));
-    let mut writer = Peer::connect(&url)
-        .await
-        .expect("the relay still accepts peers");
-    let mut reader = Peer::connect(&url).await.unwrap();
-    writer.wait_synced().await;
-    reader.wait_synced().await;
+    let writer = connect(&url).await.expect("the relay still accepts peers");
+    let reader = connect(&url).await.unwrap();
     writer
-        .notebook
+        .notebook()
         .insert_cell(0, CellType::Markdown, text)
         .unwrap();
     eventually(
@@ -29,10 +27,10 @@ async fn relay_still_serves(relay: &TestRelay, doc: &str, text: &str) {
         "a healthy peer's edit reaches another",
         || async {
             reader
-                .notebook
+                .notebook()
                 .cell_ids()
                 .iter()
-                .any(|id| reader.notebook.source(id).unwrap() == text)
+                .any(|id| reader.notebook().source(id).unwrap() == text)
         },
     )
     .await;
@@ -59,40 +57,34 @@ async fn garbage_truncated_oversized_text_and_flooding_peers_are_disconnected_wi
 
     let mut fill = vec![0u8, 2];
     fill.extend(std::iter::repeat_n(7u8, 100 << 10));
-    let cases: [(&str, Misbehaviour, u16, &str); 6] = [
+    let cases: [(&str, Misbehaviour, u16, &str); 5] = [
         (
             "garbage",
-            Box::new(|p: &Peer| p.send_raw(vec![0xff, 0x13, 0x37, 0x00, 0x42])),
+            Box::new(|p: &Client| p.send_raw(vec![0xff, 0x13, 0x37, 0x00, 0x42])),
             4400,
             "malformed",
         ),
         (
             "an empty frame",
-            Box::new(|p: &Peer| p.send_raw(Vec::new())),
+            Box::new(|p: &Client| p.send_raw(Vec::new())),
             4400,
             "malformed",
         ),
         (
             "a truncated update",
-            Box::new(move |p: &Peer| p.send_raw(update[..update.len() / 2].to_vec())),
+            Box::new(move |p: &Client| p.send_raw(update[..update.len() / 2].to_vec())),
             4400,
             "malformed",
         ),
         (
             "an oversized message",
-            Box::new(move |p: &Peer| p.send_raw(fill.clone())),
+            Box::new(move |p: &Client| p.send_raw(fill.clone())),
             1009,
             "too big",
         ),
         (
-            "a text frame",
-            Box::new(|p: &Peer| p.send_text("hello")),
-            4400,
-            "binary",
-        ),
-        (
             "a flood",
-            Box::new(|p: &Peer| {
+            Box::new(|p: &Client| {
                 for i in 0..500u32 {
                     let presence = format!(r#"{{"flood":{i}}}"#);
                     p.set_presence(&presence);
@@ -103,20 +95,17 @@ async fn garbage_truncated_oversized_text_and_flooding_peers_are_disconnected_wi
         ),
     ];
     for (what, send, code, reason) in cases {
-        let mut bad = Peer::connect(&url).await.unwrap();
-        bad.wait_synced().await;
+        let bad = connect(&url).await.unwrap();
         send(&bad);
-        let closed = bad.wait_closed(Duration::from_secs(10)).await;
-        let (got_code, got_reason) =
-            closed.unwrap_or_else(|| panic!("{what}: closed without a reason"));
-        assert_eq!(got_code, code, "{what}: {got_reason}");
+        let (got_code, got_reason) = ended(&bad).await;
+        assert_eq!(got_code, Some(code), "{what}: {got_reason}");
         assert!(got_reason.contains(reason), "{what}: {got_reason}");
         relay_still_serves(&relay, &doc, &format!("after {what}")).await;
     }
     relay_still_serves(&relay, &other_doc, "the other document").await;
     let (_, metrics) = http_request(relay.addr, "GET", "/metrics", None, b"").await;
     assert!(
-        metrics.contains("inloop_disconnects_protocol_total 6"),
+        metrics.contains("inloop_disconnects_protocol_total 5"),
         "{metrics}"
     );
 }
@@ -132,12 +121,18 @@ async fn a_peer_that_stops_reading_is_disconnected_and_resyncs_with_no_gap() {
     .await;
     let doc = relay.create_doc().await;
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
-    let mut writer = Peer::connect(&url).await.unwrap();
-    let mut reader = Peer::connect(&url).await.unwrap();
-    let mut slow = Peer::connect_small_buffer(&url).await.unwrap();
-    for peer in [&mut writer, &mut reader, &mut slow] {
-        peer.wait_synced().await;
-    }
+    let writer = connect(&url).await.unwrap();
+    let reader = connect(&url).await.unwrap();
+    let slow = connect_with(
+        &url,
+        Notebook::new(),
+        ClientOptions {
+            receive_buffer: Some(16 << 10),
+            ..ClientOptions::new()
+        },
+    )
+    .await
+    .unwrap();
     slow.pause_reading();
 
     // 16 KiB per edit, 6.5 MB in all: more than the relay's send buffer (4 MB at most here),
@@ -145,7 +140,7 @@ async fn a_peer_that_stops_reading_is_disconnected_and_resyncs_with_no_gap() {
     let chunk = "x".repeat(16 << 10);
     for i in 0..EDITS {
         writer
-            .notebook
+            .notebook()
             .insert_cell(i as u32 + 1, CellType::Markdown, &chunk)
             .unwrap();
         if i % 50 == 0 {
@@ -156,7 +151,7 @@ async fn a_peer_that_stops_reading_is_disconnected_and_resyncs_with_no_gap() {
     eventually(
         Duration::from_secs(30),
         "the reading peer gets every update",
-        || async { reader.notebook.cell_count() == expected },
+        || async { reader.notebook().cell_count() == expected },
     )
     .await;
     eventually(
@@ -169,23 +164,47 @@ async fn a_peer_that_stops_reading_is_disconnected_and_resyncs_with_no_gap() {
     )
     .await;
 
-    // Once it reads again it learns it was dropped, without having seen everything.
-    slow.resume_reading();
-    let closed = slow.wait_closed(Duration::from_secs(10)).await;
-    if let Some((code, reason)) = &closed {
-        assert_eq!(*code, 1013, "{reason}");
-        assert!(reason.contains("too slow"), "{reason}");
-    }
     assert!(
-        slow.notebook.cell_count() < expected,
+        slow.notebook().cell_count() < expected,
         "the stalled peer could not have had it all"
     );
 
-    // Reconnected, it converges with no gap.
-    let notebook = slow.notebook.clone();
-    drop(slow);
-    let mut back = Peer::connect_with(&url, notebook).await.unwrap();
-    back.wait_synced().await;
-    assert_eq!(back.notebook.to_ipynb(), reader.notebook.to_ipynb());
+    // Once it reads again it learns it was dropped, reconnects, and converges with no gap.
+    slow.resume_reading();
+    let (code, reason) = ended(&slow).await;
+    if let Some(code) = code {
+        assert_eq!(code, 1013, "{reason}");
+        assert!(reason.contains("too slow"), "{reason}");
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the stalled peer catches up",
+        || async { slow.notebook().cell_count() == expected },
+    )
+    .await;
+    assert_eq!(slow.notebook().to_ipynb(), reader.notebook().to_ipynb());
     relay_still_serves(&relay, &doc, "after the slow peer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_frame_is_refused_with_a_reason() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let relay = TestRelay::start().await;
+    let doc = relay.create_doc().await;
+    let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    socket.send(Message::Text("hello".into())).await.unwrap();
+    let close = loop {
+        match socket.next().await {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame with a reason"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4400);
+    assert!(close.reason.contains("binary"), "{}", close.reason);
+    relay_still_serves(&relay, &doc, "after a text frame").await;
 }

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use inloop_relay::Limits;
 use inloop_sync::{LeaseMessage, Role};
 
-use crate::{Peer, TestRelay, eventually};
+use crate::{Client, TestRelay, connect, eventually};
 
 const TTL: Duration = Duration::from_millis(1_000);
 const GRACE: Duration = Duration::from_millis(500);
@@ -14,7 +14,7 @@ fn request(session: &str) -> LeaseMessage {
     }
 }
 
-fn granted_epoch(peer: &Peer) -> Option<u64> {
+fn granted_epoch(peer: &Client) -> Option<u64> {
     peer.lease_events().iter().rev().find_map(|m| match m {
         LeaseMessage::Granted { epoch, .. } => Some(*epoch),
         _ => None,
@@ -31,12 +31,10 @@ async fn one_runtime_holds_the_lease_and_a_standby_takes_over_when_it_dies() {
     .await;
     let doc = relay.create_doc().await;
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Runtime));
-    let mut first = Peer::connect(&url).await.unwrap();
-    let mut second = Peer::connect(&url).await.unwrap();
-    first.wait_synced().await;
-    second.wait_synced().await;
-    first.lease(request("runtime-1"));
-    second.lease(request("runtime-2"));
+    let first = connect(&url).await.unwrap();
+    let second = connect(&url).await.unwrap();
+    first.send_lease(request("runtime-1"));
+    second.send_lease(request("runtime-2"));
     eventually(
         Duration::from_secs(5),
         "both runtimes hear back",
@@ -59,7 +57,7 @@ async fn one_runtime_holds_the_lease_and_a_standby_takes_over_when_it_dies() {
     // Heartbeats keep it past its time to live.
     let started = Instant::now();
     while started.elapsed() < TTL * 2 {
-        holder.lease(LeaseMessage::Heartbeat);
+        holder.send_lease(LeaseMessage::Heartbeat);
         tokio::time::sleep(TTL / 5).await;
     }
     assert_eq!(
@@ -89,16 +87,15 @@ async fn one_runtime_holds_the_lease_and_a_standby_takes_over_when_it_dies() {
     );
 
     // A third runtime queues; a release hands it over, with the next epoch.
-    let mut third = Peer::connect(&url).await.unwrap();
-    third.wait_synced().await;
-    third.lease(request("runtime-3"));
+    let third = connect(&url).await.unwrap();
+    third.send_lease(request("runtime-3"));
     eventually(
         Duration::from_secs(5),
         "the third runtime is told to wait",
         || async { third.lease_events() == vec![LeaseMessage::Standby { epoch: epoch + 1 }] },
     )
     .await;
-    standby.lease(LeaseMessage::Release);
+    standby.send_lease(LeaseMessage::Release);
     eventually(Duration::from_secs(5), "the release hands over", || async {
         granted_epoch(&third) == Some(epoch + 2)
     })
@@ -115,9 +112,8 @@ async fn a_holder_that_reconnects_within_the_grace_period_keeps_its_epoch() {
     .await;
     let doc = relay.create_doc().await;
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Runtime));
-    let mut holder = Peer::connect(&url).await.unwrap();
-    holder.wait_synced().await;
-    holder.lease(request("runtime-1"));
+    let holder = connect(&url).await.unwrap();
+    holder.send_lease(request("runtime-1"));
     eventually(Duration::from_secs(5), "granted", || async {
         granted_epoch(&holder).is_some()
     })
@@ -125,9 +121,8 @@ async fn a_holder_that_reconnects_within_the_grace_period_keeps_its_epoch() {
     let epoch = granted_epoch(&holder).unwrap();
     drop(holder);
 
-    let mut back = Peer::connect(&url).await.unwrap();
-    back.wait_synced().await;
-    back.lease(request("runtime-1"));
+    let back = connect(&url).await.unwrap();
+    back.send_lease(request("runtime-1"));
     eventually(Duration::from_secs(5), "granted again", || async {
         granted_epoch(&back).is_some()
     })

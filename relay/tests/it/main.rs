@@ -5,7 +5,6 @@ mod auth;
 mod bad_input;
 mod lease;
 mod node;
-mod peer;
 mod sync;
 
 use std::future::Future;
@@ -15,7 +14,8 @@ use std::time::Duration;
 use inloop_relay::{Config, Limits, Relay};
 use inloop_sync::Role;
 
-pub(crate) use peer::Peer;
+pub(crate) use inloop_client::{Client, ClientOptions, Status};
+use inloop_doc::Notebook;
 
 /// A relay serving in this process, stopped when dropped.
 #[derive(Debug)]
@@ -102,6 +102,47 @@ impl Drop for TestRelay {
         if let Some(task) = &self.task {
             task.abort();
         }
+    }
+}
+
+/// Connects a fresh notebook and waits until it is synced; the relay's refusal otherwise.
+pub(crate) async fn connect(url: &str) -> Result<Client, String> {
+    connect_with(url, Notebook::new(), ClientOptions::new()).await
+}
+
+pub(crate) async fn connect_with(
+    url: &str,
+    notebook: Notebook,
+    options: ClientOptions,
+) -> Result<Client, String> {
+    let client = Client::connect(url, notebook, options);
+    match client.wait_synced(Duration::from_secs(10)).await {
+        Ok(()) => Ok(client),
+        Err(error) => Err(match client.status() {
+            Status::Closed { reason, .. } => reason,
+            other => format!("{error} ({other:?})"),
+        }),
+    }
+}
+
+/// The source of the client's cell at `index`.
+pub(crate) fn source(client: &Client, index: usize) -> String {
+    let notebook = client.notebook();
+    notebook.source(&notebook.cell_ids()[index]).unwrap()
+}
+
+/// Waits until the relay ends the client's connection: its close code and reason.
+pub(crate) async fn ended(client: &Client) -> (Option<u16>, String) {
+    let mut status = client.watch_status();
+    let ended = status.wait_for(|s| matches!(s, Status::Offline { .. } | Status::Closed { .. }));
+    let ended = tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the relay ended the connection within 10 s")
+        .expect("the client is alive")
+        .clone();
+    match ended {
+        Status::Offline { code, reason } | Status::Closed { code, reason } => (code, reason),
+        _ => unreachable!("waited for an end"),
     }
 }
 

@@ -4,7 +4,7 @@ use inloop_sync::Role;
 use serde_json::json;
 
 use crate::node::NodePeer;
-use crate::{Peer, TestRelay, eventually};
+use crate::{ClientOptions, TestRelay, connect, connect_with, eventually, source};
 
 const EDITS: usize = 40;
 
@@ -13,10 +13,8 @@ async fn native_and_stock_yjs_clients_converge_and_see_each_others_presence() {
     let relay = TestRelay::start().await;
     let doc = relay.create_doc().await;
     let token = relay.token(&doc, Role::Edit);
-    let mut a = Peer::connect(&relay.ws_url(&doc, &token)).await.unwrap();
-    let mut b = Peer::connect(&relay.ws_url(&doc, &token)).await.unwrap();
-    a.wait_synced().await;
-    b.wait_synced().await;
+    let a = connect(&relay.ws_url(&doc, &token)).await.unwrap();
+    let b = connect(&relay.ws_url(&doc, &token)).await.unwrap();
     let mut yjs = NodePeer::spawn(relay.addr, &doc, &token, "yjs");
     yjs.wait_for("sync", |e| e["event"] == "synced").await;
 
@@ -26,16 +24,16 @@ async fn native_and_stock_yjs_clients_converge_and_see_each_others_presence() {
         .await;
 
     // All three type into the one cell at once, at the start, middle and end.
-    let cell = a.notebook.cell_ids()[0].clone();
+    let cell = a.notebook().cell_ids()[0].clone();
     for i in 0..EDITS {
         for (peer, mark) in [(&a, "a"), (&b, "b")] {
-            let len = peer.source(0).encode_utf16().count() as u32;
+            let len = source(peer, 0).encode_utf16().count() as u32;
             let at = [0, len / 2, len][i % 3];
             let delta = [
                 inloop_doc::TextDelta::Retain(at),
                 inloop_doc::TextDelta::Insert(mark.into()),
             ];
-            peer.notebook.edit_source(&cell, &delta).unwrap();
+            peer.notebook().edit_source(&cell, &delta).unwrap();
         }
         yjs.send(json!({"cmd": "insert_text", "cell": 0, "at": i, "text": "y"}))
             .await;
@@ -48,22 +46,22 @@ async fn native_and_stock_yjs_clients_converge_and_see_each_others_presence() {
     eventually(
         Duration::from_secs(15),
         "all three sources equal",
-        || async { a.source(0).len() == expected_len && b.source(0) == a.source(0) },
+        || async { source(&a, 0).len() == expected_len && source(&b, 0) == source(&a, 0) },
     )
     .await;
     let mut converged = false;
     for _ in 0..100 {
         let state = yjs.state().await;
-        if state["cells"][0]["source"] == a.source(0) {
+        if state["cells"][0]["source"] == source(&a, 0) {
             converged = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(converged, "the Yjs peer converged to {:?}", a.source(0));
+    assert!(converged, "the Yjs peer converged to {:?}", source(&a, 0));
     for mark in ['a', 'b', 'y'] {
         assert_eq!(
-            a.source(0).matches(mark).count(),
+            source(&a, 0).matches(mark).count(),
             EDITS,
             "every {mark} arrived"
         );
@@ -100,26 +98,25 @@ async fn offline_edits_merge_on_reconnect() {
     let doc = relay.create_doc().await;
     let token = relay.token(&doc, Role::Edit);
     let url = relay.ws_url(&doc, &token);
-    let mut a = Peer::connect(&url).await.unwrap();
-    a.wait_synced().await;
-    let notebook = a.notebook.clone();
+    let a = connect(&url).await.unwrap();
+    let notebook = a.notebook().clone();
     drop(a);
 
     // Edited while disconnected, then reconnected: the relay gets what it lacked.
     notebook
         .insert_cell(1, inloop_doc::CellType::Markdown, "written offline")
         .unwrap();
-    let mut again = Peer::connect_with(&url, notebook.clone()).await.unwrap();
-    again.wait_synced().await;
-    let mut other = Peer::connect(&url).await.unwrap();
-    other.wait_synced().await;
+    let _reconnected = connect_with(&url, notebook.clone(), ClientOptions::new())
+        .await
+        .unwrap();
+    let other = connect(&url).await.unwrap();
     eventually(
         Duration::from_secs(5),
         "the offline cell reaches another peer",
-        || async { other.notebook.cell_count() == 2 },
+        || async { other.notebook().cell_count() == 2 },
     )
     .await;
-    assert_eq!(other.source(1), "written offline");
+    assert_eq!(source(&other, 1), "written offline");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,9 +124,8 @@ async fn shutting_down_tells_peers_to_reconnect_and_keeps_every_update() {
     let relay = TestRelay::start().await;
     let doc = relay.create_doc().await;
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
-    let mut peer = Peer::connect(&url).await.unwrap();
-    peer.wait_synced().await;
-    peer.notebook
+    let peer = connect(&url).await.unwrap();
+    peer.notebook()
         .insert_cell(1, inloop_doc::CellType::Markdown, "kept")
         .unwrap();
     eventually(Duration::from_secs(5), "the edit is stored", || async {
@@ -138,11 +134,11 @@ async fn shutting_down_tells_peers_to_reconnect_and_keeps_every_update() {
     })
     .await;
     let data = relay.stop().await;
-    let closed = peer.wait_closed(Duration::from_secs(5)).await;
+    let (code, reason) = crate::ended(&peer).await;
     assert_eq!(
-        closed.map(|(code, _)| code),
+        code,
         Some(1001),
-        "going away: reconnect elsewhere"
+        "going away, so clients reconnect: {reason}"
     );
 
     // The same data folder, a new relay: the edit is there.

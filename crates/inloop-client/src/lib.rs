@@ -1,0 +1,465 @@
+//! A native inloop peer: a notebook kept in sync with a relay over a WebSocket.
+//!
+//! Server runtimes, `inloop run --relay`, agents and the integration tests are all peers like a
+//! browser. [`Client`] owns the socket and the reconnection; the protocol is
+//! `inloop_sync::ClientSession`'s.
+//!
+//! # Features
+//!
+//! - Edits made on [`Client::notebook`] go to the relay as they happen; peers' edits arrive
+//!   into it (observe it with `Notebook::observe`).
+//! - Reconnects with exponential backoff (100 ms to 5 s) when the connection drops or the relay
+//!   restarts; edits made meanwhile are kept and merged on reconnection by the sync exchange.
+//!   A refusal (bad token, closes 4400 to 4499) is final.
+//! - [`Status`] to watch: connecting, syncing, synced, offline, closed.
+//! - Presence (awareness) and the runtime lease messages.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), inloop_client::Error> {
+//! use inloop_client::{Client, ClientOptions};
+//! use inloop_doc::{CellType, Notebook};
+//!
+//! let url = "ws://127.0.0.1:8787/api/docs/DOC/ws?token=TOKEN";
+//! let client = Client::connect(url, Notebook::new(), ClientOptions::default());
+//! client.wait_synced(std::time::Duration::from_secs(10)).await?;
+//! client.notebook().insert_cell(0, CellType::Markdown, "# Hello from Rust")?;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use inloop_doc::{Notebook, UpdateSubscription};
+use inloop_sync::{ClientEvent, ClientSession, LeaseMessage};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Doc(#[from] inloop_doc::Error),
+    /// The relay refused the connection for good (bad token, protocol violation).
+    #[error("the relay refused the connection: {0}")]
+    Refused(String),
+    #[error("not synced with the relay within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Url(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Connecting,
+    /// Connected; the relay's state has not all arrived yet.
+    Syncing,
+    Synced,
+    /// Disconnected; trying again. `code` and `reason` say what ended the last connection
+    /// (the relay's close code, when it sent one).
+    Offline {
+        code: Option<u16>,
+        reason: String,
+    },
+    /// Disconnected for good: refused, or closed with a code that forbids retrying, or
+    /// [`Client::close`]d.
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Try again after a dropped connection (on by default through [`ClientOptions::new`]).
+    pub reconnect: bool,
+    /// A fixed TCP receive buffer, in bytes. Tests use a small one to stall a paused reader
+    /// quickly; by default the kernel sizes it.
+    pub receive_buffer: Option<u32>,
+}
+
+impl ClientOptions {
+    pub fn new() -> Self {
+        Self {
+            reconnect: true,
+            receive_buffer: None,
+        }
+    }
+}
+
+enum Outgoing {
+    /// A frame for this connection only; dropped if the connection ends first.
+    Frame(Vec<u8>),
+    /// A local change: dropped while offline, since reconnecting syncs it anyway.
+    Update(Vec<u8>),
+    Close,
+}
+
+/// A notebook synced with a relay. Dropping the client closes the connection.
+#[derive(Debug)]
+pub struct Client {
+    notebook: Notebook,
+    session: Arc<Mutex<ClientSession>>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    status: watch::Receiver<Status>,
+    lease: Arc<Mutex<Vec<LeaseMessage>>>,
+    paused: watch::Sender<bool>,
+    _local_updates: UpdateSubscription,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outgoing::Frame(_) => "Frame",
+            Outgoing::Update(_) => "Update",
+            Outgoing::Close => "Close",
+        })
+    }
+}
+
+impl Client {
+    /// Starts connecting `notebook` to the document at `url` (`ws://…/api/docs/ID/ws?token=…`).
+    /// Returns at once; watch [`Client::status`] or await [`Client::wait_synced`].
+    pub fn connect(url: &str, notebook: Notebook, options: ClientOptions) -> Self {
+        let session = Arc::new(Mutex::new(ClientSession::new(notebook.clone())));
+        let (outgoing, queue) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(Status::Connecting);
+        let (paused, paused_rx) = watch::channel(false);
+        let lease = Arc::new(Mutex::new(Vec::new()));
+        let sender = outgoing.clone();
+        let local_updates = notebook
+            .observe_local_updates(move |update| {
+                let _ = sender.send(Outgoing::Update(ClientSession::update_frame(update)));
+            })
+            .unwrap_or_else(|_| unreachable!("a client is made outside transactions"));
+        let connection = Connection {
+            url: url.to_owned(),
+            options,
+            session: session.clone(),
+            queue,
+            status: status_tx,
+            lease: lease.clone(),
+            paused: paused_rx,
+        };
+        tokio::spawn(connection.run());
+        Self {
+            notebook,
+            session,
+            outgoing,
+            status,
+            lease,
+            paused,
+            _local_updates: local_updates,
+        }
+    }
+
+    pub fn notebook(&self) -> &Notebook {
+        &self.notebook
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Waits until the relay's state has arrived on the current connection.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<()> {
+        let mut status = self.status.clone();
+        let synced = status.wait_for(|s| matches!(s, Status::Synced | Status::Closed { .. }));
+        match tokio::time::timeout(timeout, synced).await {
+            Ok(Ok(status)) => match &*status {
+                Status::Closed { reason, .. } => Err(Error::Refused(reason.clone())),
+                _ => Ok(()),
+            },
+            Ok(Err(_)) => Err(Error::Refused("the connection task ended".into())),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    /// Waits until the connection is closed for good; returns the code and reason.
+    pub async fn wait_closed(&self, timeout: Duration) -> Option<(Option<u16>, String)> {
+        let mut status = self.status.clone();
+        let closed = status.wait_for(|s| matches!(s, Status::Closed { .. }));
+        match tokio::time::timeout(timeout, closed).await {
+            Ok(Ok(status)) => match &*status {
+                Status::Closed { code, reason } => Some((*code, reason.clone())),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Sets this peer's presence (a JSON object: name, colour, cursor…).
+    pub fn set_presence(&self, json: &str) {
+        let frame = self
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_presence(Some(json));
+        let _ = self.outgoing.send(Outgoing::Frame(frame));
+    }
+
+    /// The other peers' presence, as JSON, sorted.
+    pub fn presence(&self) -> Vec<String> {
+        let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states: Vec<String> = session
+            .presence()
+            .map(|(_, json)| json.to_owned())
+            .collect();
+        states.sort();
+        states
+    }
+
+    /// Sends a lease request, heartbeat or release.
+    pub fn send_lease(&self, message: LeaseMessage) {
+        let _ = self
+            .outgoing
+            .send(Outgoing::Frame(ClientSession::lease_frame(message)));
+    }
+
+    /// The lease messages received so far, oldest first.
+    pub fn lease_events(&self) -> Vec<LeaseMessage> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sends bytes as they are, one binary message: for testing how the relay takes bad input.
+    pub fn send_raw(&self, frame: Vec<u8>) {
+        let _ = self.outgoing.send(Outgoing::Frame(frame));
+    }
+
+    /// Stops reading the socket while keeping it open, as a client that stalled (testing).
+    pub fn pause_reading(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub fn resume_reading(&self) {
+        self.paused.send_replace(false);
+    }
+
+    /// Closes the connection for good.
+    pub fn close(&self) {
+        let _ = self.outgoing.send(Outgoing::Close);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct Connection {
+    url: String,
+    options: ClientOptions,
+    session: Arc<Mutex<ClientSession>>,
+    queue: mpsc::UnboundedReceiver<Outgoing>,
+    status: watch::Sender<Status>,
+    lease: Arc<Mutex<Vec<LeaseMessage>>>,
+    paused: watch::Receiver<bool>,
+}
+
+/// How one connection ended.
+enum Ended {
+    /// Try again.
+    Dropped(Option<u16>, String),
+    /// Stop.
+    Final(Option<u16>, String),
+}
+
+impl Connection {
+    async fn run(mut self) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            self.status.send_replace(Status::Connecting);
+            let ended = match self.open().await {
+                Ok(socket) => {
+                    backoff = FIRST_BACKOFF;
+                    self.serve(socket).await
+                }
+                Err(ended) => ended,
+            };
+            match ended {
+                Ended::Final(code, reason) => {
+                    self.status.send_replace(Status::Closed { code, reason });
+                    return;
+                }
+                Ended::Dropped(code, reason) if self.options.reconnect => {
+                    tracing::debug!(url = %self.url, %reason, ?backoff, "connection lost; retrying");
+                    self.status.send_replace(Status::Offline { code, reason });
+                    // Local changes queued meanwhile are synced by the next connection.
+                    let wait = tokio::time::sleep(backoff);
+                    tokio::pin!(wait);
+                    loop {
+                        tokio::select! {
+                            _ = &mut wait => break,
+                            queued = self.queue.recv() => match queued {
+                                None | Some(Outgoing::Close) => {
+                                    self.status.send_replace(Status::Closed { code: None, reason: "closed".into() });
+                                    return;
+                                }
+                                Some(_) => {}
+                            },
+                        }
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Ended::Dropped(code, reason) => {
+                    self.status.send_replace(Status::Closed { code, reason });
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+    ) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, Ended> {
+        let authority = authority(&self.url).map_err(|e| Ended::Final(None, e.to_string()))?;
+        let addr = tokio::net::lookup_host(authority)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.find(SocketAddr::is_ipv4))
+            .ok_or_else(|| Ended::Dropped(None, format!("{authority}: no IPv4 address found")))?;
+        let tcp =
+            tokio::net::TcpSocket::new_v4().map_err(|e| Ended::Dropped(None, e.to_string()))?;
+        if let Some(size) = self.options.receive_buffer {
+            tcp.set_recv_buffer_size(size)
+                .map_err(|e| Ended::Dropped(None, e.to_string()))?;
+        }
+        let stream = tcp
+            .connect(addr)
+            .await
+            .map_err(|e| Ended::Dropped(None, format!("connecting to {addr}: {e}")))?;
+        match tokio_tungstenite::client_async(self.url.as_str(), stream).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tungstenite::Error::Http(response)) => {
+                let status = response.status();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let reason = format!("HTTP {}: {body}", status.as_u16());
+                // 4xx: the token or the document is wrong, and will stay so. 5xx: try again.
+                if status.is_client_error() {
+                    Err(Ended::Final(Some(status.as_u16()), reason))
+                } else {
+                    Err(Ended::Dropped(Some(status.as_u16()), reason))
+                }
+            }
+            Err(error) => Err(Ended::Dropped(None, error.to_string())),
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ) -> Ended {
+        self.status.send_replace(Status::Syncing);
+        let (mut sink, mut stream) = socket.split();
+        // Whatever was queued before this connection is covered by the sync exchange below,
+        // except what must go on every connection anyway (presence is resent by `connected`).
+        while self.queue.try_recv().is_ok() {}
+        let first = self
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .connected();
+        for frame in first {
+            if let Err(error) = sink.send(Message::Binary(frame.into())).await {
+                return Ended::Dropped(None, error.to_string());
+            }
+        }
+        let mut paused = self.paused.clone();
+        loop {
+            tokio::select! {
+                queued = self.queue.recv() => {
+                    let frame = match queued {
+                        Some(Outgoing::Frame(frame) | Outgoing::Update(frame)) => frame,
+                        Some(Outgoing::Close) | None => {
+                            let _ = sink.send(Message::Close(None)).await;
+                            return Ended::Final(None, "closed by this client".into());
+                        }
+                    };
+                    if let Err(error) = sink.send(Message::Binary(frame.into())).await {
+                        return Ended::Dropped(None, error.to_string());
+                    }
+                }
+                message = async {
+                    // A paused client reads nothing, so the relay's frames pile up.
+                    let _ = paused.wait_for(|p| !*p).await;
+                    stream.next().await
+                } => {
+                    match message {
+                        Some(Ok(Message::Binary(frame))) => {
+                            let received = self.session.lock().unwrap_or_else(|e| e.into_inner()).receive(&frame);
+                            let received = match received {
+                                Ok(received) => received,
+                                // Our state may be behind a bad frame: reconnect and resync.
+                                Err(error) => return Ended::Dropped(None, format!("bad frame from the relay: {error}")),
+                            };
+                            for reply in received.replies {
+                                if let Err(error) = sink.send(Message::Binary(reply.into())).await {
+                                    return Ended::Dropped(None, error.to_string());
+                                }
+                            }
+                            for event in received.events {
+                                match event {
+                                    ClientEvent::Synced => {
+                                        self.status.send_replace(Status::Synced);
+                                    }
+                                    ClientEvent::Lease(message) => {
+                                        self.lease.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+                                    }
+                                    ClientEvent::Refused(reason) => return Ended::Final(None, reason),
+                                    ClientEvent::PresenceChanged => {}
+                                }
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            let (code, reason) = frame
+                                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                .unwrap_or((1005, String::new()));
+                            // y-websocket's convention: 4400 to 4499 mean "do not come back".
+                            return if (4400..4500).contains(&code) {
+                                Ended::Final(Some(code), reason)
+                            } else {
+                                Ended::Dropped(Some(code), reason)
+                            };
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(error)) => return Ended::Dropped(None, error.to_string()),
+                        None => return Ended::Dropped(None, "the connection ended".into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `host:port` of a `ws://` URL.
+fn authority(url: &str) -> Result<&str> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| Error::Url(format!("{url}: only ws:// URLs are supported")))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if !authority.contains(':') {
+        return Err(Error::Url(format!(
+            "{url}: give the relay's port (ws://HOST:PORT/…)"
+        )));
+    }
+    Ok(authority)
+}
