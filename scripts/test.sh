@@ -8,6 +8,8 @@ scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace
-cargo build -p inloop-doc --target wasm32-unknown-unknown
+cargo build -p inloop-doc -p inloop-sync --target wasm32-unknown-unknown
 cargo test --workspace
+# The stock-Yjs test peer the relay tests drive, checked against the Node y-websocket server.
+node tests/node/smoke.mjs
 .venv/bin/python -m pytest tests/python -q
