@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod http;
 mod lease;
 mod node;
 mod sync;
@@ -34,10 +35,15 @@ impl TestRelay {
     }
 
     pub(crate) async fn with_limits(limits: Limits) -> Self {
+        Self::with_config(|config| config.limits = limits).await
+    }
+
+    /// A relay whose config `adjust` changes first (address and data folder are set).
+    pub(crate) async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().expect("temporary folder");
         let mut config = Config::new(data.path());
         config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.limits = limits;
+        adjust(&mut config);
         let relay = Relay::start(config).await.expect("relay starts");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let addr = relay.addr();
@@ -154,6 +160,18 @@ pub(crate) async fn http_request(
     token: Option<&str>,
     body: &[u8],
 ) -> (u16, String) {
+    let (status, _, body) = http_exchange(addr, method, path, token, body).await;
+    (status, body)
+}
+
+/// [`http_request`], with the response's header block too.
+pub(crate) async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -171,11 +189,8 @@ pub(crate) async fn http_request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, dechunk(&body))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_lowercase(), dechunk(body))
 }
 
 /// Bodies of unknown length come chunked; tests only need the text.

@@ -250,3 +250,27 @@ fn update_bytes_that_are_not_an_update_give_an_error() {
         );
     }
 }
+
+#[test]
+fn replacing_from_ipynb_is_one_edit_peers_receive_and_a_bad_file_changes_nothing() {
+    let notebook = Notebook::blank();
+    notebook.insert_cell(1, CellType::Markdown, "old").unwrap();
+    let peer = Notebook::new();
+    crate::sync_one_way(&notebook, &peer);
+
+    let before = notebook.state_vector();
+    let bad = br#"{"cells": [{"cell_type": "code"}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}"#;
+    let error = notebook.replace_from_ipynb(bad).unwrap_err().to_string();
+    assert!(error.contains("$.cells[0]"), "{error}");
+    assert_eq!(notebook.cell_count(), 2, "a bad file changes nothing");
+
+    let good = br#"{"cells": [{"cell_type": "raw", "id": "new", "metadata": {}, "source": "fresh"}], "metadata": {"k": 1}, "nbformat": 4, "nbformat_minor": 4}"#;
+    notebook.replace_from_ipynb(good).unwrap();
+    assert_eq!(notebook.cell_ids(), ["new"]);
+    assert_eq!(notebook.metadata()["k"], json!(1));
+    // What changed since `before` is one update that brings a peer to the same notebook.
+    peer.apply_update_v1(&notebook.encode_diff_v1(&before))
+        .unwrap();
+    assert_eq!(peer.to_ipynb(), notebook.to_ipynb());
+    assert_eq!(peer.to_ipynb_value()["nbformat_minor"], json!(5));
+}
