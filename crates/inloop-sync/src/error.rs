@@ -19,7 +19,7 @@ pub enum Error {
     #[error("invalid token: {0}")]
     Token(String),
 
-    #[error("a {role} token may not {action:?}")]
+    #[error("forbidden: {role} tokens may not {action}")]
     Forbidden { role: Role, action: Action },
 }
 

@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use inloop_doc::Notebook;
+use inloop_doc::{Change, Notebook};
 use yrs::sync::AwarenessUpdate;
 use yrs::sync::awareness::AwarenessUpdateEntry;
 use yrs::updates::decoder::Decode;
@@ -71,6 +72,11 @@ pub struct Room<P> {
     limits: RoomLimits,
     /// The stored size: the snapshot and the updates appended since.
     stored_bytes: usize,
+    /// Set by an observer when a peer's update touches the execution queue or the runtimes.
+    touched_execution: Arc<AtomicBool>,
+    /// A refused update was already applied: the document must be reloaded from storage.
+    tainted: bool,
+    _execution_watch: inloop_doc::Subscription,
 }
 
 impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
@@ -82,13 +88,36 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
         lease_epoch: u64,
         limits: RoomLimits,
     ) -> Self {
+        let touched_execution = Arc::new(AtomicBool::new(false));
+        let flag = touched_execution.clone();
+        let execution_watch = notebook.observe(move |batch| {
+            let runs = batch.changes.iter().any(|change| {
+                matches!(
+                    change,
+                    Change::ExecutionChanged { .. } | Change::RuntimeChanged { .. }
+                )
+            });
+            if runs {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
         Self {
             notebook,
             presence: HashMap::new(),
             lease: Lease::new(lease_epoch, limits.lease_ttl_ms, limits.lease_grace_ms),
             limits,
             stored_bytes,
+            touched_execution,
+            tainted: false,
+            _execution_watch: execution_watch,
         }
+    }
+
+    /// True once an update was refused after it had been applied (an `edit` peer that wrote to
+    /// the execution queue): drop this room and load the document again from storage, which
+    /// never received that update. Peers must reconnect to resync.
+    pub fn is_tainted(&self) -> bool {
+        self.tainted
     }
 
     pub fn notebook(&self) -> &Notebook {
@@ -153,9 +182,19 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
                         limit: self.limits.max_document_bytes,
                     });
                 }
+                self.touched_execution.store(false, Ordering::Relaxed);
                 self.notebook
                     .apply_update(decoded)
                     .map_err(|e| Error::Malformed(e.to_string()))?;
+                // Whether an update touches the queue is only known once applied (its items'
+                // parents may be anywhere in the document), so a refusal taints the room.
+                if self.touched_execution.load(Ordering::Relaxed) && !role.allows(Action::Execute) {
+                    self.tainted = true;
+                    return Err(Error::Forbidden {
+                        role,
+                        action: Action::Execute,
+                    });
+                }
                 self.stored_bytes += update.len();
                 outcome.broadcast.push(wire::encode_update(&update));
                 outcome.persist.push(update);
@@ -305,5 +344,62 @@ fn awareness_update<'a, P: 'a>(
                 (client, entry)
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use inloop_doc::{ExecutionTarget, Notebook};
+
+    use super::*;
+    use crate::ClientSession;
+
+    const LIMITS: RoomLimits = RoomLimits {
+        max_document_bytes: 1 << 20,
+        lease_ttl_ms: 1_000,
+        lease_grace_ms: 1_000,
+    };
+
+    /// A peer's notebook holding the room's state plus one request to run its first cell.
+    fn run_request(room: &Room<u8>) -> Vec<u8> {
+        let peer = Notebook::new();
+        peer.apply_update_v1(&room.notebook().encode_update_v1())
+            .unwrap();
+        let before = peer.state_vector();
+        let cell = peer.cell_ids()[0].clone();
+        peer.request_execution(&cell, &ExecutionTarget::Server, "peer", 1.0)
+            .unwrap();
+        ClientSession::update_frame(&peer.encode_diff_v1(&before))
+    }
+
+    #[test]
+    fn only_execute_roles_may_queue_runs_and_a_refusal_taints_the_room() {
+        let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        let frame = run_request(&room);
+        let error = room.receive(1, Role::Edit, &frame, 0).unwrap_err();
+        assert!(
+            error.to_string().contains("edit tokens may not run cells"),
+            "{error}"
+        );
+        assert!(
+            room.is_tainted(),
+            "the refused update was applied: reload the room"
+        );
+
+        let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        let frame = run_request(&room);
+        let outcome = room.receive(1, Role::Execute, &frame, 0).unwrap();
+        assert_eq!(outcome.persist.len(), 1);
+        assert!(!room.is_tainted());
+        // Plain edits from an edit peer stay fine.
+        let peer = Notebook::new();
+        peer.apply_update_v1(&room.notebook().encode_update_v1())
+            .unwrap();
+        let before = peer.state_vector();
+        peer.insert_cell(0, inloop_doc::CellType::Markdown, "text")
+            .unwrap();
+        let edit = ClientSession::update_frame(&peer.encode_diff_v1(&before));
+        room.receive(2, Role::Edit, &edit, 0).unwrap();
+        assert!(!room.is_tainted());
     }
 }

@@ -97,6 +97,21 @@ pub enum Action {
     Create,
 }
 
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Read => "read documents",
+            Action::Edit => "change documents",
+            Action::Execute => "run cells or register runtimes",
+            Action::HoldLease => "hold the runtime lease",
+            Action::MintToken => "mint tokens",
+            Action::Import => "import notebooks",
+            Action::Export => "export notebooks",
+            Action::Create => "create documents",
+        })
+    }
+}
+
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
