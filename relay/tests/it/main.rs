@@ -6,6 +6,7 @@ mod bad_input;
 mod http;
 mod lease;
 mod node;
+mod storage;
 mod sync;
 
 use std::future::Future;
