@@ -33,6 +33,23 @@ fn token<'a>(headers: &'a HeaderMap, query: &'a TokenQuery) -> Option<&'a str> {
         .or(query.token.as_deref())
 }
 
+/// Checks a token allows `action` on every document (not one document only).
+fn for_all_documents(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+    action: Action,
+) -> Result<(), Refusal> {
+    let claims = state.claims(token(headers, query), action)?;
+    if claims.doc.is_some() {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            format!("this token is for one document; to {action} you need one for all"),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /api/docs`: a new document, blank or from the `.ipynb` in the body.
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -40,13 +57,7 @@ pub(crate) async fn create(
     Query(query): Query<TokenQuery>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let claims = state.claims(token(&headers, &query), Action::Create)?;
-    if claims.doc.is_some() {
-        return Err(Refusal(
-            StatusCode::FORBIDDEN,
-            "this token is for one document; creating documents needs one for all".into(),
-        ));
-    }
+    for_all_documents(&state, &headers, &query, Action::Create)?;
     let update = if body.is_empty() {
         Notebook::blank().encode_update_v1()
     } else {
@@ -65,13 +76,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, Refusal> {
-    let claims = state.claims(token(&headers, &query), Action::Read)?;
-    if claims.doc.is_some() {
-        return Err(Refusal(
-            StatusCode::FORBIDDEN,
-            "this token is for one document; listing needs one for all".into(),
-        ));
-    }
+    for_all_documents(&state, &headers, &query, Action::Read)?;
     let docs = state
         .0
         .storage

@@ -35,19 +35,24 @@ fn stored(data: &std::path::Path, doc: &str) -> Notebook {
     notebook
 }
 
+/// A token for every document, signed with the relay's key.
+fn admin_token() -> String {
+    let key = TokenKey::new(SECRET.as_bytes()).unwrap();
+    key.sign(&Claims {
+        doc: None,
+        role: Role::Admin,
+        exp: u64::MAX / 4,
+        name: None,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_clients_received_survive_sigkill_and_everyone_reconverges() {
     let data = tempfile::tempdir().unwrap();
     let mut relay = Serve::start(data.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
     let addr = relay.addr;
     let doc = "durability";
-    let key = TokenKey::new(SECRET.as_bytes()).unwrap();
-    let admin = key.sign(&Claims {
-        doc: None,
-        role: Role::Admin,
-        exp: u64::MAX / 4,
-        name: None,
-    });
+    let admin = admin_token();
     let url = format!("ws://{addr}/api/docs/{doc}/ws?token={admin}");
 
     // An admin opening a new id creates it; each writer then gets a cell of its own.
@@ -149,13 +154,7 @@ async fn updates_clients_received_survive_sigkill_and_everyone_reconverges() {
 async fn sigterm_closes_connections_and_exits_cleanly() {
     let data = tempfile::tempdir().unwrap();
     let relay = Serve::start(data.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
-    let key = TokenKey::new(SECRET.as_bytes()).unwrap();
-    let admin = key.sign(&Claims {
-        doc: None,
-        role: Role::Admin,
-        exp: u64::MAX / 4,
-        name: None,
-    });
+    let admin = admin_token();
     let url = format!("ws://{}/api/docs/term/ws?token={admin}", relay.addr);
     let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
     client.wait_synced(Duration::from_secs(10)).await.unwrap();
