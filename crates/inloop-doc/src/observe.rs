@@ -94,6 +94,9 @@ pub struct Subscription {
     key: Origin,
     cells: ArrayRef,
     maps: [MapRef; 3],
+    /// The refs above point into the document's store: keep it alive until they are
+    /// unobserved, even if every `Notebook` handle is dropped first.
+    _doc: yrs::Doc,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -202,6 +205,7 @@ impl Notebook {
         Subscription {
             key,
             cells,
+            _doc: self.doc().clone(),
             maps: [
                 self.meta_ref().clone(),
                 self.executions_ref().clone(),

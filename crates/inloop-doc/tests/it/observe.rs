@@ -182,3 +182,14 @@ fn reports_execution_runtime_and_notebook_metadata_changes_and_stops_when_droppe
     notebook.push_cell(CellType::Code, "").unwrap();
     assert!(changes(&seen).is_empty());
 }
+
+#[test]
+fn a_subscription_outliving_its_notebook_unobserves_safely() {
+    // Dropping the notebook first used to leave the subscription's refs dangling.
+    for _ in 0..50 {
+        let notebook = Notebook::blank();
+        let subscription = notebook.observe(|_| {});
+        drop(notebook);
+        drop(subscription);
+    }
+}
