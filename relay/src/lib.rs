@@ -311,8 +311,16 @@ impl Relay {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        use axum::serve::ListenerExt;
         let rooms = self.state.0.rooms.clone();
-        axum::serve(self.listener, app(self.state))
+        // Updates are small and latency matters: without this, Nagle's algorithm and the peer's
+        // delayed ACK hold frames back by tens of milliseconds.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "could not set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app(self.state))
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 rooms.shut_down().await;

@@ -138,14 +138,16 @@ impl Rooms {
     }
 
     /// Closes every connection ("going away", so clients reconnect to the next relay) and
-    /// waits for every room to stop. Updates are stored before they are sent, so nothing
+    /// waits for every room to stop and every connection to close. Updates are stored before they are sent, so nothing
     /// else needs flushing.
     pub(crate) async fn shut_down(&self) {
         self.shutdown.send_replace(true);
-        loop {
-            if self.loaded.lock().await.is_empty() {
-                return;
-            }
+        while !self.loaded.lock().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Let connections finish their close handshakes, so peers get the reason.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.metrics.connections.load(Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -312,6 +314,14 @@ impl RoomTask {
         // HTTP requests are answered once the batch is stored, like frames.
         let mut answers = Vec::new();
         for command in batch {
+            // After a refused update that was already applied, nothing more is served from this
+            // copy of the document: it is dropped below and loaded again from storage.
+            if self.room.is_tainted() {
+                if let Command::Join { link, .. } = command {
+                    link.close(Close::new(1012, "the document is reloading; reconnect"));
+                }
+                continue;
+            }
             match command {
                 Command::Join { peer, role, link } => {
                     for frame in self.room.join() {
@@ -350,6 +360,14 @@ impl RoomTask {
             }
         }
         let stored = self.store_and_deliver(append, deliveries).await;
+        if self.room.is_tainted() {
+            // The batch's accepted updates are stored; peers resync from storage.
+            tracing::warn!(doc_id = %self.doc_id, "reloading the document after a refused update");
+            for (_, link) in self.peers.values() {
+                link.close(Close::new(1012, "the document is reloading; reconnect"));
+            }
+            return false;
+        }
         for answer in answers {
             match answer {
                 Answer::Export(reply) => {
@@ -445,17 +463,7 @@ impl RoomTask {
         for delivery in deliveries {
             match delivery {
                 Delivery::To(peer, frame) => self.deliver(peer, frame),
-                Delivery::AllBut(except, frame) => {
-                    let receivers: Vec<PeerId> = self
-                        .peers
-                        .keys()
-                        .copied()
-                        .filter(|p| Some(*p) != except)
-                        .collect();
-                    for peer in receivers {
-                        self.deliver(peer, frame.clone());
-                    }
-                }
+                Delivery::AllBut(except, frame) => self.broadcast(except, &frame),
             }
         }
         self.update_lease_gauge();
@@ -465,19 +473,46 @@ impl RoomTask {
         true
     }
 
-    /// Queues a frame for a peer. A peer whose queue is full is disconnected: it would
-    /// otherwise miss this frame and carry on with a gap. It resyncs when it reconnects.
+    /// Queues a frame for a peer.
     fn deliver(&mut self, peer: PeerId, frame: Bytes) {
         let Some((_, link)) = self.peers.get(&peer) else {
             return;
         };
         let len = frame.len() as u64;
-        match link.frames.try_send(frame) {
-            Ok(()) => {
-                let metrics = &self.rooms.metrics;
-                metrics.updates_out.fetch_add(1, Relaxed);
-                metrics.bytes_out.fetch_add(len, Relaxed);
+        if self.enqueue(peer, link, frame) {
+            self.count_sent(1, len);
+        } else {
+            self.drop_peer(peer);
+        }
+    }
+
+    /// Queues a frame for every peer but `except`. The fan-out's hot loop: no allocation and
+    /// no lookup per peer, and the counters are updated once.
+    fn broadcast(&mut self, except: Option<PeerId>, frame: &Bytes) {
+        let mut sent = 0;
+        let mut gone = Vec::new();
+        for (peer, (_, link)) in &self.peers {
+            if Some(*peer) == except {
+                continue;
             }
+            if self.enqueue(*peer, link, frame.clone()) {
+                sent += 1;
+            } else {
+                gone.push(*peer);
+            }
+        }
+        self.count_sent(sent, sent * frame.len() as u64);
+        for peer in gone {
+            self.drop_peer(peer);
+        }
+    }
+
+    /// Puts a frame on a peer's queue; false if the peer must be dropped. A peer whose queue is
+    /// full is disconnected: it would otherwise miss this frame and carry on with a gap. It
+    /// resyncs when it reconnects.
+    fn enqueue(&self, peer: PeerId, link: &PeerLink, frame: Bytes) -> bool {
+        match link.frames.try_send(frame) {
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::info!(doc_id = %self.doc_id, peer, "peer not keeping up; disconnected");
                 self.rooms.metrics.disconnects_slow.fetch_add(1, Relaxed);
@@ -485,10 +520,16 @@ impl RoomTask {
                     1013,
                     "too slow: updates were queuing up; reconnect to resync",
                 ));
-                self.drop_peer(peer);
+                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.drop_peer(peer),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    fn count_sent(&self, frames: u64, bytes: u64) {
+        let metrics = &self.rooms.metrics;
+        metrics.updates_out.fetch_add(frames, Relaxed);
+        metrics.bytes_out.fetch_add(bytes, Relaxed);
     }
 
     /// Removes a peer whose socket is gone or stalled, telling the others it left.
@@ -500,10 +541,7 @@ impl RoomTask {
         // Leaving only produces presence frames, which need no storage.
         for delivery in deliveries {
             if let Delivery::AllBut(_, frame) = delivery {
-                let receivers: Vec<PeerId> = self.peers.keys().copied().collect();
-                for to in receivers {
-                    self.deliver(to, frame.clone());
-                }
+                self.broadcast(None, &frame);
             }
         }
     }
@@ -536,7 +574,7 @@ impl RoomTask {
                 Command::Join { link, .. } => {
                     link.close(Close::new(1012, "the document is reloading; reconnect"))
                 }
-                Command::Export { reply } => {
+                Command::Export { reply } if !self.room.is_tainted() => {
                     let _ = reply.send(self.room.notebook().to_ipynb());
                 }
                 Command::Import { reply, .. } => {
@@ -544,10 +582,11 @@ impl RoomTask {
                         "the document was unloading; retry".into(),
                     )));
                 }
-                Command::Frame { .. } | Command::Leave { .. } => {}
+                Command::Export { .. } | Command::Frame { .. } | Command::Leave { .. } => {}
             }
         }
-        if self.log_len > 0 {
+        // A tainted copy holds a refused update: storage has the document without it.
+        if self.log_len > 0 && !self.room.is_tainted() {
             self.compact();
         }
         if self.held_lease {

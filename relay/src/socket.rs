@@ -22,6 +22,16 @@ static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 /// How long a closing connection may take to accept its close frame.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Bytes read from the socket at a time. tungstenite allocates (and fills) this buffer up front
+/// for every connection, so its default of 128 KiB made each idle connection cost 137 KiB; peers
+/// send small frames, and a larger message is still read whole (the buffer grows to fit it).
+const READ_BUFFER: usize = 2 << 10;
+
+/// Frames taken from a peer's queue for one socket write: all of them go out in one system call
+/// instead of one each, which was half of the relay's CPU time under fan-out. The batch's vector
+/// grows on first use, so idle connections do not hold one.
+const WRITE_BATCH: usize = 256;
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenQuery {
     token: Option<String>,
@@ -61,6 +71,7 @@ pub(crate) async fn upgrade(
             .into_response();
     }
     let ws = ws
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);
     let ws = match subprotocol {
@@ -137,14 +148,24 @@ async fn connection(
 
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 // Frames first: what was queued before a close still goes out.
                 biased;
-                frame = frames.recv() => {
-                    let Some(frame) = frame else { break };
+                taken = frames.recv_many(&mut batch, WRITE_BATCH) => {
+                    if taken == 0 {
+                        break;
+                    }
+                    // tungstenite buffers fed frames; the flush writes them together.
+                    let write = async {
+                        for frame in batch.drain(..) {
+                            sink.feed(Message::Binary(frame)).await?;
+                        }
+                        sink.flush().await
+                    };
                     tokio::select! {
-                        sent = sink.send(Message::Binary(frame)) => if sent.is_err() { return },
+                        sent = write => if sent.is_err() { return },
                         // A peer that stopped reading can block a send forever: give up on it.
                         _ = close_rx.changed() => break,
                     }
@@ -153,18 +174,19 @@ async fn connection(
             }
         }
         let close = close_rx.borrow().clone();
-        if let Some(close) = close {
-            let frame = CloseFrame {
-                code: close.code,
-                reason: close.reason.into(),
-            };
-            let goodbye = async {
+        let goodbye = async {
+            if let Some(close) = close {
+                let frame = CloseFrame {
+                    code: close.code,
+                    reason: close.reason.into(),
+                };
                 let _ = sink.send(Message::Close(Some(frame))).await;
-                let _ = sink.close().await;
-            };
-            // A stalled peer cannot take even the close frame; the connection just ends.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
-        }
+            }
+            // Also sends the reply tungstenite queued if the peer closed first.
+            let _ = sink.close().await;
+        };
+        // A stalled peer cannot take even the close frame; the connection just ends.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
     });
 
     let mut rate = RateLimit::new(limits.max_messages_per_second);
@@ -224,6 +246,19 @@ async fn connection(
     let _ = room.send(Command::Leave { peer }).await;
     // The room dropped its sender on Leave; a close already sent ends the writer at once.
     close_tx.send_if_modified(|_| true);
+    // When the relay closed, read on until the peer answers with its own close frame: dropping
+    // a socket with data unread would reset the connection, and the peer could lose our
+    // close frame and its reason with it.
+    if close_tx.borrow().is_some() {
+        let drain = async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+    }
     let _ = writer.await;
     metrics.connections.fetch_sub(1, Relaxed);
     tracing::debug!(doc_id, peer, "peer disconnected");

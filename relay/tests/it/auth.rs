@@ -191,3 +191,51 @@ async fn forged_expired_and_wrong_document_tokens_are_refused_at_the_handshake()
         .unwrap_err();
     assert!(refusal.starts_with("HTTP 404"), "{refusal}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_token_cannot_queue_runs_and_the_document_reloads_without_the_attempt() {
+    use inloop_doc::ExecutionTarget;
+    let relay = TestRelay::start().await;
+    let doc = relay.create_doc().await;
+    let editor = connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Edit)))
+        .await
+        .unwrap();
+    let watcher = connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Read)))
+        .await
+        .unwrap();
+    let cell = editor.notebook().cell_ids()[0].clone();
+
+    editor
+        .notebook()
+        .request_execution(&cell, &ExecutionTarget::Server, "editor", 1.0)
+        .unwrap();
+    let (code, reason) = crate::ended(&editor).await;
+    assert_eq!(code, Some(4403), "{reason}");
+    assert!(reason.contains("edit tokens may not run cells"), "{reason}");
+
+    // The room reloads from storage, which never had it; the others resync (told by a 1012).
+    eventually(Duration::from_secs(10), "the watcher resyncs", || async {
+        matches!(watcher.status(), crate::Status::Synced)
+    })
+    .await;
+    assert!(watcher.notebook().executions().is_empty());
+    let fresh = connect(&relay.ws_url(&doc, &relay.admin_token))
+        .await
+        .unwrap();
+    assert!(fresh.notebook().executions().is_empty());
+
+    // An execute token may.
+    let runner = connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Execute)))
+        .await
+        .unwrap();
+    runner
+        .notebook()
+        .request_execution(&cell, &ExecutionTarget::Server, "runner", 2.0)
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the run request reaches others",
+        || async { fresh.notebook().executions().len() == 1 },
+    )
+    .await;
+}
