@@ -225,6 +225,8 @@ pub struct Execution {
     pub execution_count: Option<i64>,
     /// Why it ended the way it did, for entries that did not end `done`.
     pub message: Option<String>,
+    /// When a peer asked the runtime running it to interrupt it.
+    pub interrupt_requested_at: Option<f64>,
 }
 
 /// A runtime's entry in `runtimes`: who can execute, and how it is doing.
@@ -241,6 +243,9 @@ pub struct Runtime {
     pub status: RuntimeStatus,
     pub heartbeat_at: f64,
     pub lease_epoch: Option<u64>,
+    /// When a peer last asked for the kernel to restart; handled once `restarted_at` is later.
+    pub restart_requested_at: Option<f64>,
+    pub restarted_at: Option<f64>,
 }
 
 /// A text edit in the Quill/Yjs delta form. Lengths and offsets count UTF-16 code units, as

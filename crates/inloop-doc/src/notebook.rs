@@ -781,6 +781,34 @@ impl Notebook {
         Ok(entry)
     }
 
+    /// Stops a run: a queued entry is cancelled at once; for a running one, the runtime running
+    /// it is asked to interrupt its kernel (it ends the entry when the kernel stops).
+    pub fn interrupt_execution(&self, id: &str, now: f64) -> Result<()> {
+        let execution = self.execution(id)?;
+        match execution.status {
+            ExecutionStatus::Queued => self.finish_execution(
+                id,
+                ExecutionStatus::Cancelled,
+                None,
+                Some("cancelled before it ran"),
+                None,
+                now,
+            ),
+            ExecutionStatus::Running => {
+                let mut txn = self.write();
+                if let Some(Out::YMap(entry)) = self.executions.get(&txn, id) {
+                    entry.insert(&mut txn, ek::INTERRUPT_REQUESTED_AT, now);
+                }
+                Ok(())
+            }
+            finished => Err(Error::InvalidTransition {
+                id: id.to_owned(),
+                from: finished,
+                to: ExecutionStatus::Cancelled,
+            }),
+        }
+    }
+
     pub fn execution(&self, id: &str) -> Result<Execution> {
         let txn = self.doc.transact();
         match self.executions.get(&txn, id) {
@@ -871,6 +899,25 @@ impl Notebook {
         if let Some(status) = status {
             entry.insert(&mut txn, rk::STATUS, status.as_str());
         }
+        Ok(())
+    }
+
+    /// Asks a runtime to restart its kernel (a fresh namespace).
+    pub fn request_restart(&self, session_id: &str, now: f64) -> Result<()> {
+        self.set_runtime_field(session_id, rk::RESTART_REQUESTED_AT, now)
+    }
+
+    /// Records that a runtime restarted its kernel, answering the requests made before `now`.
+    pub fn mark_restarted(&self, session_id: &str, now: f64) -> Result<()> {
+        self.set_runtime_field(session_id, rk::RESTARTED_AT, now)
+    }
+
+    fn set_runtime_field(&self, session_id: &str, key: &str, value: f64) -> Result<()> {
+        let mut txn = self.write();
+        let Some(Out::YMap(entry)) = self.runtimes.get(&txn, session_id) else {
+            return Err(Error::RuntimeNotFound(session_id.to_owned()));
+        };
+        entry.insert(&mut txn, key, value);
         Ok(())
     }
 
@@ -1021,6 +1068,7 @@ fn read_execution<T: ReadTxn>(txn: &T, id: &str, entry: &MapRef) -> Execution {
         finished_at: f64_at(txn, entry, ek::FINISHED_AT),
         execution_count: i64_at(txn, entry, ek::EXECUTION_COUNT),
         message: string_at(txn, entry, ek::MESSAGE),
+        interrupt_requested_at: f64_at(txn, entry, ek::INTERRUPT_REQUESTED_AT),
     }
 }
 
@@ -1047,5 +1095,7 @@ fn read_runtime<T: ReadTxn>(txn: &T, id: &str, entry: &MapRef) -> Option<Runtime
             .unwrap_or(RuntimeStatus::Gone),
         heartbeat_at: f64_at(txn, entry, rk::HEARTBEAT_AT).unwrap_or_default(),
         lease_epoch: i64_at(txn, entry, rk::LEASE_EPOCH).map(|e| e.max(0) as u64),
+        restart_requested_at: f64_at(txn, entry, rk::RESTART_REQUESTED_AT),
+        restarted_at: f64_at(txn, entry, rk::RESTARTED_AT),
     })
 }

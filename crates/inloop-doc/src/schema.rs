@@ -62,6 +62,7 @@ pub(crate) mod execution {
     pub(crate) const FINISHED_AT: &str = "finished_at";
     pub(crate) const EXECUTION_COUNT: &str = "execution_count";
     pub(crate) const MESSAGE: &str = "message";
+    pub(crate) const INTERRUPT_REQUESTED_AT: &str = "interrupt_requested_at";
 }
 
 pub(crate) mod runtime {
@@ -73,4 +74,6 @@ pub(crate) mod runtime {
     pub(crate) const STATUS: &str = "status";
     pub(crate) const HEARTBEAT_AT: &str = "heartbeat_at";
     pub(crate) const LEASE_EPOCH: &str = "lease_epoch";
+    pub(crate) const RESTART_REQUESTED_AT: &str = "restart_requested_at";
+    pub(crate) const RESTARTED_AT: &str = "restarted_at";
 }

@@ -184,6 +184,8 @@ fn runtimes_register_heartbeat_and_leave() {
         status: RuntimeStatus::Starting,
         heartbeat_at: 1.0,
         lease_epoch: Some(2),
+        restart_requested_at: None,
+        restarted_at: None,
     };
     notebook.register_runtime(&runtime);
     notebook
@@ -202,6 +204,47 @@ fn runtimes_register_heartbeat_and_leave() {
         notebook.runtime_heartbeat("rt-2", None, 5.0),
         Err(Error::RuntimeNotFound(_))
     ));
+    // A restart is asked for through the document and answered by the runtime.
+    notebook.request_restart("rt-1", 6.0).unwrap();
+    assert_eq!(notebook.runtimes()[0].restart_requested_at, Some(6.0));
+    notebook.mark_restarted("rt-1", 7.0).unwrap();
+    assert_eq!(notebook.runtimes()[0].restarted_at, Some(7.0));
+    assert!(notebook.request_restart("rt-2", 6.0).is_err());
     notebook.remove_runtime("rt-1");
     assert!(notebook.runtimes().is_empty());
+}
+
+#[test]
+fn interrupting_cancels_a_queued_run_and_flags_a_running_one() {
+    let notebook = Notebook::blank();
+    let cell = notebook.cell_ids()[0].clone();
+    let queued = notebook
+        .request_execution(&cell, &ExecutionTarget::Server, "me", 1.0)
+        .unwrap();
+    notebook.interrupt_execution(&queued, 2.0).unwrap();
+    let cancelled = notebook.execution(&queued).unwrap();
+    assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+    assert_eq!(
+        cancelled.message.as_deref(),
+        Some("cancelled before it ran")
+    );
+
+    let running = notebook
+        .request_execution(&cell, &ExecutionTarget::Server, "me", 3.0)
+        .unwrap();
+    notebook
+        .start_execution(&running, "rt", Some(1), 4.0)
+        .unwrap();
+    notebook.interrupt_execution(&running, 5.0).unwrap();
+    let flagged = notebook.execution(&running).unwrap();
+    assert_eq!(
+        flagged.status,
+        ExecutionStatus::Running,
+        "the runtime ends it"
+    );
+    assert_eq!(flagged.interrupt_requested_at, Some(5.0));
+    assert!(
+        notebook.interrupt_execution(&queued, 6.0).is_err(),
+        "already over"
+    );
 }
