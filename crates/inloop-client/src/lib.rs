@@ -111,7 +111,7 @@ pub struct Client {
     session: Arc<Mutex<ClientSession>>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
     status: watch::Receiver<Status>,
-    lease: Arc<Mutex<Vec<LeaseMessage>>>,
+    lease: watch::Sender<Vec<LeaseMessage>>,
     paused: watch::Sender<bool>,
     _local_updates: UpdateSubscription,
 }
@@ -134,7 +134,7 @@ impl Client {
         let (outgoing, queue) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(Status::Connecting);
         let (paused, paused_rx) = watch::channel(false);
-        let lease = Arc::new(Mutex::new(Vec::new()));
+        let lease = watch::Sender::new(Vec::new());
         let sender = outgoing.clone();
         let local_updates = notebook
             .observe_local_updates(move |update| {
@@ -232,7 +232,12 @@ impl Client {
 
     /// The lease messages received so far, oldest first.
     pub fn lease_events(&self) -> Vec<LeaseMessage> {
-        self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lease.borrow().clone()
+    }
+
+    /// A receiver that wakes on every lease message (the whole history, newest last).
+    pub fn watch_lease(&self) -> watch::Receiver<Vec<LeaseMessage>> {
+        self.lease.subscribe()
     }
 
     /// Sends bytes as they are, one binary message: for testing how the relay takes bad input.
@@ -267,7 +272,7 @@ struct Connection {
     session: Arc<Mutex<ClientSession>>,
     queue: mpsc::UnboundedReceiver<Outgoing>,
     status: watch::Sender<Status>,
-    lease: Arc<Mutex<Vec<LeaseMessage>>>,
+    lease: watch::Sender<Vec<LeaseMessage>>,
     paused: watch::Receiver<bool>,
 }
 
@@ -422,7 +427,7 @@ impl Connection {
                                         self.status.send_replace(Status::Synced);
                                     }
                                     ClientEvent::Lease(message) => {
-                                        self.lease.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+                                        self.lease.send_modify(|history| history.push(message));
                                     }
                                     ClientEvent::Refused(reason) => return Ended::Final(None, reason),
                                     ClientEvent::PresenceChanged => {}
