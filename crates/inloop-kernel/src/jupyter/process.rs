@@ -1,0 +1,180 @@
+//! The kernel's operating-system process: launch, watch, signal, kill.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use super::JupyterConfig;
+use crate::{Error, KernelSpec, Result};
+
+/// How many of the kernel's last stderr lines an error quotes.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// How long the watcher waits, after the process ended, for the rest of its stderr (a
+/// grandchild may hold the pipe open, so not forever).
+const STDERR_DRAIN: Duration = Duration::from_millis(200);
+
+/// A running kernel process, in a process group of its own (as jupyter_client starts kernels):
+/// a Ctrl-C meant for the runtime does not reach it, and signals reach its children too.
+/// Killed, with its group, when dropped.
+#[derive(Debug)]
+pub(super) struct Process {
+    pid: Pid,
+    /// `None` while it runs, then how it ended.
+    exit: watch::Receiver<Option<String>>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Process {
+    /// Starts `spec`'s command with `{connection_file}` and `{resource_dir}` filled in.
+    pub(super) fn spawn(
+        spec: &KernelSpec,
+        config: &JupyterConfig,
+        connection_file: &Path,
+    ) -> Result<Process> {
+        let fill = |arg: &str| {
+            arg.replace("{connection_file}", &connection_file.to_string_lossy())
+                .replace("{resource_dir}", &spec.resource_dir.to_string_lossy())
+        };
+        let mut command = Command::new(fill(&spec.argv[0]));
+        command
+            .args(spec.argv[1..].iter().map(|arg| fill(arg)))
+            .envs(&spec.env)
+            .envs(&config.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            // Only if the watcher task is dropped with its runtime; `Drop` kills the group.
+            .kill_on_drop(true);
+        if let Some(dir) = &config.working_dir {
+            command.current_dir(dir);
+        }
+        let mut child = command.spawn().map_err(|source| Error::Launch {
+            kernel: spec.name.clone(),
+            program: spec.argv[0].clone(),
+            source,
+        })?;
+        let pid = child
+            .id()
+            .and_then(|id| Pid::from_raw(i32::try_from(id).ok()?))
+            .ok_or_else(|| std::io::Error::other("the kernel process has no pid"))?;
+
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(log_lines(out, spec.name.clone(), None));
+        }
+        let stderr_reader = child
+            .stderr
+            .take()
+            .map(|err| tokio::spawn(log_lines(err, spec.name.clone(), Some(stderr.clone()))));
+
+        let (exited, exit) = watch::channel(None);
+        let kernel = spec.name.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(status) => status.to_string(),
+                Err(error) => format!("could not wait for it: {error}"),
+            };
+            if let Some(reader) = stderr_reader {
+                let _ = tokio::time::timeout(STDERR_DRAIN, reader).await;
+            }
+            tracing::debug!(kernel, %status, "kernel process ended");
+            let _ = exited.send(Some(status));
+        });
+        Ok(Process { pid, exit, stderr })
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.pid.as_raw_nonzero().get().unsigned_abs()
+    }
+
+    /// Whether the process is still running.
+    pub(super) fn is_running(&self) -> bool {
+        self.exit.borrow().is_none()
+    }
+
+    /// Sends `signal` to the kernel's process group, unless it has ended.
+    pub(super) fn signal(&self, signal: Signal) -> Result<()> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        match rustix::process::kill_process_group(self.pid, signal) {
+            // It ended between the check and the signal.
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(errno) => Err(std::io::Error::from(errno).into()),
+        }
+    }
+
+    /// Waits for the process to end and returns the error that says how it did.
+    pub(super) async fn died(&self) -> Error {
+        let mut exit = self.exit.clone();
+        let reason = match exit.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "its watcher stopped".to_owned(),
+        };
+        Error::KernelDied {
+            reason,
+            stderr: self.stderr_tail(),
+        }
+    }
+
+    /// SIGKILL to the group, then waits until the process has ended.
+    pub(super) async fn kill(&self) {
+        if let Err(error) = self.signal(Signal::KILL) {
+            tracing::warn!(%error, pid = self.pid(), "could not kill the kernel");
+        }
+        self.died().await;
+    }
+
+    /// Waits up to `grace` for the process to end by itself, then kills it.
+    pub(super) async fn stop(&self, grace: Duration) {
+        if tokio::time::timeout(grace, self.died()).await.is_err() {
+            tracing::warn!(
+                pid = self.pid(),
+                "kernel did not exit when asked; killing it"
+            );
+            self.kill().await;
+        }
+    }
+
+    /// The last lines the kernel wrote to stderr.
+    pub(super) fn stderr_tail(&self) -> String {
+        let lines = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Synchronous, so the kernel dies with us even when no runtime is left to run a task.
+        let _ = self.signal(Signal::KILL);
+    }
+}
+
+/// Logs each line the kernel prints outside of Jupyter messages (low-level writes, warnings,
+/// startup failures), keeping the last stderr lines for errors.
+async fn log_lines(
+    stream: impl AsyncRead + Unpin,
+    kernel: String,
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(kernel, stderr = tail.is_some(), line, "kernel output");
+        if let Some(tail) = &tail {
+            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    }
+}
