@@ -1,0 +1,311 @@
+//! The runtime agent: joins a document through the relay, holds (or waits for) its runtime
+//! lease, and runs the document's `server` entries in a kernel, writing outputs as they come.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use inloop_client::{Client, ClientOptions, Status};
+use inloop_doc::{
+    Change, ExecutionState, ExecutionStatus, Notebook, Runtime, RuntimeKind, RuntimeStatus,
+};
+use inloop_kernel::{
+    ExecEvent, JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, ReplyStatus,
+    SearchPath,
+};
+use inloop_sync::LeaseMessage;
+use tokio::sync::{Notify, mpsc};
+
+use crate::queue::{interrupt_orphans, next_to_run};
+use crate::{Error, Result};
+
+/// What `inloop runtime` is told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The relay, `ws://HOST:PORT`.
+    pub relay: String,
+    pub doc_id: String,
+    /// A `runtime` token for the document.
+    pub token: String,
+    /// The kernelspec to run, e.g. `python3`.
+    pub kernel: String,
+    /// Shown to the document's other peers.
+    pub name: String,
+    pub kernel_search: SearchPath,
+    /// Stream text kept per cell before it is cut with a note.
+    pub stream_limit: Option<usize>,
+    /// How often the runtime renews its lease and its heartbeat in the document.
+    pub heartbeat: Duration,
+}
+
+/// Seconds since the Unix epoch, as the document stores times.
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The entry the kernel is running now.
+struct Running {
+    execution_id: String,
+    interrupt_sent: bool,
+    done: tokio::task::JoinHandle<()>,
+}
+
+/// Runs until `shutdown` resolves: then releases the lease, marks itself gone and stops the
+/// kernel.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let url = format!(
+        "{}/api/docs/{}/ws?token={}",
+        config.relay.trim_end_matches('/'),
+        config.doc_id,
+        config.token
+    );
+    let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
+    client
+        .wait_synced(Duration::from_secs(30))
+        .await
+        .map_err(|e| Error::Relay(e.to_string()))?;
+    let spec = KernelSpec::find(&config.kernel, &config.kernel_search)?;
+    let kernel = Arc::new(JupyterKernel::start(spec, JupyterConfig::default()).await?);
+    let notebook = client.notebook().clone();
+    let session_id = session_id();
+
+    notebook.register_runtime(&Runtime {
+        session_id: session_id.clone(),
+        kind: RuntimeKind::Server,
+        name: config.name.clone(),
+        kernels: vec![config.kernel.clone()],
+        gpu: crate::gpu(),
+        container_image: None,
+        status: RuntimeStatus::Idle,
+        heartbeat_at: now(),
+        lease_epoch: None,
+        restart_requested_at: None,
+        restarted_at: None,
+    });
+    client.set_presence(
+        &serde_json::json!({"user": {"name": config.name}, "runtime": session_id}).to_string(),
+    );
+
+    // Every change to the queue or to our entry wakes the loop.
+    let wake = Arc::new(Notify::new());
+    let waker = wake.clone();
+    let _watch = notebook.observe(move |batch| {
+        let relevant = batch.changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::ExecutionChanged { .. } | Change::RuntimeChanged { .. }
+            )
+        });
+        if relevant {
+            waker.notify_one();
+        }
+    });
+
+    let mut status = client.watch_status();
+    let mut lease = client.watch_lease();
+    let mut seen_lease_messages = 0;
+    let mut epoch: Option<u64> = None;
+    let mut running: Option<Running> = None;
+    let (finished_tx, mut finished) = mpsc::unbounded_channel::<()>();
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    client.send_lease(LeaseMessage::Request {
+        session: session_id.clone(),
+    });
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                // Each new connection asks again: the relay forgets standbys that left.
+                if *status.borrow() == Status::Synced {
+                    client.send_lease(LeaseMessage::Request { session: session_id.clone() });
+                }
+            }
+            _ = lease.changed() => {
+                let messages: Vec<LeaseMessage> = lease.borrow()[seen_lease_messages..].to_vec();
+                seen_lease_messages += messages.len();
+                for message in messages {
+                    match message {
+                        LeaseMessage::Granted { epoch: granted, .. } => {
+                            if epoch != Some(granted) {
+                                tracing::info!(epoch = granted, "holding the runtime lease");
+                                let here = running.as_ref().map(|r| r.execution_id.as_str());
+                                interrupt_orphans(&notebook, &session_id, here, granted, now())?;
+                            }
+                            epoch = Some(granted);
+                        }
+                        LeaseMessage::Standby { epoch: holder } => {
+                            tracing::info!(holder_epoch = holder, "standing by: another runtime holds the lease");
+                            epoch = None;
+                        }
+                        LeaseMessage::Lost { reason, .. } | LeaseMessage::Denied { reason } => {
+                            tracing::warn!(%reason, "not holding the runtime lease");
+                            epoch = None;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if epoch.is_some() {
+                    client.send_lease(LeaseMessage::Heartbeat);
+                }
+                let busy = if running.is_some() { RuntimeStatus::Busy } else { RuntimeStatus::Idle };
+                let _ = notebook.runtime_heartbeat(&session_id, Some(busy), now());
+            }
+            Some(()) = finished.recv() => {
+                running = None;
+            }
+            _ = wake.notified() => {}
+        }
+
+        // Interrupts and restarts asked for through the document.
+        if let Some(current) = &mut running {
+            let asked = notebook
+                .execution(&current.execution_id)
+                .is_ok_and(|e| e.interrupt_requested_at.is_some());
+            if asked && !current.interrupt_sent {
+                current.interrupt_sent = true;
+                kernel.interrupt().await?;
+            }
+        }
+        if let Some(me) = notebook
+            .runtimes()
+            .into_iter()
+            .find(|r| r.session_id == session_id)
+        {
+            if me.restart_requested_at > me.restarted_at {
+                if let Some(current) = running.take() {
+                    current.done.abort();
+                }
+                kernel.restart().await?;
+                notebook.mark_restarted(&session_id, now())?;
+            }
+        }
+
+        // New entries only while connected and holding the lease: a runtime cut off from the
+        // relay may have lost it without knowing.
+        let connected = *status.borrow() == Status::Synced;
+        if let (Some(epoch), true, None) = (epoch, connected, &running) {
+            if let Some(entry) = next_to_run(&notebook) {
+                notebook.start_execution(&entry.id, &session_id, Some(epoch), now())?;
+                let done = tokio::spawn(run_entry(
+                    kernel.clone(),
+                    notebook.clone(),
+                    entry.id.clone(),
+                    entry.cell_id.clone(),
+                    entry.code.clone(),
+                    epoch,
+                    config.stream_limit,
+                    finished_tx.clone(),
+                ));
+                running = Some(Running {
+                    execution_id: entry.id,
+                    interrupt_sent: false,
+                    done,
+                });
+            }
+        }
+    }
+
+    if epoch.is_some() {
+        client.send_lease(LeaseMessage::Release);
+    }
+    let _ = notebook.runtime_heartbeat(&session_id, Some(RuntimeStatus::Gone), now());
+    let _ = kernel.shutdown().await;
+    // Let the last changes reach the relay.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+/// Runs one entry in the kernel, writing its outputs as they arrive, then ends it.
+#[allow(clippy::too_many_arguments)]
+async fn run_entry(
+    kernel: Arc<JupyterKernel>,
+    notebook: Notebook,
+    execution_id: String,
+    cell_id: String,
+    code: String,
+    epoch: u64,
+    stream_limit: Option<usize>,
+    finished: mpsc::UnboundedSender<()>,
+) {
+    let _ = notebook.clear_outputs(&cell_id);
+    let _ = notebook.set_execution_state(&cell_id, ExecutionState::Running);
+    let (events, mut incoming) = mpsc::unbounded_channel::<ExecEvent>();
+    let mut writer = OutputWriter::new(stream_limit);
+    let execute = kernel.execute(&code, events);
+    tokio::pin!(execute);
+    let outcome = loop {
+        tokio::select! {
+            Some(event) = incoming.recv() => {
+                if let Err(error) = writer.apply(&notebook, &cell_id, &event) {
+                    tracing::warn!(%error, cell_id, "could not write an output");
+                }
+            }
+            outcome = &mut execute => break outcome,
+        }
+    };
+    // Everything the kernel sent before replying.
+    while let Ok(event) = incoming.try_recv() {
+        let _ = writer.apply(&notebook, &cell_id, &event);
+    }
+    let (status, count, message) = match outcome {
+        Ok(reply) => match reply.status {
+            ReplyStatus::Ok => (ExecutionStatus::Done, reply.execution_count, None),
+            ReplyStatus::Error => (
+                ExecutionStatus::Error,
+                reply.execution_count,
+                Some(error_summary(&notebook, &cell_id)),
+            ),
+            ReplyStatus::Aborted => (
+                ExecutionStatus::Cancelled,
+                reply.execution_count,
+                Some("aborted: an earlier cell failed".to_owned()),
+            ),
+        },
+        Err(inloop_kernel::Error::KernelDied { .. }) => {
+            let _ = kernel.restart().await;
+            (ExecutionStatus::Error, None, Some("kernel died".to_owned()))
+        }
+        Err(error) => (ExecutionStatus::Error, None, Some(error.to_string())),
+    };
+    let _ = notebook.set_execution_state(&cell_id, ExecutionState::Idle);
+    if let Err(error) = notebook.finish_execution(
+        &execution_id,
+        status,
+        count,
+        message.as_deref(),
+        Some(epoch),
+        now(),
+    ) {
+        tracing::warn!(%error, execution_id, "could not end the entry");
+    }
+    let _ = finished.send(());
+}
+
+/// `ename: evalue` of the cell's last error output, for the entry's message.
+fn error_summary(notebook: &Notebook, cell_id: &str) -> String {
+    notebook
+        .cell(cell_id)
+        .ok()
+        .and_then(|cell| {
+            cell.outputs.iter().rev().find_map(|output| match output {
+                inloop_doc::Output::Error { ename, evalue, .. } => {
+                    Some(format!("{ename}: {evalue}"))
+                }
+                _ => None,
+            })
+        })
+        .unwrap_or_else(|| "the code raised an error".to_owned())
+}
+
+/// A session id for this run of the runtime: random, so two runtimes never share one.
+fn session_id() -> String {
+    format!("rt-{:016x}", fastrand::u64(..))
+}

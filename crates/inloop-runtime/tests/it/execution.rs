@@ -1,0 +1,132 @@
+use std::time::Duration;
+
+use inloop_doc::{CellType, ExecutionStatus, ExecutionTarget, Notebook};
+use inloop_sync::Role;
+use serde_json::json;
+
+use crate::{TestRelay, finished};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Adds a code cell with `source` at the end and queues it for the server; returns the ids.
+fn queue(notebook: &Notebook, source: &str, at: f64) -> (String, String) {
+    let index = notebook.cell_count();
+    let cell = notebook.insert_cell(index, CellType::Code, source).unwrap();
+    let run = notebook
+        .request_execution(&cell, &ExecutionTarget::Server, "test", at)
+        .unwrap();
+    (cell, run)
+}
+
+fn outputs(notebook: &Notebook, cell: &str) -> serde_json::Value {
+    let value = notebook.to_ipynb_value();
+    let cells = value["cells"].as_array().unwrap();
+    cells.iter().find(|c| c["id"] == cell).unwrap()["outputs"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_cells_run_in_order_with_every_kind_of_output() {
+    let relay = TestRelay::start().await;
+    let doc = "outputs";
+    let client = relay.client(doc, Role::Admin).await;
+    let _runtime = relay.runtime(doc, "test-runtime");
+    let notebook = client.notebook();
+
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    let cells = [
+        "print('hello')",
+        &format!(
+            "from IPython.display import HTML, Image, display\nimport base64\ndisplay(HTML('<b>bold</b>'))\ndisplay(Image(data=base64.b64decode('{png}')))"
+        ),
+        "40 + 2",
+        "h = display('first', display_id=True)\nh.update('second')",
+        "1/0",
+    ];
+    let queued: Vec<(String, String)> = cells
+        .iter()
+        .enumerate()
+        .map(|(i, source)| queue(notebook, source, i as f64))
+        .collect();
+    let mut ended = Vec::new();
+    for (_, run) in &queued {
+        ended.push(finished(&client, run, TIMEOUT).await);
+    }
+
+    let statuses: Vec<ExecutionStatus> = ended.iter().map(|e| e.status).collect();
+    use ExecutionStatus::{Done, Error};
+    assert_eq!(statuses, [Done, Done, Done, Done, Error]);
+    let counts: Vec<Option<i64>> = ended.iter().map(|e| e.execution_count).collect();
+    assert_eq!(counts, [Some(1), Some(2), Some(3), Some(4), Some(5)]);
+    assert!(
+        ended.iter().all(|e| e.lease_epoch == Some(1)),
+        "stamped with the lease epoch"
+    );
+    assert_eq!(
+        ended[4].message.as_deref(),
+        Some("ZeroDivisionError: division by zero")
+    );
+
+    let cell = |i: usize| queued[i].0.as_str();
+    assert_eq!(
+        outputs(notebook, cell(0)),
+        json!([{"name": "stdout", "output_type": "stream", "text": ["hello\n"]}])
+    );
+    let displays = outputs(notebook, cell(1));
+    assert_eq!(displays[0]["data"]["text/html"], json!(["<b>bold</b>"]));
+    assert_eq!(
+        displays[1]["data"]["image/png"].as_str().map(str::trim),
+        Some(png)
+    );
+    let result = outputs(notebook, cell(2));
+    assert_eq!(result[0]["output_type"], "execute_result");
+    assert_eq!(result[0]["data"]["text/plain"], json!(["42"]));
+    assert_eq!(result[0]["execution_count"], 3);
+    // update_display_data replaced the display in place.
+    let updated = outputs(notebook, cell(3));
+    assert_eq!(updated.as_array().unwrap().len(), 1, "{updated}");
+    assert_eq!(updated[0]["data"]["text/plain"], json!(["'second'"]));
+    let error = outputs(notebook, cell(4));
+    assert_eq!(error[0]["ename"], "ZeroDivisionError");
+    assert!(error[0]["traceback"].as_array().unwrap().len() > 1);
+
+    // The runtime shows itself in the document.
+    let runtimes = notebook.runtimes();
+    assert_eq!(runtimes.len(), 1);
+    assert_eq!(runtimes[0].name, "test-runtime");
+    assert_eq!(runtimes[0].kernels, ["python3"]);
+    assert_eq!(runtimes[0].kind, inloop_doc::RuntimeKind::Server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_keeps_running_with_no_browser_and_a_late_client_sees_every_line() {
+    let relay = TestRelay::start().await;
+    let doc = "no-browser";
+    let _runtime = relay.runtime(doc, "test-runtime");
+    let (_, run) = {
+        let client = relay.client(doc, Role::Admin).await;
+        let queued = queue(
+            client.notebook(),
+            "import time\nfor i in range(10):\n    print(f'line {i}', flush=True)\n    time.sleep(1)",
+            0.0,
+        );
+        // Wait until the runtime has taken it, then leave: no other peer stays connected.
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while client.notebook().execution(&queued.1).unwrap().status != ExecutionStatus::Running {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the runtime took the entry"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        queued
+    };
+    tokio::time::sleep(Duration::from_secs(11)).await;
+
+    let late = relay.client(doc, Role::Read).await;
+    let ended = finished(&late, &run, TIMEOUT).await;
+    assert_eq!(ended.status, ExecutionStatus::Done);
+    let cell = late.notebook().execution(&run).unwrap().cell_id;
+    let text = outputs(late.notebook(), &cell)[0]["text"].clone();
+    let lines: Vec<String> = (0..10).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text, json!(lines));
+}
