@@ -39,6 +39,13 @@ enum Command {
     /// Prints a URL with an admin token, the way Jupyter does. Stops cleanly on Ctrl+C or
     /// SIGTERM (every change is stored before it is sent, so nothing is left to flush).
     Serve(ServeArgs),
+    /// Run a document's server cells in a Jupyter kernel on this machine.
+    ///
+    /// Joins the document as a peer, asks the relay for the runtime lease (standing by while
+    /// another runtime holds it), and runs the cells people send to the server, one at a time,
+    /// streaming their outputs into the notebook. Keeps going with no browser open; stops
+    /// cleanly on Ctrl+C or SIGTERM.
+    Runtime(RuntimeArgs),
     /// Convert an .ipynb notebook (nbformat 4.0 to 4.5) into a .ydoc document.
     Import {
         /// The notebook to read.
@@ -94,6 +101,56 @@ struct ServeArgs {
     lease_grace_secs: f64,
 }
 
+#[derive(Debug, clap::Args)]
+struct RuntimeArgs {
+    /// The relay, e.g. ws://127.0.0.1:8787.
+    #[arg(long, env = "INLOOP_RELAY")]
+    relay: String,
+    /// The document's id.
+    #[arg(long, env = "INLOOP_DOC")]
+    doc: String,
+    /// A `runtime` token for the document (POST /api/docs/ID/tokens with {"role": "runtime"}).
+    #[arg(long, env = "INLOOP_TOKEN")]
+    token: String,
+    /// The kernelspec to run (`jupyter kernelspec list` shows them).
+    #[arg(long, env = "INLOOP_KERNEL", default_value = "python3")]
+    kernel: String,
+    /// The name other peers see [default: this machine's host name].
+    #[arg(long, env = "INLOOP_NAME")]
+    name: Option<String>,
+    /// An environment whose `share/jupyter` holds kernelspecs, besides $VIRTUAL_ENV and the
+    /// usual Jupyter directories (repeatable) [default: ./.venv when present].
+    #[arg(long = "kernel-prefix", env = "INLOOP_KERNEL_PREFIX")]
+    kernel_prefixes: Vec<PathBuf>,
+    /// Bytes of stream output kept per cell; the rest is cut with a note.
+    #[arg(long, env = "INLOOP_STREAM_LIMIT", default_value_t = inloop_kernel::DEFAULT_STREAM_LIMIT)]
+    stream_limit: usize,
+}
+
+impl RuntimeArgs {
+    fn config(self) -> inloop_runtime::agent::Config {
+        let mut prefixes = self.kernel_prefixes;
+        if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
+            prefixes.push(PathBuf::from(".venv"));
+        }
+        let name = self.name.unwrap_or_else(|| {
+            fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "server runtime".into())
+        });
+        inloop_runtime::agent::Config {
+            relay: self.relay,
+            doc_id: self.doc,
+            token: self.token,
+            kernel: self.kernel,
+            name,
+            kernel_search: inloop_kernel::SearchPath::from_env(prefixes),
+            stream_limit: Some(self.stream_limit),
+            heartbeat: Duration::from_secs(3),
+        }
+    }
+}
+
 impl ServeArgs {
     fn config(self) -> Result<Config> {
         let mut config = Config::new(self.data);
@@ -143,6 +200,18 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args.config()?),
+        Command::Runtime(args) => {
+            let config = args.config();
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                eprintln!(
+                    "inloop runtime: joining document {} on {} with kernel {}",
+                    config.doc_id, config.relay, config.kernel
+                );
+                inloop_runtime::agent::run(config, shutdown_signal()).await
+            })?;
+            Ok(())
+        }
         Command::Import { input, out } => {
             let bytes = fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let update = Notebook::ipynb_to_update_v1(&bytes)
