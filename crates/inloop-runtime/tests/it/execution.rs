@@ -130,3 +130,67 @@ async fn a_cell_keeps_running_with_no_browser_and_a_late_client_sees_every_line(
     let lines: Vec<String> = (0..10).map(|i| format!("line {i}\n")).collect();
     assert_eq!(text, json!(lines));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_restart_and_a_dying_kernel_through_the_document() {
+    let relay = TestRelay::start().await;
+    let doc = "control";
+    let client = relay.client(doc, Role::Admin).await;
+    let _runtime = relay.runtime(doc, "test-runtime");
+    let notebook = client.notebook();
+
+    // Interrupt: asked for through the entry, the sleep ends with KeyboardInterrupt.
+    let (_, sleeping) = queue(notebook, "x = 1\nimport time\ntime.sleep(100)", 0.0);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while notebook.execution(&sleeping).unwrap().status != ExecutionStatus::Running {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runtime took the entry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    notebook.interrupt_execution(&sleeping, 1.0).unwrap();
+    let ended = finished(&client, &sleeping, TIMEOUT).await;
+    let took = asked.elapsed();
+    assert_eq!(ended.status, ExecutionStatus::Error);
+    assert!(
+        ended
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("KeyboardInterrupt"),
+        "{ended:?}"
+    );
+    assert!(took < Duration::from_secs(2), "interrupted after {took:?}");
+
+    // Restart: asked for on the runtime's entry; the namespace is fresh.
+    let session = notebook.runtimes()[0].session_id.clone();
+    notebook.request_restart(&session, 2.0).unwrap();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while notebook.runtimes()[0].restarted_at.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runtime restarted its kernel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, lookup) = queue(notebook, "x", 3.0);
+    let ended = finished(&client, &lookup, TIMEOUT).await;
+    assert_eq!(ended.status, ExecutionStatus::Error);
+    assert_eq!(
+        ended.message.as_deref(),
+        Some("NameError: name 'x' is not defined")
+    );
+
+    // A kernel that dies ends its entry with "kernel died"; the next one runs on a new kernel.
+    let (_, dying) = queue(notebook, "import os\nos._exit(1)", 4.0);
+    let (_, after) = queue(notebook, "import os\nos.getpid()", 5.0);
+    let died = finished(&client, &dying, TIMEOUT).await;
+    assert_eq!(died.status, ExecutionStatus::Error);
+    assert_eq!(died.message.as_deref(), Some("kernel died"));
+    let next = finished(&client, &after, TIMEOUT).await;
+    assert_eq!(next.status, ExecutionStatus::Done);
+    assert_eq!(next.execution_count, Some(1), "a new kernel counts from 1");
+}
