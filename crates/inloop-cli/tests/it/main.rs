@@ -1,6 +1,7 @@
 //! Integration tests of the `inloop` binary: the real process, killed and restarted.
 
 mod durability;
+mod runtime;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,9 +21,15 @@ pub(crate) struct Serve {
 impl Serve {
     /// Starts `inloop serve` on `addr` (port 0: any) with its data in `data`.
     pub(crate) fn start(data: &Path, addr: SocketAddr) -> Self {
+        Self::start_with(data, addr, &[])
+    }
+
+    /// [`Serve::start`] with more flags.
+    pub(crate) fn start_with(data: &Path, addr: SocketAddr, flags: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_inloop"))
             .args(["serve", "--addr", &addr.to_string(), "--data"])
             .arg(data)
+            .args(flags)
             .env("INLOOP_SECRET", SECRET)
             .stdout(Stdio::piped())
             .spawn()
@@ -71,6 +78,45 @@ impl Serve {
 }
 
 impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `inloop runtime` running as a child process, with the repository venv's kernels.
+#[derive(Debug)]
+pub(crate) struct RuntimeProcess {
+    child: Child,
+}
+
+impl RuntimeProcess {
+    pub(crate) fn start(relay: SocketAddr, doc: &str, token: &str, name: &str) -> Self {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
+        assert!(
+            venv.join("bin/python").exists(),
+            "no venv at {}: run scripts/setup.sh to create it with ipykernel",
+            venv.display()
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_inloop"))
+            .args(["runtime", "--relay", &format!("ws://{relay}"), "--doc", doc])
+            .args(["--token", token, "--name", name, "--kernel-prefix"])
+            .arg(venv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("inloop runtime starts");
+        Self { child }
+    }
+
+    /// SIGKILL: its kernel is left behind (in its own process group) and must not matter.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for RuntimeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -48,6 +48,9 @@ impl Process {
             .args(spec.argv[1..].iter().map(|arg| fill(arg)))
             .envs(&spec.env)
             .envs(&config.env)
+            // As jupyter_client does: the kernel exits when this process dies, even by SIGKILL
+            // (it runs in its own process group, so nothing else would stop it).
+            .env("JPY_PARENT_PID", std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,172 @@
+//! Runtimes as real processes: two competing for one document, and a relay restarted under one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use inloop_client::{Client, ClientOptions};
+use inloop_doc::{CellType, ExecutionStatus, ExecutionTarget, Notebook};
+use inloop_sync::{Claims, Role, TokenKey};
+
+use crate::{RuntimeProcess, SECRET, Serve};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn token(role: Role) -> String {
+    TokenKey::new(SECRET.as_bytes()).unwrap().sign(&Claims {
+        doc: None,
+        role,
+        exp: u64::MAX / 4,
+        name: None,
+    })
+}
+
+async fn client(addr: SocketAddr, doc: &str) -> Client {
+    let url = format!("ws://{addr}/api/docs/{doc}/ws?token={}", token(Role::Admin));
+    let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
+    client.wait_synced(Duration::from_secs(10)).await.unwrap();
+    client
+}
+
+fn queue(notebook: &Notebook, source: &str, at: f64) -> String {
+    let cell = notebook
+        .insert_cell(notebook.cell_count(), CellType::Code, source)
+        .unwrap();
+    notebook
+        .request_execution(&cell, &ExecutionTarget::Server, "test", at)
+        .unwrap()
+}
+
+/// Polls until `condition` holds, or panics with `what` after `timeout`.
+async fn until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_runs_and_a_standby_finishes_the_queue_after_kill_9() {
+    let data = tempfile::tempdir().unwrap();
+    let relay = Serve::start_with(
+        data.path(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &["--lease-ttl-secs", "2", "--lease-grace-secs", "1"],
+    );
+    let doc = "two-runtimes";
+    let client = client(relay.addr, doc).await;
+    let notebook = client.notebook().clone();
+    let first = RuntimeProcess::start(relay.addr, doc, &token(Role::Runtime), "first");
+    until("the first runtime registers", TIMEOUT, || {
+        notebook.runtimes().len() == 1
+    })
+    .await;
+    let second = RuntimeProcess::start(relay.addr, doc, &token(Role::Runtime), "second");
+    until("the second runtime registers", TIMEOUT, || {
+        notebook.runtimes().len() == 2
+    })
+    .await;
+
+    // A slow cell, then three quick ones that print which process ran them.
+    let slow = queue(&notebook, "import time\ntime.sleep(30)", 0.0);
+    let quick: Vec<String> = (0..3)
+        .map(|i| queue(&notebook, "import os\nprint(os.getpid())", 1.0 + i as f64))
+        .collect();
+    until("the slow cell runs", TIMEOUT, || {
+        notebook.execution(&slow).unwrap().status == ExecutionStatus::Running
+    })
+    .await;
+    let started = notebook.execution(&slow).unwrap();
+    let holder = started.runtime.clone().unwrap();
+    let holder_name = notebook
+        .runtimes()
+        .into_iter()
+        .find(|r| r.session_id == holder)
+        .unwrap()
+        .name;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        quick
+            .iter()
+            .all(|id| notebook.execution(id).unwrap().status == ExecutionStatus::Queued),
+        "the standby runs nothing while the holder works"
+    );
+
+    // kill -9 of the holder mid-cell.
+    match holder_name.as_str() {
+        "first" => first.kill(),
+        _ => second.kill(),
+    }
+    until("the orphaned cell is interrupted", TIMEOUT, || {
+        notebook.execution(&slow).unwrap().status == ExecutionStatus::Interrupted
+    })
+    .await;
+    let orphan = notebook.execution(&slow).unwrap();
+    assert!(orphan.message.unwrap().contains("went away"));
+    for id in &quick {
+        until("the standby runs the rest of the queue", TIMEOUT, || {
+            notebook.execution(id).unwrap().status == ExecutionStatus::Done
+        })
+        .await;
+    }
+    let standby = notebook.execution(&quick[0]).unwrap();
+    assert_ne!(standby.runtime.as_deref(), Some(holder.as_str()));
+    assert!(
+        standby.lease_epoch > orphan.lease_epoch.map(|e| e - 1),
+        "a newer epoch"
+    );
+    // Each entry ran once: counts 1, 2, 3 on the standby's kernel.
+    let counts: Vec<Option<i64>> = quick
+        .iter()
+        .map(|id| notebook.execution(id).unwrap().execution_count)
+        .collect();
+    assert_eq!(counts, [Some(1), Some(2), Some(3)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_restarted_mid_execution_loses_no_output() {
+    let data = tempfile::tempdir().unwrap();
+    let mut relay = Serve::start(data.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    let addr = relay.addr;
+    let doc = "relay-restart";
+    let client = client(addr, doc).await;
+    let notebook = client.notebook().clone();
+    let _runtime = RuntimeProcess::start(addr, doc, &token(Role::Runtime), "runtime");
+    until("the runtime registers", TIMEOUT, || {
+        notebook.runtimes().len() == 1
+    })
+    .await;
+
+    let run = queue(
+        &notebook,
+        "import time\nfor i in range(6):\n    print(f'line {i}', flush=True)\n    time.sleep(0.5)",
+        0.0,
+    );
+    until("the cell runs", TIMEOUT, || {
+        notebook.execution(&run).unwrap().status == ExecutionStatus::Running
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    relay.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay = Serve::start(data.path(), addr);
+
+    until(
+        "the run ends and its end reaches the client",
+        TIMEOUT,
+        || notebook.execution(&run).unwrap().status == ExecutionStatus::Done,
+    )
+    .await;
+    let cell = notebook.execution(&run).unwrap().cell_id;
+    let outputs = notebook.cell(&cell).unwrap().outputs;
+    let text = match &outputs[..] {
+        [inloop_doc::Output::Stream { text, .. }] => text.clone(),
+        other => panic!("one stream output, got {other:?}"),
+    };
+    let expected: String = (0..6).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text, expected);
+    drop(relay);
+}
