@@ -99,7 +99,8 @@ impl ClientOptions {
 enum Outgoing {
     /// A frame for this connection only; dropped if the connection ends first.
     Frame(Vec<u8>),
-    /// A local change: dropped while offline, since reconnecting syncs it anyway.
+    /// A local change (an update, not yet a frame): dropped while offline, since reconnecting
+    /// syncs it anyway. Consecutive ones go out merged.
     Update(Vec<u8>),
     Close,
 }
@@ -138,7 +139,7 @@ impl Client {
         let sender = outgoing.clone();
         let local_updates = notebook
             .observe_local_updates(move |update| {
-                let _ = sender.send(Outgoing::Update(ClientSession::update_frame(update)));
+                let _ = sender.send(Outgoing::Update(update.to_vec()));
             })
             .unwrap_or_else(|_| unreachable!("a client is made outside transactions"));
         let connection = Connection {
@@ -348,6 +349,10 @@ impl Connection {
             .connect(addr)
             .await
             .map_err(|e| Ended::Dropped(None, format!("connecting to {addr}: {e}")))?;
+        // Small frames, sent as they happen: Nagle's algorithm would hold them for an ACK.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
         match tokio_tungstenite::client_async(self.url.as_str(), stream).await {
             Ok((socket, _)) => Ok(socket),
             Err(tungstenite::Error::Http(response)) => {
@@ -392,15 +397,36 @@ impl Connection {
         loop {
             tokio::select! {
                 queued = self.queue.recv() => {
-                    let frame = match queued {
-                        Some(Outgoing::Frame(frame) | Outgoing::Update(frame)) => frame,
-                        Some(Outgoing::Close) | None => {
-                            let _ = sink.send(Message::Close(None)).await;
-                            return Ended::Final(None, "closed by this client".into());
+                    let mut next = queued.or(Some(Outgoing::Close));
+                    while let Some(item) = next.take() {
+                        let frame = match item {
+                            Outgoing::Frame(frame) => frame,
+                            Outgoing::Update(update) => {
+                                // With the updates queued right behind it, as one message.
+                                let mut updates = vec![update];
+                                loop {
+                                    match self.queue.try_recv() {
+                                        Ok(Outgoing::Update(more)) => updates.push(more),
+                                        Ok(other) => {
+                                            next = Some(other);
+                                            break;
+                                        }
+                                        Err(_) => break,
+                                    }
+                                }
+                                match ClientSession::updates_frame(&updates) {
+                                    Ok(frame) => frame,
+                                    Err(error) => return Ended::Dropped(None, error.to_string()),
+                                }
+                            }
+                            Outgoing::Close => {
+                                let _ = sink.send(Message::Close(None)).await;
+                                return Ended::Final(None, "closed by this client".into());
+                            }
+                        };
+                        if let Err(error) = sink.send(Message::Binary(frame.into())).await {
+                            return Ended::Dropped(None, error.to_string());
                         }
-                    };
-                    if let Err(error) = sink.send(Message::Binary(frame.into())).await {
-                        return Ended::Dropped(None, error.to_string());
                     }
                 }
                 message = async {
@@ -438,8 +464,9 @@ impl Connection {
                             let (code, reason) = frame
                                 .map(|f| (u16::from(f.code), f.reason.to_string()))
                                 .unwrap_or((1005, String::new()));
-                            // y-websocket's convention: 4400 to 4499 mean "do not come back".
-                            return if (4400..4500).contains(&code) {
+                            // y-websocket's convention: 4400 to 4499 mean "do not come back";
+                            // except 4429 (too many messages): backing off and resyncing is fine.
+                            return if (4400..4500).contains(&code) && code != 4429 {
                                 Ended::Final(Some(code), reason)
                             } else {
                                 Ended::Dropped(Some(code), reason)

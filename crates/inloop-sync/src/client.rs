@@ -114,6 +114,19 @@ impl ClientSession {
         wire::encode_update(update)
     }
 
+    /// One frame carrying several local changes, merged: a peer writing fast (a kernel printing
+    /// in a loop) sends one message per socket write rather than one per change.
+    pub fn updates_frame(updates: &[Vec<u8>]) -> Result<Vec<u8>> {
+        match updates {
+            [one] => Ok(wire::encode_update(one)),
+            many => {
+                let merged = yrs::merge_updates_v1(many.iter().map(Vec::as_slice))
+                    .map_err(|e| Error::Malformed(format!("merging local updates: {e}")))?;
+                Ok(wire::encode_update(&merged))
+            }
+        }
+    }
+
     /// The frame carrying a lease request, heartbeat or release.
     pub fn lease_frame(message: LeaseMessage) -> Vec<u8> {
         Message::Lease(message).encode()

@@ -101,9 +101,10 @@ async fn server_cells_run_in_order_with_every_kind_of_output() {
 async fn a_cell_keeps_running_with_no_browser_and_a_late_client_sees_every_line() {
     let relay = TestRelay::start().await;
     let doc = "no-browser";
-    let _runtime = relay.runtime(doc, "test-runtime");
-    let (_, run) = {
+    let (_runtime, run) = {
+        // The admin's client creates the document; the runtime joins it.
         let client = relay.client(doc, Role::Admin).await;
+        let runtime = relay.runtime(doc, "test-runtime");
         let queued = queue(
             client.notebook(),
             "import time\nfor i in range(10):\n    print(f'line {i}', flush=True)\n    time.sleep(1)",
@@ -118,7 +119,7 @@ async fn a_cell_keeps_running_with_no_browser_and_a_late_client_sees_every_line(
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        queued
+        (runtime, queued.1)
     };
     tokio::time::sleep(Duration::from_secs(11)).await;
 
