@@ -4,7 +4,7 @@ use inloop_doc::{CellType, ExecutionStatus, ExecutionTarget, Notebook};
 use inloop_sync::Role;
 use serde_json::json;
 
-use crate::{TestRelay, finished};
+use crate::{TestRelay, finished, started};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -111,14 +111,7 @@ async fn a_cell_keeps_running_with_no_browser_and_a_late_client_sees_every_line(
             0.0,
         );
         // Wait until the runtime has taken it, then leave: no other peer stays connected.
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while client.notebook().execution(&queued.1).unwrap().status != ExecutionStatus::Running {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the runtime took the entry"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        started(&client, &queued.1).await;
         (runtime, queued.1)
     };
     tokio::time::sleep(Duration::from_secs(11)).await;
@@ -142,14 +135,7 @@ async fn interrupt_restart_and_a_dying_kernel_through_the_document() {
 
     // Interrupt: asked for through the entry, the sleep ends with KeyboardInterrupt.
     let (_, sleeping) = queue(notebook, "x = 1\nimport time\ntime.sleep(100)", 0.0);
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while notebook.execution(&sleeping).unwrap().status != ExecutionStatus::Running {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the runtime took the entry"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    started(&client, &sleeping).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let asked = std::time::Instant::now();
     notebook.interrupt_execution(&sleeping, 1.0).unwrap();

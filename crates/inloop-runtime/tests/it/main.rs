@@ -88,23 +88,42 @@ impl TestRelay {
     }
 }
 
-/// Waits until the entry has ended; panics after `timeout`.
-pub(crate) async fn finished(client: &Client, id: &str, timeout: Duration) -> Execution {
+/// Waits until `done` holds for the entry; panics after `timeout` with `what`.
+async fn wait_for_entry(
+    client: &Client,
+    id: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Execution) -> bool,
+) -> Execution {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Ok(execution) = client.notebook().execution(id) {
-            if !matches!(
-                execution.status,
-                ExecutionStatus::Queued | ExecutionStatus::Running
-            ) {
+            if done(&execution) {
                 return execution;
             }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "execution {id} did not finish within {timeout:?}: {:?}",
+            "execution {id} {what} within {timeout:?}: {:?}",
             client.notebook().execution(id)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until the entry has ended.
+pub(crate) async fn finished(client: &Client, id: &str, timeout: Duration) -> Execution {
+    wait_for_entry(client, id, timeout, "did not finish", |e| {
+        !matches!(e.status, ExecutionStatus::Queued | ExecutionStatus::Running)
+    })
+    .await
+}
+
+/// Waits until a runtime has taken the entry.
+pub(crate) async fn started(client: &Client, id: &str) -> Execution {
+    wait_for_entry(client, id, Duration::from_secs(60), "was not taken", |e| {
+        e.status == ExecutionStatus::Running
+    })
+    .await
 }
