@@ -121,9 +121,21 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 if changed.is_err() {
                     break;
                 }
-                // Each new connection asks again: the relay forgets standbys that left.
-                if *status.borrow() == Status::Synced {
-                    client.send_lease(LeaseMessage::Request { session: session_id.clone() });
+                let now_status = status.borrow().clone();
+                match now_status {
+                    // Each new connection asks again: the relay forgets standbys that left.
+                    Status::Synced => {
+                        client.send_lease(LeaseMessage::Request { session: session_id.clone() });
+                    }
+                    // Refused for good (a revoked token, say): nothing more can be written.
+                    Status::Closed { code, reason } => {
+                        let _ = kernel.shutdown().await;
+                        return Err(Error::Relay(format!(
+                            "the relay closed the connection for good ({}): {reason}",
+                            code.map_or("no code".into(), |c| c.to_string())
+                        )));
+                    }
+                    _ => {}
                 }
             }
             _ = lease.changed() => {
