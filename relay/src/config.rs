@@ -28,6 +28,8 @@ pub struct Limits {
     pub max_messages_per_second: u32,
     /// Frames queued for a peer before it counts as not keeping up and is disconnected.
     pub outgoing_queue: usize,
+    /// How long one write to a peer may block (it stopped reading) before it is disconnected.
+    pub send_timeout: Duration,
     /// How long a document with no peers stays in memory.
     pub idle_unload: Duration,
     /// Updates appended before the log is folded into the snapshot.
@@ -44,6 +46,7 @@ impl Default for Limits {
             max_connections_per_document: 1_000,
             max_messages_per_second: 500,
             outgoing_queue: 4_096,
+            send_timeout: Duration::from_secs(30),
             idle_unload: Duration::from_secs(30),
             compact_after_updates: 1_000,
             lease_ttl: Duration::from_secs(15),

@@ -147,6 +147,9 @@ async fn connection(
     tracing::debug!(doc_id, peer, %role, "peer connected");
 
     let (mut sink, mut stream) = socket.split();
+    let send_timeout = limits.send_timeout;
+    let writer_metrics = metrics.clone();
+    let writer_close = close_tx.clone();
     let writer = tokio::spawn(async move {
         let mut batch = Vec::new();
         loop {
@@ -168,6 +171,15 @@ async fn connection(
                         sent = write => if sent.is_err() { return },
                         // A peer that stopped reading can block a send forever: give up on it.
                         _ = close_rx.changed() => break,
+                        // Its queue may never fill if the frames are few and large.
+                        () = tokio::time::sleep(send_timeout) => {
+                            writer_metrics.disconnects_slow.fetch_add(1, Relaxed);
+                            writer_close.send_replace(Some(Close::new(
+                                1013,
+                                "too slow: the connection stopped taking data; reconnect to resync",
+                            )));
+                            break;
+                        }
                     }
                 }
                 _ = close_rx.changed() => break,

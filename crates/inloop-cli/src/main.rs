@@ -90,6 +90,9 @@ struct ServeArgs {
     /// Frames queued for a peer before it counts as too slow and is disconnected.
     #[arg(long, env = "INLOOP_OUTGOING_QUEUE", default_value_t = Limits::default().outgoing_queue)]
     outgoing_queue: usize,
+    /// Seconds one write to a peer may block before the peer counts as stalled.
+    #[arg(long, env = "INLOOP_SEND_TIMEOUT_SECS", default_value_t = Limits::default().send_timeout.as_secs())]
+    send_timeout_secs: u64,
     /// Seconds a document with no peers stays in memory.
     #[arg(long, env = "INLOOP_IDLE_UNLOAD_SECS", default_value_t = Limits::default().idle_unload.as_secs())]
     idle_unload_secs: u64,
@@ -171,6 +174,7 @@ impl ServeArgs {
             max_connections_per_document: self.max_connections_per_document,
             max_messages_per_second: self.max_messages_per_second,
             outgoing_queue: self.outgoing_queue,
+            send_timeout: Duration::from_secs(self.send_timeout_secs),
             idle_unload: Duration::from_secs(self.idle_unload_secs),
             lease_ttl: Duration::from_secs_f64(self.lease_ttl_secs),
             lease_grace: Duration::from_secs_f64(self.lease_grace_secs),

@@ -207,3 +207,50 @@ async fn a_text_frame_is_refused_with_a_reason() {
     assert!(close.reason.contains("binary"), "{}", close.reason);
     relay_still_serves(&relay, &doc, "after a text frame").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_is_dropped_even_when_its_queue_never_fills() {
+    let relay = TestRelay::with_limits(Limits {
+        send_timeout: Duration::from_secs(1),
+        max_messages_per_second: 100_000,
+        ..Limits::default()
+    })
+    .await;
+    let doc = relay.create_doc().await;
+    let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
+    let writer = connect(&url).await.unwrap();
+    let small_buffer = ClientOptions {
+        receive_buffer: Some(16 << 10),
+        ..ClientOptions::new()
+    };
+    let slow = connect_with(&url, Notebook::new(), small_buffer)
+        .await
+        .unwrap();
+    slow.pause_reading();
+    // Few, large messages: 24 of 512 KiB, far from the 4,096-frame queue, but more than the
+    // socket buffers take.
+    let chunk = "y".repeat(512 << 10);
+    for i in 0..24 {
+        writer
+            .notebook()
+            .insert_cell(i + 1, CellType::Markdown, &chunk)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the stalled peer is dropped",
+        || async {
+            let (_, metrics) = http_request(relay.addr, "GET", "/metrics", None, b"").await;
+            metrics.contains("inloop_disconnects_slow_total 1")
+        },
+    )
+    .await;
+    slow.resume_reading();
+    eventually(
+        Duration::from_secs(30),
+        "it reconnects and catches up",
+        || async { slow.notebook().cell_count() == 25 },
+    )
+    .await;
+}
