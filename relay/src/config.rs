@@ -13,6 +13,9 @@ pub struct Config {
     pub secret: Option<Vec<u8>>,
     /// The built page (`web/dist`), served at `/` when present.
     pub web_dir: Option<PathBuf>,
+    /// Start a server runtime on this machine for documents that queue server runs with no
+    /// runtime holding their lease; `None` never does.
+    pub local_runtime: Option<crate::LocalRuntime>,
     pub limits: Limits,
 }
 
@@ -63,6 +66,7 @@ impl Config {
             data_dir: data_dir.into(),
             secret: None,
             web_dir: None,
+            local_runtime: None,
             limits: Limits::default(),
         }
     }

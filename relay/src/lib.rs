@@ -29,6 +29,7 @@
 mod config;
 mod error;
 mod http;
+mod local_runtime;
 mod metrics;
 mod rooms;
 mod socket;
@@ -51,6 +52,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::{Config, Limits};
 pub use error::{Error, Result};
+pub use local_runtime::LocalRuntime;
 
 use metrics::Metrics;
 use rooms::{RoomHandle, Rooms};
@@ -112,7 +114,14 @@ impl AppState {
         let config = Arc::new(config);
         let storage = Storage::start(store)?;
         let metrics = Arc::new(Metrics::default());
-        let rooms = Arc::new(Rooms::new(storage.clone(), config.clone(), metrics.clone()));
+        let local_runtimes =
+            local_runtime::LocalRuntimes::new(config.local_runtime.clone(), key.clone());
+        let rooms = Arc::new(Rooms::new(
+            storage.clone(),
+            config.clone(),
+            metrics.clone(),
+            local_runtimes,
+        ));
         Ok(Self(Arc::new(Inner {
             config,
             key,
@@ -279,6 +288,7 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
         let state = AppState::open(config)?;
+        state.0.rooms.local_runtimes().set_addr(addr);
         let admin_token = state.mint(None, Role::Admin, ADMIN_TOKEN_LIFETIME, Some("admin"));
         Ok(Self {
             listener,
@@ -330,7 +340,7 @@ impl Relay {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -15,6 +15,7 @@ use inloop_doc::Notebook;
 use inloop_sync::{Outcome, Role, Room, RoomLimits};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
+use crate::local_runtime::LocalRuntimes;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 use crate::store::Append;
@@ -123,10 +124,16 @@ pub(crate) struct Rooms {
     started: Instant,
     /// Set once, when the relay shuts down: every room closes its peers and stops.
     shutdown: watch::Sender<bool>,
+    local_runtimes: LocalRuntimes,
 }
 
 impl Rooms {
-    pub(crate) fn new(storage: Storage, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        storage: Storage,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        local_runtimes: LocalRuntimes,
+    ) -> Self {
         Self {
             loaded: Mutex::new(HashMap::new()),
             storage,
@@ -134,7 +141,12 @@ impl Rooms {
             metrics,
             started: Instant::now(),
             shutdown: watch::Sender::new(false),
+            local_runtimes,
         }
+    }
+
+    pub(crate) fn local_runtimes(&self) -> &LocalRuntimes {
+        &self.local_runtimes
     }
 
     /// Closes every connection ("going away", so clients reconnect to the next relay) and
@@ -142,6 +154,7 @@ impl Rooms {
     /// else needs flushing.
     pub(crate) async fn shut_down(&self) {
         self.shutdown.send_replace(true);
+        self.local_runtimes.stop_all().await;
         while !self.loaded.lock().await.is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -249,6 +262,8 @@ impl RoomTask {
         let idle_unload = self.rooms.config.limits.idle_unload;
         let mut idle_since = Some(Instant::now());
         let mut shutdown = self.shutdown.clone();
+        // When to look again whether a local runtime must start (one was still stopping).
+        let mut runtime_check: Option<tokio::time::Instant> = None;
         loop {
             let lease_deadline = self.room.next_deadline_ms().map(|at| {
                 let wait = at.saturating_sub(self.rooms.now_ms());
@@ -271,6 +286,12 @@ impl RoomTask {
                     if !self.store_and_deliver(append, deliveries).await {
                         break;
                     }
+                    // The lease may have just been freed with runs still queued.
+                    runtime_check = self.check_runtime(true);
+                    continue;
+                }
+                _ = sleep_until(runtime_check) => {
+                    runtime_check = self.check_runtime(true);
                     continue;
                 }
                 _ = sleep_until(idle_since.map(|since| (since + idle_unload).into())) => {
@@ -295,8 +316,20 @@ impl RoomTask {
                 break;
             }
             idle_since = self.peers.is_empty().then(Instant::now);
+            if runtime_check.is_none() {
+                runtime_check = self.check_runtime(false);
+            }
         }
         self.shut_down().await;
+    }
+
+    /// Starts a local runtime if runs wait with no runtime holding the lease; returns when to
+    /// check again, if a runtime started earlier was still running (perhaps on its way out).
+    fn check_runtime(&self, recheck: bool) -> Option<tokio::time::Instant> {
+        if !self.room.needs_runtime(recheck) || self.rooms.local_runtimes.ensure(&self.doc_id) {
+            return None;
+        }
+        Some(tokio::time::Instant::now() + Duration::from_secs(1))
     }
 
     fn append(&self) -> Append {

@@ -76,6 +76,17 @@ struct ServeArgs {
     /// The built page to serve at / (web/dist).
     #[arg(long, env = "INLOOP_WEB")]
     web: Option<PathBuf>,
+    /// Never start a server runtime on this machine (by default one starts when a document
+    /// queues server runs and no runtime holds its lease).
+    #[arg(long, env = "INLOOP_NO_RUNTIME")]
+    no_runtime: bool,
+    /// An environment holding kernelspecs for the local runtime (repeatable) [default: ./.venv
+    /// when present].
+    #[arg(long = "runtime-kernel-prefix", env = "INLOOP_RUNTIME_KERNEL_PREFIX")]
+    runtime_kernel_prefixes: Vec<PathBuf>,
+    /// Seconds a local runtime with nothing to run stays up.
+    #[arg(long, env = "INLOOP_RUNTIME_IDLE_SECS", default_value_t = 600)]
+    runtime_idle_secs: u64,
     /// Largest WebSocket message, in bytes.
     #[arg(long, env = "INLOOP_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
     max_message_bytes: usize,
@@ -128,6 +139,9 @@ struct RuntimeArgs {
     /// Bytes of stream output kept per cell; the rest is cut with a note.
     #[arg(long, env = "INLOOP_STREAM_LIMIT", default_value_t = inloop_kernel::DEFAULT_STREAM_LIMIT)]
     stream_limit: usize,
+    /// Stop after this many seconds with nothing to run [default: never].
+    #[arg(long, env = "INLOOP_IDLE_EXIT_SECS")]
+    idle_exit_secs: Option<u64>,
 }
 
 impl RuntimeArgs {
@@ -150,6 +164,7 @@ impl RuntimeArgs {
             kernel_search: inloop_kernel::SearchPath::from_env(prefixes),
             stream_limit: Some(self.stream_limit),
             heartbeat: Duration::from_secs(3),
+            idle_exit: self.idle_exit_secs.map(Duration::from_secs),
         }
     }
 }
@@ -159,6 +174,26 @@ impl ServeArgs {
         let mut config = Config::new(self.data);
         config.addr = self.addr;
         config.web_dir = self.web;
+        if !self.no_runtime {
+            let mut prefixes = self.runtime_kernel_prefixes;
+            if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
+                prefixes.push(PathBuf::from(".venv"));
+            }
+            let mut args = vec![
+                "--idle-exit-secs".to_owned(),
+                self.runtime_idle_secs.to_string(),
+            ];
+            for prefix in prefixes {
+                // Absolute, so the runtime finds it whatever its working directory.
+                let prefix = std::path::absolute(&prefix).unwrap_or(prefix);
+                args.push("--kernel-prefix".into());
+                args.push(prefix.to_string_lossy().into_owned());
+            }
+            config.local_runtime = Some(inloop_relay::LocalRuntime {
+                program: std::env::current_exe().context("finding the inloop binary")?,
+                args,
+            });
+        }
         // A fixed key lets several relays (or restarts on new disks) accept the same tokens.
         if let Ok(secret) = std::env::var("INLOOP_SECRET") {
             anyhow::ensure!(

@@ -81,6 +81,7 @@ async fn main() {
         kernel_search: search,
         stream_limit: None,
         heartbeat: Duration::from_secs(3),
+        idle_exit: None,
     };
     tokio::spawn(agent::run(config, std::future::pending()));
 

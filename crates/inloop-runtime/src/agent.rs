@@ -35,6 +35,8 @@ pub struct Config {
     pub stream_limit: Option<usize>,
     /// How often the runtime renews its lease and its heartbeat in the document.
     pub heartbeat: Duration,
+    /// Stop after this long with nothing to run (the relay's local runtimes use it).
+    pub idle_exit: Option<Duration>,
 }
 
 /// Seconds since the Unix epoch, as the document stores times.
@@ -109,6 +111,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let mut running: Option<Running> = None;
     let (finished_tx, mut finished) = mpsc::unbounded_channel::<()>();
     let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let mut last_work = std::time::Instant::now();
     client.send_lease(LeaseMessage::Request {
         session: session_id.clone(),
     });
@@ -169,6 +172,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 }
                 let busy = if running.is_some() { RuntimeStatus::Busy } else { RuntimeStatus::Idle };
                 let _ = notebook.runtime_heartbeat(&session_id, Some(busy), now());
+                if running.is_some() || next_to_run(&notebook).is_some() {
+                    last_work = std::time::Instant::now();
+                } else if config.idle_exit.is_some_and(|idle| last_work.elapsed() >= idle) {
+                    tracing::info!("nothing to run for a while; stopping");
+                    break;
+                }
             }
             Some(()) = finished.recv() => {
                 running = None;

@@ -74,6 +74,8 @@ pub struct Room<P> {
     stored_bytes: usize,
     /// Set by an observer when a peer's update touches the execution queue or the runtimes.
     touched_execution: Arc<AtomicBool>,
+    /// Like `touched_execution`, but kept until [`Room::needs_runtime`] reads it.
+    execution_activity: Arc<AtomicBool>,
     /// A refused update was already applied: the document must be reloaded from storage.
     tainted: bool,
     _execution_watch: inloop_doc::Subscription,
@@ -89,7 +91,9 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
         limits: RoomLimits,
     ) -> Self {
         let touched_execution = Arc::new(AtomicBool::new(false));
+        let execution_activity = Arc::new(AtomicBool::new(false));
         let flag = touched_execution.clone();
+        let activity = execution_activity.clone();
         let execution_watch = notebook.observe(move |batch| {
             let runs = batch.changes.iter().any(|change| {
                 matches!(
@@ -99,6 +103,7 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
             });
             if runs {
                 flag.store(true, Ordering::Relaxed);
+                activity.store(true, Ordering::Relaxed);
             }
         });
         Self {
@@ -108,9 +113,29 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
             limits,
             stored_bytes,
             touched_execution,
+            execution_activity,
             tainted: false,
             _execution_watch: execution_watch,
         }
+    }
+
+    /// Whether a runtime should be started: `server` runs are queued and no runtime holds the
+    /// lease. Unless `recheck`, it looks at the queue only if the queue changed since it last
+    /// looked, so it costs nothing on ordinary edits; pass `recheck` when the lease has just
+    /// been freed or a start is being retried.
+    pub fn needs_runtime(&self, recheck: bool) -> bool {
+        // While a runtime holds the lease the queue is its business: changes are looked at
+        // once the lease is free.
+        if self.lease.holder().is_some() {
+            return false;
+        }
+        if !self.execution_activity.swap(false, Ordering::Relaxed) && !recheck {
+            return false;
+        }
+        !self
+            .notebook
+            .queued_executions(&inloop_doc::ExecutionTarget::Server)
+            .is_empty()
     }
 
     /// True once an update was refused after it had been applied (an `edit` peer that wrote to

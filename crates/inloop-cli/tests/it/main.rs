@@ -19,9 +19,10 @@ pub(crate) struct Serve {
 }
 
 impl Serve {
-    /// Starts `inloop serve` on `addr` (port 0: any) with its data in `data`.
+    /// Starts `inloop serve` on `addr` (port 0: any) with its data in `data`, starting no
+    /// local runtime (tests start the runtimes they want).
     pub(crate) fn start(data: &Path, addr: SocketAddr) -> Self {
-        Self::start_with(data, addr, &[])
+        Self::start_with(data, addr, &["--no-runtime"])
     }
 
     /// [`Serve::start`] with more flags.

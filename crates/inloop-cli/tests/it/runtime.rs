@@ -54,7 +54,13 @@ async fn only_the_lease_holder_runs_and_a_standby_finishes_the_queue_after_kill_
     let relay = Serve::start_with(
         data.path(),
         SocketAddr::from(([127, 0, 0, 1], 0)),
-        &["--lease-ttl-secs", "2", "--lease-grace-secs", "1"],
+        &[
+            "--no-runtime",
+            "--lease-ttl-secs",
+            "2",
+            "--lease-grace-secs",
+            "1",
+        ],
     );
     let doc = "two-runtimes";
     let client = client(relay.addr, doc).await;
@@ -169,4 +175,39 @@ async fn a_relay_restarted_mid_execution_loses_no_output() {
     let expected: String = (0..6).map(|i| format!("line {i}\n")).collect();
     assert_eq!(text, expected);
     drop(relay);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_a_local_runtime_for_the_first_server_run_and_it_stops_when_idle() {
+    let data = tempfile::tempdir().unwrap();
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
+    let venv = venv.to_string_lossy().into_owned();
+    let relay = Serve::start_with(
+        data.path(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &["--runtime-kernel-prefix", &venv, "--runtime-idle-secs", "3"],
+    );
+    let client = client(relay.addr, "local").await;
+    let notebook = client.notebook().clone();
+    assert!(notebook.runtimes().is_empty());
+
+    let run = queue(&notebook, "6 * 7", 0.0);
+    until("a local runtime runs it", TIMEOUT, || {
+        notebook.execution(&run).unwrap().status == ExecutionStatus::Done
+    })
+    .await;
+    let runtimes = notebook.runtimes();
+    assert_eq!(runtimes.len(), 1);
+    assert_eq!(runtimes[0].name, "local runtime");
+
+    until("the idle runtime stops", TIMEOUT, || {
+        notebook.runtimes()[0].status == inloop_doc::RuntimeStatus::Gone
+    })
+    .await;
+    // A new run starts a runtime again.
+    let again = queue(&notebook, "1 + 1", 1.0);
+    until("a new local runtime runs it", TIMEOUT, || {
+        notebook.execution(&again).unwrap().status == ExecutionStatus::Done
+    })
+    .await;
 }

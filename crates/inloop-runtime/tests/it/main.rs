@@ -75,6 +75,7 @@ impl TestRelay {
             kernel_search: SearchPath::from_env([venv]),
             stream_limit: Some(1 << 20),
             heartbeat: Duration::from_millis(500),
+            idle_exit: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
