@@ -819,12 +819,27 @@ impl Notebook {
 
     /// Every entry, oldest request first.
     pub fn executions(&self) -> Vec<Execution> {
+        self.executions_where(|_| true)
+    }
+
+    /// The entries in one of `statuses`, oldest request first. Only their status is read from
+    /// the others, so asking for the live ones stays cheap as the history grows.
+    pub fn executions_in(&self, statuses: &[ExecutionStatus]) -> Vec<Execution> {
+        self.executions_where(|status| statuses.contains(&status))
+    }
+
+    fn executions_where(&self, wanted: impl Fn(ExecutionStatus) -> bool) -> Vec<Execution> {
         let txn = self.doc.transact();
         let mut all: Vec<Execution> = self
             .executions
             .iter(&txn)
             .filter_map(|(id, entry)| match entry {
-                Out::YMap(entry) => Some(read_execution(&txn, id, &entry)),
+                Out::YMap(entry) => {
+                    let status = string_at(&txn, &entry, ek::STATUS)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(ExecutionStatus::Error);
+                    wanted(status).then(|| read_execution(&txn, id, &entry))
+                }
                 _ => None,
             })
             .collect();
@@ -838,8 +853,8 @@ impl Notebook {
 
     /// The queued entries for `target`, in the order they were requested.
     pub fn queued_executions(&self, target: &ExecutionTarget) -> Vec<Execution> {
-        let mut queued = self.executions();
-        queued.retain(|e| e.status == ExecutionStatus::Queued && &e.target == target);
+        let mut queued = self.executions_in(&[ExecutionStatus::Queued]);
+        queued.retain(|e| &e.target == target);
         queued
     }
 

@@ -5,7 +5,7 @@ use inloop_doc::{Execution, ExecutionStatus, ExecutionTarget, Notebook};
 /// The next entry for this runtime: the oldest queued `server` entry, unless one is running
 /// already (a runtime runs one entry at a time, in request order).
 pub fn next_to_run(notebook: &Notebook) -> Option<Execution> {
-    let executions = notebook.executions();
+    let executions = notebook.executions_in(&[ExecutionStatus::Queued, ExecutionStatus::Running]);
     let busy = executions
         .iter()
         .any(|e| e.target == ExecutionTarget::Server && e.status == ExecutionStatus::Running);
@@ -30,7 +30,7 @@ pub fn interrupt_orphans(
     now: f64,
 ) -> inloop_doc::Result<Vec<String>> {
     let orphans: Vec<Execution> = notebook
-        .executions()
+        .executions_in(&[ExecutionStatus::Running])
         .into_iter()
         .filter(|e| e.target == ExecutionTarget::Server && e.status == ExecutionStatus::Running)
         .filter(|e| e.runtime.as_deref() != Some(session_id) || e.lease_epoch < Some(epoch))
