@@ -142,10 +142,20 @@ struct RuntimeArgs {
     /// Stop after this many seconds with nothing to run [default: never].
     #[arg(long, env = "INLOOP_IDLE_EXIT_SECS")]
     idle_exit_secs: Option<u64>,
+    /// Run the kernel in this container image (it needs Python with ipykernel) instead of on
+    /// this machine.
+    #[arg(long, env = "INLOOP_CONTAINER")]
+    container: Option<String>,
+    /// The container engine.
+    #[arg(long, env = "INLOOP_ENGINE", default_value = "docker", requires = "container", value_parser = ["docker", "podman"])]
+    engine: String,
+    /// GPUs for the container, passed to the engine's --gpus (e.g. `all`).
+    #[arg(long, env = "INLOOP_GPUS", requires = "container")]
+    gpus: Option<String>,
 }
 
 impl RuntimeArgs {
-    fn config(self) -> inloop_runtime::agent::Config {
+    fn config(self) -> Result<inloop_runtime::agent::Config> {
         let mut prefixes = self.kernel_prefixes;
         if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
             prefixes.push(PathBuf::from(".venv"));
@@ -155,7 +165,7 @@ impl RuntimeArgs {
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_else(|_| "server runtime".into())
         });
-        inloop_runtime::agent::Config {
+        Ok(inloop_runtime::agent::Config {
             relay: self.relay,
             doc_id: self.doc,
             token: self.token,
@@ -165,7 +175,15 @@ impl RuntimeArgs {
             stream_limit: Some(self.stream_limit),
             heartbeat: Duration::from_secs(3),
             idle_exit: self.idle_exit_secs.map(Duration::from_secs),
-        }
+            container: match self.container {
+                Some(image) => Some(inloop_kernel::Container {
+                    engine: self.engine.parse()?,
+                    image,
+                    gpus: self.gpus,
+                }),
+                None => None,
+            },
+        })
     }
 }
 
@@ -240,7 +258,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args.config()?),
         Command::Runtime(args) => {
-            let config = args.config();
+            let config = args.config()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(async {
                 eprintln!(

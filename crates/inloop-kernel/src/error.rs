@@ -7,6 +7,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
+    #[error("unknown container engine {0:?} (expected docker or podman)")]
+    UnknownEngine(String),
+
     /// No kernelspec directory of that name in any of the directories searched.
     #[error(
         "no kernelspec named {name:?} (found: {}); searched {}",

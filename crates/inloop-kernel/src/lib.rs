@@ -48,12 +48,14 @@
 //! # }
 //! ```
 
+mod container;
 mod error;
 mod jupyter;
 mod kernel;
 mod kernelspec;
 mod writer;
 
+pub use container::{CONTAINER_CONNECTION_DIR, Container, Engine};
 pub use error::{Error, Result};
 pub use jupyter::{JupyterConfig, JupyterKernel};
 pub use kernel::{ExecEvent, ExecuteReply, Kernel, KernelInfo, ReplyStatus};

@@ -82,6 +82,7 @@ async fn main() {
         stream_limit: None,
         heartbeat: Duration::from_secs(3),
         idle_exit: None,
+        container: None,
     };
     tokio::spawn(agent::run(config, std::future::pending()));
 

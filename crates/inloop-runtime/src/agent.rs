@@ -37,6 +37,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Stop after this long with nothing to run (the relay's local runtimes use it).
     pub idle_exit: Option<Duration>,
+    /// Run the kernel in this container image instead of on this machine.
+    pub container: Option<inloop_kernel::Container>,
 }
 
 /// Seconds since the Unix epoch, as the document stores times.
@@ -68,7 +70,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         .await
         .map_err(|e| Error::Relay(e.to_string()))?;
     let spec = KernelSpec::find(&config.kernel, &config.kernel_search)?;
-    let kernel = Arc::new(JupyterKernel::start(spec, JupyterConfig::default()).await?);
+    let kernel_config = JupyterConfig {
+        container: config.container.clone(),
+        ..JupyterConfig::default()
+    };
+    let kernel = Arc::new(JupyterKernel::start(spec, kernel_config).await?);
     let notebook = client.notebook().clone();
     let session_id = session_id();
 
@@ -78,7 +84,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         name: config.name.clone(),
         kernels: vec![config.kernel.clone()],
         gpu: crate::gpu(),
-        container_image: None,
+        container_image: config.container.as_ref().map(|c| c.image.clone()),
         status: RuntimeStatus::Idle,
         heartbeat_at: now(),
         lease_epoch: None,

@@ -53,6 +53,8 @@ pub struct JupyterConfig {
     /// How long a kernel asked to shut down (or a control request) may take before it is
     /// killed (given up on) (jupyter_client's `shutdown_wait_time`: 5 s).
     pub shutdown_timeout: Duration,
+    /// Run the kernel in this container instead of from the kernelspec's command.
+    pub container: Option<crate::Container>,
 }
 
 impl Default for JupyterConfig {
@@ -63,6 +65,7 @@ impl Default for JupyterConfig {
             startup_timeout: Duration::from_secs(60),
             iopub_timeout: Duration::from_secs(4),
             shutdown_timeout: Duration::from_secs(5),
+            container: None,
         }
     }
 }
@@ -219,9 +222,14 @@ impl Instance {
             kernel_name: Some(spec.name.clone()),
         };
         let connection_file = connection_dir.path().join("kernel.json");
-        let json = serde_json::to_vec_pretty(&connection).map_err(std::io::Error::other)?;
+        // In a container the kernel binds all its interfaces; we reach it on published ports.
+        let mut kernel_view = connection.clone();
+        if config.container.is_some() {
+            kernel_view.ip = "0.0.0.0".to_owned();
+        }
+        let json = serde_json::to_vec_pretty(&kernel_view).map_err(std::io::Error::other)?;
         std::fs::write(&connection_file, json)?;
-        let process = Process::spawn(spec, config, &connection_file)?;
+        let process = Process::spawn(spec, config, &connection_file, &ports)?;
 
         let ready = async {
             let channels = Channels::connect(&connection).await?;

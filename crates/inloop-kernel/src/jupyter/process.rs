@@ -30,22 +30,49 @@ pub(super) struct Process {
     /// `None` while it runs, then how it ended.
     exit: watch::Receiver<Option<String>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// For a kernel in a container: the command that removes it (killing the attached engine
+    /// client does not stop the container).
+    cleanup: Option<Vec<String>>,
+}
+
+/// The random part of the connection folder's name, to name the container after.
+fn connection_file_id(connection_file: &Path) -> String {
+    connection_file
+        .parent()
+        .and_then(Path::file_name)
+        .map(|name| {
+            name.to_string_lossy()
+                .trim_start_matches("inloop-kernel-")
+                .to_owned()
+        })
+        .unwrap_or_else(|| "kernel".to_owned())
 }
 
 impl Process {
-    /// Starts `spec`'s command with `{connection_file}` and `{resource_dir}` filled in.
+    /// Starts `spec`'s command with `{connection_file}` and `{resource_dir}` filled in, or,
+    /// with `config.container`, the container engine's command running the kernel on `ports`.
     pub(super) fn spawn(
         spec: &KernelSpec,
         config: &JupyterConfig,
         connection_file: &Path,
+        ports: &[u16],
     ) -> Result<Process> {
         let fill = |arg: &str| {
             arg.replace("{connection_file}", &connection_file.to_string_lossy())
                 .replace("{resource_dir}", &spec.resource_dir.to_string_lossy())
         };
-        let mut command = Command::new(fill(&spec.argv[0]));
+        let (argv, cleanup) = match &config.container {
+            Some(container) => {
+                let name = format!("inloop-kernel-{}", connection_file_id(connection_file));
+                let dir = connection_file.parent().unwrap_or(connection_file);
+                let cleanup = container.remove_command(&name);
+                (container.command(&name, dir, ports), Some(cleanup))
+            }
+            None => (spec.argv.iter().map(|arg| fill(arg)).collect(), None),
+        };
+        let mut command = Command::new(&argv[0]);
         command
-            .args(spec.argv[1..].iter().map(|arg| fill(arg)))
+            .args(&argv[1..])
             .envs(&spec.env)
             .envs(&config.env)
             // As jupyter_client does: the kernel exits when this process dies, even by SIGKILL
@@ -62,7 +89,7 @@ impl Process {
         }
         let mut child = command.spawn().map_err(|source| Error::Launch {
             kernel: spec.name.clone(),
-            program: spec.argv[0].clone(),
+            program: argv[0].clone(),
             source,
         })?;
         let pid = child
@@ -92,7 +119,12 @@ impl Process {
             tracing::debug!(kernel, %status, "kernel process ended");
             let _ = exited.send(Some(status));
         });
-        Ok(Process { pid, exit, stderr })
+        Ok(Process {
+            pid,
+            exit,
+            stderr,
+            cleanup,
+        })
     }
 
     pub(super) fn pid(&self) -> u32 {
@@ -159,6 +191,13 @@ impl Drop for Process {
     fn drop(&mut self) {
         // Synchronous, so the kernel dies with us even when no runtime is left to run a task.
         let _ = self.signal(Signal::KILL);
+        if let Some(cleanup) = &self.cleanup {
+            let _ = std::process::Command::new(&cleanup[0])
+                .args(&cleanup[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+        }
     }
 }
 

@@ -63,3 +63,27 @@ async fn assert_gone(pid: u32) {
     }
     panic!("process {pid:?} is still there");
 }
+
+/// With no container engine on this machine, asking for one fails at start with an error that
+/// names the engine or quotes what it printed, and leaves nothing running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_kernel_without_an_engine_fails_clearly() {
+    use inloop_kernel::{Container, Engine, JupyterConfig, JupyterKernel, KernelSpec, SearchPath};
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
+    let spec = KernelSpec::find("python3", &SearchPath::from_env([venv])).unwrap();
+    let config = JupyterConfig {
+        container: Some(Container {
+            engine: Engine::Podman,
+            image: "python:3.12".into(),
+            gpus: None,
+        }),
+        startup_timeout: std::time::Duration::from_secs(20),
+        ..JupyterConfig::default()
+    };
+    let error = JupyterKernel::start(spec, config)
+        .await
+        .err()
+        .expect("no engine here");
+    let message = error.to_string();
+    assert!(message.contains("podman"), "{message}");
+}

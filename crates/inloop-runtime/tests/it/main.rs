@@ -76,6 +76,7 @@ impl TestRelay {
             stream_limit: Some(1 << 20),
             heartbeat: Duration::from_millis(500),
             idle_exit: None,
+            container: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
