@@ -80,10 +80,9 @@ async fn a_container_kernel_without_an_engine_fails_clearly() {
         startup_timeout: std::time::Duration::from_secs(20),
         ..JupyterConfig::default()
     };
-    let error = JupyterKernel::start(spec, config)
-        .await
-        .err()
-        .expect("no engine here");
+    let Err(error) = JupyterKernel::start(spec, config).await else {
+        panic!("no container engine runs here, yet the kernel started");
+    };
     let message = error.to_string();
     assert!(message.contains("podman"), "{message}");
 }
