@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use inloop_doc::Notebook;
 use inloop_sync::{Outcome, Role, Room, RoomLimits};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
@@ -176,13 +175,7 @@ impl Rooms {
         let Some(stored) = self.storage.load(doc_id).await? else {
             return Ok(None);
         };
-        let notebook = Notebook::new();
-        if let Some(snapshot) = &stored.snapshot {
-            notebook.apply_update_v1(snapshot)?;
-        }
-        for update in &stored.updates {
-            notebook.apply_update_v1(update)?;
-        }
+        let notebook = stored.notebook()?;
         let limits = &self.config.limits;
         let room_limits = RoomLimits {
             max_document_bytes: limits.max_document_bytes,

@@ -22,6 +22,15 @@ pub struct StoredDoc {
 }
 
 impl StoredDoc {
+    /// The document: the snapshot with the log applied on top.
+    pub fn notebook(&self) -> Result<inloop_doc::Notebook> {
+        let notebook = inloop_doc::Notebook::new();
+        for update in self.snapshot.iter().chain(&self.updates) {
+            notebook.apply_update_v1(update)?;
+        }
+        Ok(notebook)
+    }
+
     /// Bytes of snapshot and log: what the document limit counts.
     pub fn stored_bytes(&self) -> usize {
         self.snapshot.as_ref().map_or(0, Vec::len)

@@ -256,19 +256,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args.config()?),
-        Command::Runtime(args) => {
-            let config = args.config()?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(async {
-                eprintln!(
-                    "inloop runtime: joining document {} on {} with kernel {}",
-                    config.doc_id, config.relay, config.kernel
-                );
-                inloop_runtime::agent::run(config, shutdown_signal()).await
-            })?;
-            Ok(())
-        }
+        Command::Serve(args) => block_on(serve(args.config()?)),
+        Command::Runtime(args) => block_on(runtime(args.config()?)),
         Command::Import { input, out } => {
             let bytes = fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let update = Notebook::ipynb_to_update_v1(&bytes)
@@ -310,23 +299,36 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).with_context(context)
 }
 
-fn serve(config: Config) -> Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let data = config.data_dir.clone();
-        let relay = Relay::start(config)
-            .await
-            .with_context(|| format!("starting the relay (data in {})", data.display()))?;
-        println!(
-            "inloop relay listening on http://{} (data in {})",
-            relay.addr(),
-            data.display()
-        );
-        println!("  open this URL to start: {}", relay.admin_url());
-        relay.run_until(shutdown_signal()).await?;
-        eprintln!("inloop relay stopped");
-        Ok(())
-    })
+/// Runs an async command to its end on a multi-threaded runtime.
+fn block_on(command: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(command)
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let data = config.data_dir.clone();
+    let relay = Relay::start(config)
+        .await
+        .with_context(|| format!("starting the relay (data in {})", data.display()))?;
+    println!(
+        "inloop relay listening on http://{} (data in {})",
+        relay.addr(),
+        data.display()
+    );
+    println!("  open this URL to start: {}", relay.admin_url());
+    relay.run_until(shutdown_signal()).await?;
+    eprintln!("inloop relay stopped");
+    Ok(())
+}
+
+async fn runtime(config: inloop_runtime::agent::Config) -> Result<()> {
+    eprintln!(
+        "inloop runtime: joining document {} on {} with kernel {}",
+        config.doc_id, config.relay, config.kernel
+    );
+    inloop_runtime::agent::run(config, shutdown_signal()).await?;
+    Ok(())
 }
 
 /// Ctrl+C or SIGTERM.

@@ -202,9 +202,31 @@ impl Notebook {
                 emit(txn, changes.collect());
             });
 
+        self.subscription(key)
+    }
+
+    /// Calls `f` after every transaction that changed the execution queue or the runtimes: the
+    /// cheap watch for a scheduler or a relay, which need no typed changes of the cells (those
+    /// cost a diff of the cell order on every edit). Same rules for `f` as [`Notebook::observe`].
+    pub fn observe_runs<F>(&self, f: F) -> Subscription
+    where
+        F: FnMut() + 'static,
+    {
+        let key = observer_key();
+        let f = Rc::new(RefCell::new(f));
+        for map in [self.executions_ref(), self.runtimes_ref()] {
+            let f = f.clone();
+            map.observe_deep(key.clone(), move |_, _| (f.borrow_mut())());
+        }
+        self.subscription(key)
+    }
+
+    /// What unregisters every observer under `key` (unobserving a type that has none under it
+    /// is harmless).
+    fn subscription(&self, key: Origin) -> Subscription {
         Subscription {
             key,
-            cells,
+            cells: self.cells_ref().clone(),
             _doc: self.doc().clone(),
             maps: [
                 self.meta_ref().clone(),

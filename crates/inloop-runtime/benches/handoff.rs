@@ -92,7 +92,7 @@ async fn main() {
         .expect("a cell");
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
     let waker = notify.clone();
-    let _watch = notebook.observe(move |_| waker.notify_one());
+    let _watch = notebook.observe_runs(move || waker.notify_one());
     let mut handoff = Vec::new();
     for i in 0..WARM_UP + runs {
         let started = Instant::now();

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use inloop_client::{Client, ClientOptions, Status};
 use inloop_doc::{
-    Change, ExecutionState, ExecutionStatus, Notebook, Runtime, RuntimeKind, RuntimeStatus,
+    Execution, ExecutionState, ExecutionStatus, Notebook, Runtime, RuntimeKind, RuntimeStatus,
 };
 use inloop_kernel::{
     ExecEvent, JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, ReplyStatus,
@@ -98,17 +98,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     // Every change to the queue or to our entry wakes the loop.
     let wake = Arc::new(Notify::new());
     let waker = wake.clone();
-    let _watch = notebook.observe(move |batch| {
-        let relevant = batch.changes.iter().any(|c| {
-            matches!(
-                c,
-                Change::ExecutionChanged { .. } | Change::RuntimeChanged { .. }
-            )
-        });
-        if relevant {
-            waker.notify_one();
-        }
-    });
+    let _watch = notebook.observe_runs(move || waker.notify_one());
 
     let mut status = client.watch_status();
     let mut lease = client.watch_lease();
@@ -221,18 +211,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         if let (Some(epoch), true, None) = (epoch, connected, &running) {
             if let Some(entry) = next_to_run(&notebook) {
                 notebook.start_execution(&entry.id, &session_id, Some(epoch), now())?;
+                let execution_id = entry.id.clone();
                 let done = tokio::spawn(run_entry(
                     kernel.clone(),
                     notebook.clone(),
-                    entry.id.clone(),
-                    entry.cell_id.clone(),
-                    entry.code.clone(),
+                    entry,
                     epoch,
                     config.stream_limit,
                     finished_tx.clone(),
                 ));
                 running = Some(Running {
-                    execution_id: entry.id,
+                    execution_id,
                     interrupt_sent: false,
                     done,
                 });
@@ -251,17 +240,20 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 }
 
 /// Runs one entry in the kernel, writing its outputs as they arrive, then ends it.
-#[allow(clippy::too_many_arguments)]
 async fn run_entry(
     kernel: Arc<JupyterKernel>,
     notebook: Notebook,
-    execution_id: String,
-    cell_id: String,
-    code: String,
+    entry: Execution,
     epoch: u64,
     stream_limit: Option<usize>,
     finished: mpsc::UnboundedSender<()>,
 ) {
+    let Execution {
+        id: execution_id,
+        cell_id,
+        code,
+        ..
+    } = entry;
     let _ = notebook.clear_outputs(&cell_id);
     let _ = notebook.set_execution_state(&cell_id, ExecutionState::Running);
     let (events, mut incoming) = mpsc::unbounded_channel::<ExecEvent>();

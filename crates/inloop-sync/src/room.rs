@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use inloop_doc::{Change, Notebook};
+use inloop_doc::Notebook;
 use yrs::sync::AwarenessUpdate;
 use yrs::sync::awareness::AwarenessUpdateEntry;
 use yrs::updates::decoder::Decode;
@@ -94,17 +94,9 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
         let execution_activity = Arc::new(AtomicBool::new(false));
         let flag = touched_execution.clone();
         let activity = execution_activity.clone();
-        let execution_watch = notebook.observe(move |batch| {
-            let runs = batch.changes.iter().any(|change| {
-                matches!(
-                    change,
-                    Change::ExecutionChanged { .. } | Change::RuntimeChanged { .. }
-                )
-            });
-            if runs {
-                flag.store(true, Ordering::Relaxed);
-                activity.store(true, Ordering::Relaxed);
-            }
+        let execution_watch = notebook.observe_runs(move || {
+            flag.store(true, Ordering::Relaxed);
+            activity.store(true, Ordering::Relaxed);
         });
         Self {
             notebook,

@@ -2,10 +2,11 @@
 //! lease message. Only this module encodes or decodes frames.
 
 use yrs::StateVector;
-use yrs::sync::protocol::SyncMessage;
+use yrs::encoding::write::Write;
+use yrs::sync::protocol::{MSG_SYNC, MSG_SYNC_UPDATE, SyncMessage};
 use yrs::sync::{AwarenessUpdate, Message as YMessage};
 use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
+use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
 
 use crate::lease::LeaseMessage;
 use crate::{Error, Result};
@@ -31,29 +32,28 @@ pub enum Message {
 }
 
 impl Message {
-    /// The frame for this message.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The frame for this message (consumed: a whole document's step 2 is not copied).
+    pub fn encode(self) -> Vec<u8> {
         let message = match self {
-            Message::SyncStep1(sv) => YMessage::Sync(SyncMessage::SyncStep1(sv.clone())),
-            Message::SyncStep2(update) => YMessage::Sync(SyncMessage::SyncStep2(update.clone())),
-            Message::Update(update) => YMessage::Sync(SyncMessage::Update(update.clone())),
-            Message::Awareness(update) => YMessage::Awareness(update.clone()),
+            Message::SyncStep1(sv) => YMessage::Sync(SyncMessage::SyncStep1(sv)),
+            Message::SyncStep2(update) => YMessage::Sync(SyncMessage::SyncStep2(update)),
+            Message::Update(update) => YMessage::Sync(SyncMessage::Update(update)),
+            Message::Awareness(update) => YMessage::Awareness(update),
             Message::QueryAwareness => YMessage::AwarenessQuery,
-            Message::Auth(reason) => YMessage::Auth(reason.clone()),
+            Message::Auth(reason) => YMessage::Auth(reason),
             Message::Lease(lease) => YMessage::Custom(MSG_LEASE, lease.to_json()),
         };
         message.encode_v1()
     }
-
-    /// Whether the message would change the document if applied.
-    pub fn writes_document(&self) -> bool {
-        matches!(self, Message::SyncStep2(_) | Message::Update(_))
-    }
 }
 
-/// The update frame for `update`, without copying it into a [`Message`] first.
+/// The update frame for `update`, written straight from the slice (the relay's fan-out).
 pub fn encode_update(update: &[u8]) -> Vec<u8> {
-    YMessage::Sync(SyncMessage::Update(update.to_vec())).encode_v1()
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(MSG_SYNC);
+    encoder.write_var(MSG_SYNC_UPDATE);
+    encoder.write_buf(update);
+    encoder.to_vec()
 }
 
 /// The message in a frame. y-websocket sends one message per frame; a truncated one is an error.
@@ -76,11 +76,6 @@ pub fn decode(frame: &[u8]) -> Result<Message> {
     })
 }
 
-/// Decodes a state vector sent as bytes (as in HTTP), with a clear error.
-pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector> {
-    StateVector::decode_v1(bytes).map_err(|e| Error::Malformed(format!("state vector: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,8 +94,14 @@ mod tests {
             }),
         ];
         for message in messages {
-            assert_eq!(decode(&message.encode()).unwrap(), message);
+            assert_eq!(decode(&message.clone().encode()).unwrap(), message);
         }
+    }
+
+    #[test]
+    fn an_update_frame_is_the_update_message() {
+        let update = vec![1, 2, 3];
+        assert_eq!(encode_update(&update), Message::Update(update).encode());
     }
 
     #[test]

@@ -10,6 +10,33 @@ use crate::{
     Client, ClientOptions, TestRelay, connect, connect_with, ended, eventually, http_request,
 };
 
+/// A peer that stopped reading: connected with a fixed 16 KiB TCP receive buffer (the kernel
+/// would otherwise grow it to tens of MB), then paused.
+async fn stalled_peer(url: &str) -> Client {
+    let small_buffer = ClientOptions {
+        receive_buffer: Some(16 << 10),
+        ..ClientOptions::new()
+    };
+    let slow = connect_with(url, Notebook::new(), small_buffer)
+        .await
+        .unwrap();
+    slow.pause_reading();
+    slow
+}
+
+/// Appends `count` markdown cells of `bytes` each, `gap` apart so the client sends each as its
+/// own message (it merges what queues up).
+async fn write_cells(writer: &Client, count: usize, bytes: usize, gap: Duration) {
+    let chunk = "x".repeat(bytes);
+    for i in 0..count {
+        writer
+            .notebook()
+            .insert_cell(i as u32 + 1, CellType::Markdown, &chunk)
+            .unwrap();
+        tokio::time::sleep(gap).await;
+    }
+}
+
 /// Something a peer sends that it should not.
 type Misbehaviour = Box<dyn Fn(&Client)>;
 
@@ -103,11 +130,7 @@ async fn garbage_truncated_oversized_text_and_flooding_peers_are_disconnected_wi
         relay_still_serves(&relay, &doc, &format!("after {what}")).await;
     }
     relay_still_serves(&relay, &other_doc, "the other document").await;
-    let (_, metrics) = http_request(relay.addr, "GET", "/metrics", None, b"").await;
-    assert!(
-        metrics.contains("inloop_disconnects_protocol_total 5"),
-        "{metrics}"
-    );
+    assert_eq!(relay.metric("inloop_disconnects_protocol_total").await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,29 +146,11 @@ async fn a_peer_that_stops_reading_is_disconnected_and_resyncs_with_no_gap() {
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
     let writer = connect(&url).await.unwrap();
     let reader = connect(&url).await.unwrap();
-    let slow = connect_with(
-        &url,
-        Notebook::new(),
-        ClientOptions {
-            receive_buffer: Some(16 << 10),
-            ..ClientOptions::new()
-        },
-    )
-    .await
-    .unwrap();
-    slow.pause_reading();
+    let slow = stalled_peer(&url).await;
 
     // 16 KiB per edit, 6.5 MB in all: more than the relay's send buffer (4 MB at most here),
     // the stalled peer's 16 KiB and its 64-frame queue hold.
-    let chunk = "x".repeat(16 << 10);
-    for i in 0..EDITS {
-        writer
-            .notebook()
-            .insert_cell(i as u32 + 1, CellType::Markdown, &chunk)
-            .unwrap();
-        // Apart, so the client sends each as its own message (it merges what queues up).
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    write_cells(&writer, EDITS, 16 << 10, Duration::from_millis(1)).await;
     let expected = EDITS as u32 + 1;
     eventually(
         Duration::from_secs(30),
@@ -156,10 +161,7 @@ async fn a_peer_that_stops_reading_is_disconnected_and_resyncs_with_no_gap() {
     eventually(
         Duration::from_secs(10),
         "the stalled peer is disconnected",
-        || async {
-            let (_, metrics) = http_request(relay.addr, "GET", "/metrics", None, b"").await;
-            metrics.contains("inloop_disconnects_slow_total 1")
-        },
+        || async { relay.metric("inloop_disconnects_slow_total").await == 1 },
     )
     .await;
 
@@ -219,31 +221,14 @@ async fn a_stalled_peer_is_dropped_even_when_its_queue_never_fills() {
     let doc = relay.create_doc().await;
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
     let writer = connect(&url).await.unwrap();
-    let small_buffer = ClientOptions {
-        receive_buffer: Some(16 << 10),
-        ..ClientOptions::new()
-    };
-    let slow = connect_with(&url, Notebook::new(), small_buffer)
-        .await
-        .unwrap();
-    slow.pause_reading();
+    let slow = stalled_peer(&url).await;
     // Few, large messages: 24 of 512 KiB, far from the 4,096-frame queue, but more than the
     // socket buffers take.
-    let chunk = "y".repeat(512 << 10);
-    for i in 0..24 {
-        writer
-            .notebook()
-            .insert_cell(i + 1, CellType::Markdown, &chunk)
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    write_cells(&writer, 24, 512 << 10, Duration::from_millis(5)).await;
     eventually(
         Duration::from_secs(20),
         "the stalled peer is dropped",
-        || async {
-            let (_, metrics) = http_request(relay.addr, "GET", "/metrics", None, b"").await;
-            metrics.contains("inloop_disconnects_slow_total 1")
-        },
+        || async { relay.metric("inloop_disconnects_slow_total").await == 1 },
     )
     .await;
     slow.resume_reading();

@@ -81,6 +81,16 @@ impl TestRelay {
         created["id"].as_str().unwrap().to_owned()
     }
 
+    /// A value from `GET /metrics`.
+    pub(crate) async fn metric(&self, name: &str) -> u64 {
+        let (_, metrics) = http_request(self.addr, "GET", "/metrics", None, b"").await;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    }
+
     pub(crate) fn token(&self, doc_id: &str, role: Role) -> String {
         self.state.mint(
             Some(doc_id),

@@ -2,21 +2,12 @@
 
 use std::time::Duration;
 
-use inloop_doc::{CellType, Notebook};
+use inloop_doc::CellType;
 use inloop_relay::Limits;
 use inloop_relay::store::{SqliteStore, Store};
 use inloop_sync::Role;
 
-use crate::{TestRelay, connect, eventually, http_request};
-
-async fn metric(relay: &TestRelay, name: &str) -> u64 {
-    let (_, metrics) = http_request(relay.addr, "GET", "/metrics", None, b"").await;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
-}
+use crate::{TestRelay, connect, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_document_unloads_and_comes_back_on_demand() {
@@ -32,21 +23,21 @@ async fn an_idle_document_unloads_and_comes_back_on_demand() {
         .insert_cell(1, CellType::Markdown, "still here")
         .unwrap();
     eventually(Duration::from_secs(5), "the edit is stored", || async {
-        metric(&relay, "inloop_updates_in_total").await == 1
+        relay.metric("inloop_updates_in_total").await == 1
     })
     .await;
-    assert_eq!(metric(&relay, "inloop_documents_loaded").await, 1);
+    assert_eq!(relay.metric("inloop_documents_loaded").await, 1);
     drop(peer);
     eventually(
         Duration::from_secs(5),
         "the idle document unloads",
-        || async { metric(&relay, "inloop_documents_loaded").await == 0 },
+        || async { relay.metric("inloop_documents_loaded").await == 0 },
     )
     .await;
 
     let back = connect(&url).await.unwrap();
     assert_eq!(back.notebook().cell_count(), 2, "reloaded from storage");
-    assert_eq!(metric(&relay, "inloop_documents_loaded").await, 1);
+    assert_eq!(relay.metric("inloop_documents_loaded").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +57,7 @@ async fn the_log_folds_into_a_snapshot() {
         // One update per batch, so the count of log entries is predictable.
         let stored = i as u64 + 1;
         eventually(Duration::from_secs(5), "the edit is stored", || async {
-            metric(&relay, "inloop_updates_in_total").await == stored
+            relay.metric("inloop_updates_in_total").await == stored
         })
         .await;
     }
@@ -82,10 +73,7 @@ async fn the_log_folds_into_a_snapshot() {
         "the log was folded: {} entries left",
         stored.updates.len()
     );
-    let notebook = Notebook::new();
-    for update in stored.snapshot.iter().chain(&stored.updates) {
-        notebook.apply_update_v1(update).unwrap();
-    }
+    let notebook = stored.notebook().unwrap();
     assert_eq!(
         notebook.to_ipynb(),
         expected,

@@ -6,9 +6,9 @@ use std::time::Duration;
 use inloop_client::{Client, ClientOptions};
 use inloop_doc::{Notebook, TextDelta};
 use inloop_relay::store::{SqliteStore, Store};
-use inloop_sync::{Claims, Role, TokenKey};
+use inloop_sync::Role;
 
-use crate::{SECRET, Serve};
+use crate::{Serve, token};
 
 const ROUNDS: usize = 5;
 const WRITERS: usize = 3;
@@ -28,22 +28,7 @@ fn writer_cells(notebook: &Notebook) -> Vec<(String, String)> {
 fn stored(data: &std::path::Path, doc: &str) -> Notebook {
     let mut store = SqliteStore::open(&data.join("inloop.sqlite3")).unwrap();
     let stored = store.load(doc).unwrap().expect("the document is stored");
-    let notebook = Notebook::new();
-    for update in stored.snapshot.iter().chain(&stored.updates) {
-        notebook.apply_update_v1(update).unwrap();
-    }
-    notebook
-}
-
-/// A token for every document, signed with the relay's key.
-fn admin_token() -> String {
-    let key = TokenKey::new(SECRET.as_bytes()).unwrap();
-    key.sign(&Claims {
-        doc: None,
-        role: Role::Admin,
-        exp: u64::MAX / 4,
-        name: None,
-    })
+    stored.notebook().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +37,7 @@ async fn updates_clients_received_survive_sigkill_and_everyone_reconverges() {
     let mut relay = Serve::start(data.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
     let addr = relay.addr;
     let doc = "durability";
-    let admin = admin_token();
+    let admin = token(Role::Admin);
     let url = format!("ws://{addr}/api/docs/{doc}/ws?token={admin}");
 
     // An admin opening a new id creates it; each writer then gets a cell of its own.
@@ -154,7 +139,7 @@ async fn updates_clients_received_survive_sigkill_and_everyone_reconverges() {
 async fn sigterm_closes_connections_and_exits_cleanly() {
     let data = tempfile::tempdir().unwrap();
     let relay = Serve::start(data.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
-    let admin = admin_token();
+    let admin = token(Role::Admin);
     let url = format!("ws://{}/api/docs/term/ws?token={admin}", relay.addr);
     let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
     client.wait_synced(Duration::from_secs(10)).await.unwrap();

@@ -11,6 +11,17 @@ use std::process::{Child, Command, Stdio};
 /// A fixed signing key, so tokens minted by the test hold across restarts.
 pub(crate) const SECRET: &str = "durability-test-secret-0123456789abcdef";
 
+/// A token for every document with `role`, signed with the relay's key.
+pub(crate) fn token(role: inloop_sync::Role) -> String {
+    let key = inloop_sync::TokenKey::new(SECRET.as_bytes()).unwrap();
+    key.sign(&inloop_sync::Claims {
+        doc: None,
+        role,
+        exp: u64::MAX / 4,
+        name: None,
+    })
+}
+
 /// `inloop serve` running as a child process.
 #[derive(Debug)]
 pub(crate) struct Serve {

@@ -5,20 +5,11 @@ use std::time::Duration;
 
 use inloop_client::{Client, ClientOptions};
 use inloop_doc::{CellType, ExecutionStatus, ExecutionTarget, Notebook};
-use inloop_sync::{Claims, Role, TokenKey};
+use inloop_sync::Role;
 
-use crate::{RuntimeProcess, SECRET, Serve};
+use crate::{RuntimeProcess, Serve, token};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn token(role: Role) -> String {
-    TokenKey::new(SECRET.as_bytes()).unwrap().sign(&Claims {
-        doc: None,
-        role,
-        exp: u64::MAX / 4,
-        name: None,
-    })
-}
 
 async fn client(addr: SocketAddr, doc: &str) -> Client {
     let url = format!("ws://{addr}/api/docs/{doc}/ws?token={}", token(Role::Admin));
