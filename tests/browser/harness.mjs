@@ -1,0 +1,107 @@
+// Shared pieces of the browser tests: a real `inloop serve` on a free port, and Debian's
+// Chromium driven by playwright-core with no network beyond localhost.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** The `inloop` binary the tests run: `INLOOP_BIN`, or the debug build. */
+export const inloopBin = process.env.INLOOP_BIN ?? path.join(repo, 'target/debug/inloop');
+
+/** Where tests write screenshots and traces (ignored by git). */
+export const outDir = path.join(repo, 'tests/out');
+
+/**
+ * Starts `inloop serve` on a free loopback port with a fresh data folder, serving `web`.
+ * Resolves once it listens, with its URL, its admin token and helpers to call its HTTP API.
+ */
+export async function startRelay({ web = path.join(repo, 'web/dist'), flags = [] } = {}) {
+  const data = mkdtempSync(path.join(tmpdir(), 'inloop-browser-test-'));
+  const child = spawn(
+    inloopBin,
+    ['serve', '--addr', '127.0.0.1:0', '--data', data, '--web', web, '--no-runtime', ...flags],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
+  );
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const lines = readline.createInterface({ input: child.stdout });
+  let url;
+  let adminToken;
+  for await (const line of lines) {
+    const listening = line.match(/listening on (http:\/\/[^\s]+)/);
+    if (listening) url = listening[1];
+    const admin = line.match(/[?&]token=([^\s&]+)/);
+    if (admin) adminToken = admin[1];
+    if (url && adminToken) break;
+  }
+  if (!url || !adminToken) throw new Error(`${inloopBin} serve exited before it listened`);
+  lines.on('line', () => {}); // keep draining stdout
+
+  async function api(method, route, body, token = adminToken) {
+    const response = await fetch(`${url}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${await response.text()}`);
+    return response;
+  }
+
+  return {
+    url,
+    wsUrl: url.replace(/^http/, 'ws'),
+    adminToken,
+    api,
+    /** Creates a notebook (blank, or from `.ipynb` text); resolves to its id. */
+    async createDoc(ipynb) {
+      return (await (await api('POST', '/api/docs', ipynb ?? '')).json()).id;
+    },
+    /** A share token for `docId` with `role` (read, edit, execute, runtime, admin). */
+    async mint(docId, role, name = role) {
+      return (await (await api('POST', `/api/docs/${docId}/tokens`, { role, name })).json()).token;
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(data, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The flags Chromium needs on these machines: headless as root, no calls home. */
+export const chromiumArgs = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/**
+ * Debian's Chromium with a fresh profile (`userDataDir`, or a temporary one). Every request
+ * to a host other than localhost fails, so a test proves it needs no network.
+ */
+export async function launchChromium({ userDataDir } = {}) {
+  const profile = userDataDir ?? mkdtempSync(path.join(tmpdir(), 'inloop-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: chromiumArgs,
+    headless: true,
+  });
+  await context.route(
+    (url) => !['127.0.0.1', 'localhost'].includes(url.hostname),
+    (route) => route.abort('internetdisconnected'),
+  );
+  const close = async () => {
+    await context.close();
+    if (!userDataDir) rmSync(profile, { recursive: true, force: true });
+  };
+  return { context, close };
+}
