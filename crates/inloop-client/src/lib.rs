@@ -29,6 +29,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,6 +115,8 @@ pub struct Client {
     status: watch::Receiver<Status>,
     lease: watch::Sender<Vec<LeaseMessage>>,
     paused: watch::Sender<bool>,
+    /// Local changes queued for the connection task and not yet counted by the session.
+    queued_changes: Arc<AtomicU64>,
     _local_updates: UpdateSubscription,
 }
 
@@ -137,8 +140,13 @@ impl Client {
         let (paused, paused_rx) = watch::channel(false);
         let lease = watch::Sender::new(Vec::new());
         let sender = outgoing.clone();
+        let queued_changes = Arc::new(AtomicU64::new(0));
+        let queued = queued_changes.clone();
+        // Counted here, not in the session: this runs inside the editing transaction, and the
+        // connection task may hold the session while it waits for the document.
         let local_updates = notebook
             .observe_local_updates(move |update| {
+                queued.fetch_add(1, Ordering::SeqCst);
                 let _ = sender.send(Outgoing::Update(update.to_vec()));
             })
             .unwrap_or_else(|_| unreachable!("a client is made outside transactions"));
@@ -147,6 +155,7 @@ impl Client {
             options,
             session: session.clone(),
             queue,
+            queued_changes: queued_changes.clone(),
             status: status_tx,
             lease: lease.clone(),
             paused: paused_rx,
@@ -159,6 +168,7 @@ impl Client {
             status,
             lease,
             paused,
+            queued_changes,
             _local_updates: local_updates,
         }
     }
@@ -201,6 +211,13 @@ impl Client {
             },
             _ => None,
         }
+    }
+
+    /// Local changes the relay has not acknowledged as stored yet (made offline, queued, or in
+    /// flight): 0 once everything this peer wrote is safe on the relay.
+    pub fn unacknowledged(&self) -> u64 {
+        let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        session.unacknowledged() + self.queued_changes.load(Ordering::SeqCst)
     }
 
     /// Sets this peer's presence (a JSON object: name, colour, cursor…).
@@ -272,6 +289,7 @@ struct Connection {
     options: ClientOptions,
     session: Arc<Mutex<ClientSession>>,
     queue: mpsc::UnboundedReceiver<Outgoing>,
+    queued_changes: Arc<AtomicU64>,
     status: watch::Sender<Status>,
     lease: watch::Sender<Vec<LeaseMessage>>,
     paused: watch::Receiver<bool>,
@@ -286,6 +304,22 @@ enum Ended {
 }
 
 impl Connection {
+    /// Hands a local change taken off the queue to the session's count (sent or not, it is
+    /// unacknowledged until the relay says so).
+    fn dequeued(&self, item: &Outgoing) {
+        if let Outgoing::Update(_) = item {
+            self.change_dequeued();
+        }
+    }
+
+    fn change_dequeued(&self) {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .local_change();
+        self.queued_changes.fetch_sub(1, Ordering::SeqCst);
+    }
+
     async fn run(mut self) {
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -316,7 +350,7 @@ impl Connection {
                                     self.status.send_replace(Status::Closed { code: None, reason: "closed".into() });
                                     return;
                                 }
-                                Some(_) => {}
+                                Some(item) => self.dequeued(&item),
                             },
                         }
                     }
@@ -382,7 +416,9 @@ impl Connection {
         let (mut sink, mut stream) = socket.split();
         // Whatever was queued before this connection is covered by the sync exchange below,
         // except what must go on every connection anyway (presence is resent by `connected`).
-        while self.queue.try_recv().is_ok() {}
+        while let Ok(item) = self.queue.try_recv() {
+            self.dequeued(&item);
+        }
         let first = self
             .session
             .lock()
@@ -399,6 +435,7 @@ impl Connection {
                 queued = self.queue.recv() => {
                     let mut next = queued.or(Some(Outgoing::Close));
                     while let Some(item) = next.take() {
+                        self.dequeued(&item);
                         let frame = match item {
                             Outgoing::Frame(frame) => frame,
                             Outgoing::Update(update) => {
@@ -406,7 +443,10 @@ impl Connection {
                                 let mut updates = vec![update];
                                 loop {
                                     match self.queue.try_recv() {
-                                        Ok(Outgoing::Update(more)) => updates.push(more),
+                                        Ok(Outgoing::Update(more)) => {
+                                            self.change_dequeued();
+                                            updates.push(more);
+                                        }
                                         Ok(other) => {
                                             next = Some(other);
                                             break;
@@ -414,7 +454,12 @@ impl Connection {
                                         Err(_) => break,
                                     }
                                 }
-                                match ClientSession::updates_frame(&updates) {
+                                let frame = self
+                                    .session
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .updates_frame(&updates);
+                                match frame {
                                     Ok(frame) => frame,
                                     Err(error) => return Ended::Dropped(None, error.to_string()),
                                 }
@@ -456,7 +501,7 @@ impl Connection {
                                         self.lease.send_modify(|history| history.push(message));
                                     }
                                     ClientEvent::Refused(reason) => return Ended::Final(None, reason),
-                                    ClientEvent::PresenceChanged => {}
+                                    ClientEvent::PresenceChanged | ClientEvent::Acknowledged => {}
                                 }
                             }
                         }

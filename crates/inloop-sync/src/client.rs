@@ -3,7 +3,7 @@
 //! out. Local changes reach the relay through [`Notebook::observe_local_updates`] and
 //! [`ClientSession::update_frame`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use inloop_doc::Notebook;
@@ -25,6 +25,8 @@ pub enum ClientEvent {
     Lease(LeaseMessage),
     /// The relay refused us (y-websocket AUTH denial).
     Refused(String),
+    /// The relay stored more of our changes: [`ClientSession::unacknowledged`] went down.
+    Acknowledged,
 }
 
 /// The frames to send and the events to act on, after one frame from the relay.
@@ -35,6 +37,11 @@ pub struct Received {
 }
 
 /// One peer's sync state over one connection at a time.
+///
+/// It also counts the local changes the relay has not stored yet (an "unsent changes" badge,
+/// a warning before closing a tab): report each local change with
+/// [`ClientSession::local_change`] and send them with [`ClientSession::updates_frame`]; the
+/// relay acknowledges every update-carrying message once it is stored.
 #[derive(Debug)]
 pub struct ClientSession {
     notebook: Notebook,
@@ -42,6 +49,17 @@ pub struct ClientSession {
     presence_clock: u32,
     local_presence: Option<Arc<str>>,
     others: HashMap<u64, (u32, Arc<str>)>,
+    /// Local changes made since the session began.
+    changes: u64,
+    /// How many of them the relay has stored.
+    stored_changes: u64,
+    /// Whether this connection's sync step 2 went out: it carries every change made before it,
+    /// so an update frame sent after it completes everything up to its last change.
+    stepped: bool,
+    /// Update-carrying messages sent on this connection.
+    sent_messages: u64,
+    /// Messages not acknowledged yet: (message number, changes stored once it is).
+    in_flight: VecDeque<(u64, u64)>,
 }
 
 impl ClientSession {
@@ -52,6 +70,11 @@ impl ClientSession {
             presence_clock: 0,
             local_presence: None,
             others: HashMap::new(),
+            changes: 0,
+            stored_changes: 0,
+            stepped: false,
+            sent_messages: 0,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -64,13 +87,31 @@ impl ClientSession {
         self.synced
     }
 
+    /// Local changes the relay has not acknowledged as stored: made offline, or in flight.
+    pub fn unacknowledged(&self) -> u64 {
+        self.changes - self.stored_changes
+    }
+
+    /// Counts one local change (one [`Notebook::observe_local_updates`] callback) as not yet
+    /// stored by the relay.
+    pub fn local_change(&mut self) {
+        self.changes += 1;
+    }
+
     /// The first frames on a new connection: our state vector (the relay answers with what we
-    /// lack) and our presence.
+    /// lack), a request for acknowledgements, and our presence.
     pub fn connected(&mut self) -> Vec<Vec<u8>> {
         self.synced = false;
         self.others.clear();
+        self.stepped = false;
+        self.sent_messages = 0;
+        // Whatever was in flight on the last connection goes again in this one's step 2.
+        self.in_flight.clear();
         let state_vector = self.notebook.doc().transact().state_vector();
-        let mut frames = vec![Message::SyncStep1(state_vector).encode()];
+        let mut frames = vec![
+            Message::SyncStep1(state_vector).encode(),
+            Message::Ack(0).encode(),
+        ];
         if self.local_presence.is_some() {
             frames.push(self.presence_frame());
         }
@@ -85,6 +126,8 @@ impl ClientSession {
                 // What we have that the relay lacks: edits made offline, for one.
                 let diff = self.notebook.doc().transact().encode_diff_v1(&state_vector);
                 received.replies.push(Message::SyncStep2(diff).encode());
+                self.stepped = true;
+                self.sent(self.changes);
             }
             Message::SyncStep2(update) => {
                 self.apply(&update)?;
@@ -105,26 +148,54 @@ impl ClientSession {
             Message::Auth(Some(reason)) => received.events.push(ClientEvent::Refused(reason)),
             Message::Auth(None) => {}
             Message::Lease(message) => received.events.push(ClientEvent::Lease(message)),
+            Message::Ack(count) => {
+                let before = self.stored_changes;
+                while let Some(&(number, stored)) = self.in_flight.front() {
+                    if number > count {
+                        break;
+                    }
+                    self.stored_changes = self.stored_changes.max(stored);
+                    self.in_flight.pop_front();
+                }
+                if self.stored_changes != before {
+                    received.events.push(ClientEvent::Acknowledged);
+                }
+            }
         }
         Ok(received)
     }
 
-    /// The frame carrying a local change (from [`Notebook::observe_local_updates`]).
+    /// The frame carrying one update, not counted for acknowledgements.
     pub fn update_frame(update: &[u8]) -> Vec<u8> {
         wire::encode_update(update)
     }
 
-    /// One frame carrying several local changes, merged: a peer writing fast (a kernel printing
-    /// in a loop) sends one message per socket write rather than one per change.
-    pub fn updates_frame(updates: &[Vec<u8>]) -> Result<Vec<u8>> {
-        match updates {
-            [one] => Ok(wire::encode_update(one)),
+    /// One frame carrying every local change not sent yet (from
+    /// [`Notebook::observe_local_updates`]), merged: a peer writing fast (a kernel printing in
+    /// a loop) sends one message per socket write rather than one per change. Pass them all,
+    /// in order: the relay's acknowledgement of this frame counts every change made so far.
+    pub fn updates_frame(&mut self, updates: &[Vec<u8>]) -> Result<Vec<u8>> {
+        let frame = match updates {
+            [one] => wire::encode_update(one),
             many => {
                 let merged = yrs::merge_updates_v1(many.iter().map(Vec::as_slice))
                     .map_err(|e| Error::Malformed(format!("merging local updates: {e}")))?;
-                Ok(wire::encode_update(&merged))
+                wire::encode_update(&merged)
             }
-        }
+        };
+        // Before this connection's step 2, earlier changes may still be on their way only in it.
+        let completes = if self.stepped {
+            self.changes
+        } else {
+            self.stored_changes
+        };
+        self.sent(completes);
+        Ok(frame)
+    }
+
+    fn sent(&mut self, completes: u64) {
+        self.sent_messages += 1;
+        self.in_flight.push_back((self.sent_messages, completes));
     }
 
     /// The frame carrying a lease request, heartbeat or release.

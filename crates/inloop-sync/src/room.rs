@@ -78,10 +78,12 @@ pub struct Room<P> {
     execution_activity: Arc<AtomicBool>,
     /// A refused update was already applied: the document must be reloaded from storage.
     tainted: bool,
+    /// Peers that asked for acknowledgements, with the count of updates they sent so far.
+    acknowledged: HashMap<P, u64>,
     _execution_watch: inloop_doc::Subscription,
 }
 
-impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
+impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
     /// A room for a document loaded from storage (`stored_bytes` of snapshot and log), whose
     /// last granted lease epoch was `lease_epoch`.
     pub fn new(
@@ -107,6 +109,7 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
             touched_execution,
             execution_activity,
             tainted: false,
+            acknowledged: HashMap::new(),
             _execution_watch: execution_watch,
         }
     }
@@ -172,7 +175,15 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
         frame: &[u8],
         now_ms: u64,
     ) -> Result<Outcome<P>> {
-        self.handle(peer, role, wire::decode(frame)?, now_ms)
+        let message = wire::decode(frame)?;
+        let carries_update = matches!(message, Message::SyncStep2(_) | Message::Update(_));
+        let mut outcome = self.handle(peer, role, message, now_ms)?;
+        // The reply goes out only once `persist` is stored, so the count is of stored updates.
+        if let (true, Some(count)) = (carries_update, self.acknowledged.get_mut(&peer)) {
+            *count += 1;
+            outcome.reply.push(Message::Ack(*count).encode());
+        }
+        Ok(outcome)
     }
 
     fn handle(&mut self, peer: P, role: Role, message: Message, now_ms: u64) -> Result<Outcome<P>> {
@@ -230,6 +241,9 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
             }
             // Stock clients never send AUTH; the token was checked at the handshake.
             Message::Auth(_) => {}
+            Message::Ack(_) => {
+                self.acknowledged.entry(peer).or_insert(0);
+            }
             Message::Lease(message) => {
                 if !role.allows(Action::HoldLease) {
                     let denied = LeaseMessage::Denied {
@@ -295,6 +309,7 @@ impl<P: Copy + Eq + std::fmt::Debug> Room<P> {
     /// grace period.
     pub fn leave(&mut self, peer: P, now_ms: u64) -> Outcome<P> {
         let mut outcome = Outcome::default();
+        self.acknowledged.remove(&peer);
         let gone: Vec<ClientID> = self
             .presence
             .iter()
@@ -418,5 +433,113 @@ mod tests {
         let edit = ClientSession::update_frame(&peer.encode_diff_v1(&before));
         room.receive(2, Role::Edit, &edit, 0).unwrap();
         assert!(!room.is_tainted());
+    }
+
+    /// Delivers every frame between one client and the room until neither has more to say;
+    /// returns whether the client was told its changes were acknowledged.
+    fn exchange(
+        room: &mut Room<u8>,
+        peer: u8,
+        session: &mut ClientSession,
+        mut to_room: Vec<Vec<u8>>,
+        mut to_client: Vec<Vec<u8>>,
+    ) -> bool {
+        let mut acknowledged = false;
+        while !to_room.is_empty() || !to_client.is_empty() {
+            for frame in std::mem::take(&mut to_room) {
+                let outcome = room.receive(peer, Role::Edit, &frame, 0).unwrap();
+                to_client.extend(outcome.reply);
+            }
+            for frame in std::mem::take(&mut to_client) {
+                let received = session.receive(&frame).unwrap();
+                acknowledged |= received.events.contains(&crate::ClientEvent::Acknowledged);
+                to_room.extend(received.replies);
+            }
+        }
+        acknowledged
+    }
+
+    #[test]
+    fn the_relay_acknowledges_stored_changes_across_reconnections() {
+        use std::sync::{Arc, Mutex};
+        let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        let notebook = Notebook::new();
+        let mut session = ClientSession::new(notebook.clone());
+        let queued = Arc::new(Mutex::new(Vec::new()));
+        let queue = queued.clone();
+        let _local = notebook
+            .observe_local_updates(move |update| queue.lock().unwrap().push(update.to_vec()))
+            .unwrap();
+        let edit = |session: &mut ClientSession, text: &str| {
+            notebook
+                .insert_cell(0, inloop_doc::CellType::Markdown, text)
+                .unwrap();
+            session.local_change();
+        };
+        let take = || std::mem::take(&mut *queued.lock().unwrap());
+
+        // Made offline: only the sync step 2 of the first connection carries them.
+        edit(&mut session, "a");
+        edit(&mut session, "b");
+        take();
+        assert_eq!(session.unacknowledged(), 2);
+        let first = session.connected();
+        let join = room.join();
+        assert!(exchange(&mut room, 1, &mut session, first, join));
+        assert_eq!(session.unacknowledged(), 0);
+        assert_eq!(room.notebook().cell_count(), 3);
+
+        // Live edits, sent merged in one frame.
+        edit(&mut session, "c");
+        edit(&mut session, "d");
+        let frame = session.updates_frame(&take()).unwrap();
+        assert_eq!(
+            session.unacknowledged(),
+            2,
+            "in flight until the relay says so"
+        );
+        assert!(exchange(&mut room, 1, &mut session, vec![frame], vec![]));
+        assert_eq!(session.unacknowledged(), 0);
+
+        // A frame lost with its connection: still unacknowledged, resent by the next step 2.
+        edit(&mut session, "e");
+        let _lost = session.updates_frame(&take()).unwrap();
+        room.leave(1, 0);
+        assert_eq!(session.unacknowledged(), 1);
+        // On the new connection a fresh edit goes out before the relay's step 1 arrives: its
+        // acknowledgement must not count "e", which only the coming step 2 carries.
+        let hello = session.connected();
+        edit(&mut session, "f");
+        let early = session.updates_frame(&take()).unwrap();
+        exchange(
+            &mut room,
+            2,
+            &mut session,
+            [hello, vec![early]].concat(),
+            vec![],
+        );
+        assert_eq!(session.unacknowledged(), 2, "e and f wait for the step 2");
+        let join = room.join();
+        assert!(exchange(&mut room, 2, &mut session, vec![], join));
+        assert_eq!(session.unacknowledged(), 0);
+        assert_eq!(room.notebook().cell_count(), 7);
+        assert_eq!(room.notebook().to_ipynb(), notebook.to_ipynb());
+    }
+
+    #[test]
+    fn peers_that_do_not_ask_get_no_acknowledgements() {
+        let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        let peer = Notebook::new();
+        peer.apply_update_v1(&room.notebook().encode_update_v1())
+            .unwrap();
+        let before = peer.state_vector();
+        peer.insert_cell(0, inloop_doc::CellType::Markdown, "x")
+            .unwrap();
+        let frame = ClientSession::update_frame(&peer.encode_diff_v1(&before));
+        let outcome = room.receive(1, Role::Edit, &frame, 0).unwrap();
+        assert!(
+            outcome.reply.is_empty(),
+            "a stock Yjs client must not get message type 101"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! lease message. Only this module encodes or decodes frames.
 
 use yrs::StateVector;
+use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 use yrs::sync::protocol::{MSG_SYNC, MSG_SYNC_UPDATE, SyncMessage};
 use yrs::sync::{AwarenessUpdate, Message as YMessage};
@@ -14,6 +15,11 @@ use crate::{Error, Result};
 /// inloop's message type beside y-websocket's SYNC=0, AWARENESS=1, AUTH=2, QUERY_AWARENESS=3.
 /// Stock Yjs clients never receive it: it is only sent to peers that asked for the lease.
 pub const MSG_LEASE: u8 = 100;
+
+/// inloop's acknowledgement: from a peer, "acknowledge my updates" (sent once per connection);
+/// from the relay, "the first N updates you sent on this connection are stored". Stock Yjs
+/// clients never ask, so never receive it.
+pub const MSG_ACK: u8 = 101;
 
 /// One message of a frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +35,10 @@ pub enum Message {
     /// y-websocket's AUTH: `Some(reason)` is a refusal.
     Auth(Option<String>),
     Lease(LeaseMessage),
+    /// From a peer: acknowledge my updates (the count is ignored). From the relay: this many of
+    /// the update-carrying messages (sync step 2 and updates) you sent on this connection are
+    /// stored.
+    Ack(u64),
 }
 
 impl Message {
@@ -42,6 +52,11 @@ impl Message {
             Message::QueryAwareness => YMessage::AwarenessQuery,
             Message::Auth(reason) => YMessage::Auth(reason),
             Message::Lease(lease) => YMessage::Custom(MSG_LEASE, lease.to_json()),
+            Message::Ack(count) => {
+                let mut payload = Vec::new();
+                payload.write_var(count);
+                YMessage::Custom(MSG_ACK, payload)
+            }
         };
         message.encode_v1()
     }
@@ -70,6 +85,12 @@ pub fn decode(frame: &[u8]) -> Result<Message> {
         YMessage::AwarenessQuery => Message::QueryAwareness,
         YMessage::Auth(reason) => Message::Auth(reason),
         YMessage::Custom(MSG_LEASE, data) => Message::Lease(LeaseMessage::from_json(&data)?),
+        YMessage::Custom(MSG_ACK, data) => {
+            let count = Cursor::new(&data)
+                .read_var()
+                .map_err(|e| Error::Malformed(format!("ack: {e}")))?;
+            Message::Ack(count)
+        }
         YMessage::Custom(tag, _) => {
             return Err(Error::Malformed(format!("unknown message type {tag}")));
         }
@@ -92,6 +113,8 @@ mod tests {
             Message::Lease(LeaseMessage::Request {
                 session: "rt-1".into(),
             }),
+            Message::Ack(0),
+            Message::Ack(u64::from(u32::MAX) + 7),
         ];
         for message in messages {
             assert_eq!(decode(&message.clone().encode()).unwrap(), message);

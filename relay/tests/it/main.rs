@@ -42,8 +42,21 @@ impl TestRelay {
     /// A relay whose config `adjust` changes first (address and data folder are set).
     pub(crate) async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().expect("temporary folder");
+        Self::serving(data, SocketAddr::from(([127, 0, 0, 1], 0)), adjust).await
+    }
+
+    /// A relay started again on the address and data folder of one that was stopped.
+    pub(crate) async fn resume(addr: SocketAddr, data: tempfile::TempDir) -> Self {
+        Self::serving(data, addr, |_| {}).await
+    }
+
+    async fn serving(
+        data: tempfile::TempDir,
+        addr: SocketAddr,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::new(data.path());
-        config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.addr = addr;
         adjust(&mut config);
         let relay = Relay::start(config).await.expect("relay starts");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -147,3 +147,44 @@ async fn shutting_down_tells_peers_to_reconnect_and_keeps_every_update() {
     let notebook = store.load(&doc).unwrap().unwrap().notebook().unwrap();
     assert_eq!(notebook.cell_count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_changes_count_down_once_the_relay_has_stored_them() {
+    let relay = TestRelay::start().await;
+    let doc = relay.create_doc().await;
+    let token = relay.token(&doc, Role::Edit);
+    let peer = connect(&relay.ws_url(&doc, &token)).await.unwrap();
+    for i in 0..20 {
+        peer.notebook()
+            .insert_cell(1, inloop_doc::CellType::Markdown, &format!("online {i}"))
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(5),
+        "every change acknowledged",
+        || async { peer.unacknowledged() == 0 },
+    )
+    .await;
+
+    // The relay goes away: changes made meanwhile stay counted until a relay has them.
+    let addr = relay.addr;
+    let data = relay.stop().await;
+    crate::ended(&peer).await;
+    for i in 0..5 {
+        peer.notebook()
+            .insert_cell(1, inloop_doc::CellType::Markdown, &format!("offline {i}"))
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(peer.unacknowledged(), 5);
+
+    let relay = TestRelay::resume(addr, data).await;
+    eventually(
+        Duration::from_secs(15),
+        "the offline changes acknowledged",
+        || async { peer.unacknowledged() == 0 },
+    )
+    .await;
+    let reader = connect(&relay.ws_url(&doc, &token)).await.unwrap();
+    assert_eq!(reader.notebook().cell_count(), 26);
+}
