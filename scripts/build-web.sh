@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Builds web/dist/, the page the relay serves with `inloop serve --web web/dist`:
+#
+#   web/dist/pyodide/   the runtime files of npm `pyodide` (nothing is ever loaded from a CDN)
+#   web/dist/wheels/    micropip's wheel, the pure-Python wheels of web/wheels.txt (downloaded from
+#                       PyPI here, at build time) and a static PEP 503 index micropip reads offline
+#   web/dist/kernel/    the Pyodide kernel: worker.js, inloop_kernel.py, console.html
+#   web/dist/engine/    the Rust engine (crates/inloop-wasm) through wasm-bindgen and wasm-opt
+#   web/dist/...        everything under web/static/, copied verbatim
+#
+# Idempotent: downloads and builds only what is missing or stale.
+#   scripts/build-web.sh             everything
+#   INLOOP_SKIP_ENGINE=1 scripts/build-web.sh    everything but the Rust engine
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1;34mbuild-web:\033[0m %s\n' "$*" >&2; }
+die() { printf 'build-web: %s\n' "$*" >&2; exit 1; }
+
+dist=web/dist
+mkdir -p "$dist/pyodide" "$dist/wheels" "$dist/kernel"
+
+# --- Pyodide, from node_modules ------------------------------------------------------------------
+pyodide_src=node_modules/pyodide
+[ -f "$pyodide_src/pyodide.mjs" ] || die "node_modules/pyodide is missing: run scripts/setup.sh (npm ci)"
+for f in pyodide.mjs pyodide.asm.mjs pyodide.asm.wasm python_stdlib.zip pyodide-lock.json; do
+  cp -u "$pyodide_src/$f" "$dist/pyodide/$f"
+done
+pyodide_python=$(sed -n 's/.*"python": *"\([0-9]*\.[0-9]*\).*/\1/p' "$pyodide_src/pyodide-lock.json" | head -n1)
+micropip_version=$(grep -o '"micropip-[0-9.]*-py3-none-any.whl"' "$pyodide_src/pyodide-lock.json" | head -n1 | sed 's/"micropip-\([0-9.]*\)-.*/\1/')
+[ -n "$pyodide_python" ] && [ -n "$micropip_version" ] || die "cannot read python/micropip versions from pyodide-lock.json"
+
+# --- Wheels: micropip itself + web/wheels.txt, from PyPI; then a static index ---------------------
+python=.venv/bin/python
+[ -x "$python" ] || die ".venv is missing: run scripts/setup.sh"
+"$python" - "$dist/wheels" "$pyodide_python" "micropip==$micropip_version" <<'PY'
+import hashlib, html, pathlib, re, subprocess, sys
+
+dest = pathlib.Path(sys.argv[1])
+py_version = sys.argv[2]
+micropip = sys.argv[3]
+
+
+def norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_project(filename):
+    return norm(filename.split("-")[0])
+
+
+specs = []
+for line in pathlib.Path("web/wheels.txt").read_text().splitlines():
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.+!_-]+)", line)
+    if not m:
+        sys.exit(f"build-web: web/wheels.txt: expected name==version, got {line!r}")
+    specs.append((m.group(1), m.group(2)))
+mp_name, mp_version = micropip.split("==")
+
+present = {}
+for whl in dest.glob("*.whl"):
+    parts = whl.name.split("-")
+    present[(norm(parts[0]), parts[1])] = whl.name
+
+missing = [f"{n}=={v}" for n, v in specs + [(mp_name, mp_version)] if (norm(n), v) not in present]
+if missing:
+    print(f"build-web: downloading from PyPI: {' '.join(missing)}", file=sys.stderr)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+         "--no-deps", "--only-binary=:all:", "--python-version", py_version,
+         "--implementation", "py", "--abi", "none", "--platform", "any",
+         "--dest", str(dest), *missing],
+        check=True,
+    )
+
+projects = {}
+for whl in sorted(dest.glob("*.whl")):
+    if not whl.name.endswith("-none-any.whl"):
+        sys.exit(f"build-web: {whl.name} is not a pure-Python wheel (py3-none-any)")
+    projects.setdefault(wheel_project(whl.name), []).append(whl)
+wanted = {norm(n) for n, _ in specs}
+for name in sorted(wanted - projects.keys()):
+    sys.exit(f"build-web: no wheel for {name}")
+
+# PEP 503 "simple" pages, one per project (micropip: index_urls=".../simple/{package_name}/index.html").
+# Relative links: micropip joins them with the page's URL, so the index works on any origin.
+simple = dest / "simple"
+listing = []
+for name in sorted(wanted):
+    links = []
+    for whl in projects[name]:
+        digest = hashlib.sha256(whl.read_bytes()).hexdigest()
+        links.append(f'<a href="../../{html.escape(whl.name)}#sha256={digest}">{html.escape(whl.name)}</a><br>')
+    page = "<!DOCTYPE html>\n<html><body>\n" + "\n".join(links) + "\n</body></html>\n"
+    # The page under the normalized name, and under the spelling of web/wheels.txt if different.
+    for spelling in {name, *(n.lower() for n, _ in specs if norm(n) == name)}:
+        (simple / spelling).mkdir(parents=True, exist_ok=True)
+        target = simple / spelling / "index.html"
+        if not target.exists() or target.read_text() != page:
+            target.write_text(page)
+    listing.append(f'<a href="{name}/">{name}</a><br>')
+(simple / "index.html").write_text("<!DOCTYPE html>\n<html><body>\n" + "\n".join(listing) + "\n</body></html>\n")
+mp = [w.name for w in dest.glob("*.whl") if wheel_project(w.name) == "micropip" and f"-{mp_version}-" in w.name]
+(dest / "micropip.txt").write_text(mp[0] + "\n")
+print(f"build-web: wheels: {', '.join(sorted(wanted))} (+ {mp[0]})", file=sys.stderr)
+PY
+
+# --- The kernel -----------------------------------------------------------------------------------
+for f in web/kernel/*; do
+  cp -u "$f" "$dist/kernel/"
+done
+
+# --- Static files of the page (web/static/ as is) -----------------------------------------------
+if [ -d web/static ]; then
+  cp -r -u web/static/. "$dist/"
+fi
+
+# --- The Rust engine ----------------------------------------------------------------------------
+if [ -n "${INLOOP_SKIP_ENGINE:-}" ]; then
+  log "engine skipped (INLOOP_SKIP_ENGINE)"
+elif [ ! -f crates/inloop-wasm/Cargo.toml ]; then
+  log "engine skipped: crates/inloop-wasm does not exist yet"
+else
+  log "building the engine (cargo, wasm32-unknown-unknown, release)"
+  cargo build --quiet --release --target wasm32-unknown-unknown -p inloop-wasm
+  wasm=target/wasm32-unknown-unknown/release/inloop_wasm.wasm
+  out="$dist/engine"
+  stamp="$out/.source-sha256"
+  source_hash=$( (sha256sum "$wasm"; wasm-bindgen --version; wasm-opt --version) | sha256sum | cut -c1-16)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$source_hash" ] || [ ! -f "$out/inloop_wasm_bg.wasm" ]; then
+    rm -rf "$out"
+    wasm-bindgen --target web --out-dir "$out" "$wasm"
+    # The features rustc enables by default for wasm32 (1.82+); wasm-bindgen's glue needs
+    # reference types (externref table) and bulk memory.
+    wasm-opt -Oz \
+      --enable-bulk-memory --enable-reference-types --enable-multivalue \
+      --enable-mutable-globals --enable-nontrapping-float-to-int --enable-sign-ext \
+      "$out/inloop_wasm_bg.wasm" -o "$out/inloop_wasm_bg.wasm"
+    echo "$source_hash" > "$stamp"
+  fi
+  raw=$(wc -c < "$out/inloop_wasm_bg.wasm")
+  gz=$(gzip -9 -c "$out/inloop_wasm_bg.wasm" | wc -c)
+  log "engine: inloop_wasm_bg.wasm $raw bytes, $gz bytes gzipped ($((gz / 1024)) KiB; budget 350 KB)"
+fi
+
+log "done: $dist"

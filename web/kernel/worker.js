@@ -1,0 +1,201 @@
+// inloop's Python kernel: Pyodide in a dedicated module Web Worker.
+//
+//   const worker = new Worker('/kernel/worker.js', { type: 'module' });
+//   worker.postMessage({ type: 'init', interruptBuffer });   // Uint8Array(1) on a SharedArrayBuffer, or null
+//   worker.postMessage({ type: 'execute', id: 'e1', code: 'print(1)' });
+//
+// Pyodide starts loading the moment the worker is created. Executions run one at a time in the
+// order they arrive. Worker → page:
+//   { type: 'ready', kernelInfo } | { type: 'failed', message }
+//   { type: 'started', id, executionCount }
+//   { type: 'output', id, output }                 an nbformat v4 output (stream, display_data,
+//                                                  execute_result, error)
+//   { type: 'update_display', id, displayId, data, metadata }
+//   { type: 'clear_output', id, wait }
+//   { type: 'reply', id, status: 'ok' | 'error', executionCount }    the last message of `id`
+// Output produced between executions (by a background asyncio task) carries `id: null`.
+// Interrupt: the page writes 2 into the interrupt buffer. Restart: terminate and create anew.
+// Everything comes from this origin: Pyodide from ../pyodide/, wheels from ../wheels/.
+
+const kernelBase = new URL('./', import.meta.url);
+const pyodideBase = new URL('../pyodide/', kernelBase);
+const wheelsBase = new URL('../wheels/', kernelBase);
+
+let pyodide = null;
+let kernel = null; // the inloop_kernel Python module
+let interruptBuffer = null;
+let interruptBufferApplied = false;
+let currentId = null;
+let executionCount = 0;
+let pumping = false;
+const queue = [];
+
+const post = (message) => self.postMessage(message);
+
+// --- Start-up: begins at once, in parallel with whatever the page does ----------------------------
+
+const ready = start().then(
+  (info) => {
+    post({ type: 'ready', kernelInfo: info });
+    return true;
+  },
+  (error) => {
+    const message = `Pyodide could not start: ${error?.message ?? error}`;
+    console.error(message, error);
+    post({ type: 'failed', message });
+    return false;
+  },
+);
+
+async function start() {
+  const [{ loadPyodide }, source] = await Promise.all([
+    import(new URL('pyodide.mjs', pyodideBase).href),
+    fetch(new URL('inloop_kernel.py', kernelBase)).then((response) => {
+      if (!response.ok) throw new Error(`inloop_kernel.py: HTTP ${response.status}`);
+      return response.text();
+    }),
+  ]);
+  pyodide = await loadPyodide({ indexURL: pyodideBase.href, env: { HOME: '/home/pyodide' } });
+  applyInterruptBuffer();
+  pyodide.FS.mkdirTree('/lib/inloop');
+  pyodide.FS.writeFile('/lib/inloop/inloop_kernel.py', source);
+  kernel = pyodide.runPython(`
+import sys, types
+def _load_inloop_kernel(source):
+    module = types.ModuleType("inloop_kernel")
+    module.__file__ = "/lib/inloop/inloop_kernel.py"
+    sys.modules["inloop_kernel"] = module
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    return module
+_load_inloop_kernel`)(source);
+  kernel.setup(postFromPython, scheduleFlush, wheelsBase.href, loadMicropip);
+  return JSON.parse(kernel.kernel_info());
+}
+
+function postFromPython(json) {
+  const message = JSON.parse(json);
+  message.id = currentId;
+  post(message);
+}
+
+// Python asks for a stream flush in `ms` (lines held back by its rate limit, partial lines).
+function scheduleFlush(ms) {
+  setTimeout(() => {
+    if (interruptPending()) {
+      scheduleFlush(ms); // let the interrupt reach the running code, not this call
+      return;
+    }
+    try {
+      kernel.flush_streams();
+    } catch (error) {
+      console.error('flush_streams failed', error);
+    }
+  }, ms);
+}
+
+let micropipLoading = null;
+function loadMicropip() {
+  micropipLoading ??= (async () => {
+    const response = await fetch(new URL('micropip.txt', wheelsBase));
+    if (!response.ok) throw new Error(`micropip is not served (${response.status}): run scripts/build-web.sh`);
+    const wheel = (await response.text()).trim();
+    await pyodide.loadPackage(new URL(wheel, wheelsBase).href, {
+      messageCallback: () => {},
+      errorCallback: (message) => console.warn(message),
+    });
+  })();
+  micropipLoading.catch(() => {
+    micropipLoading = null;
+  });
+  return micropipLoading;
+}
+
+// --- Interrupts ------------------------------------------------------------------------------------
+
+function applyInterruptBuffer() {
+  if (pyodide && !interruptBufferApplied) {
+    interruptBufferApplied = true;
+    if (interruptBuffer) pyodide.setInterruptBuffer(interruptBuffer);
+  }
+}
+
+function interruptPending() {
+  return interruptBuffer !== null && interruptBuffer[0] !== 0;
+}
+
+// Pyodide sees the buffer only while Python code runs. A cell waiting in an `await` runs none,
+// so while a cell is in progress the worker looks at the buffer itself and cancels the cell's task.
+function watchInterrupts() {
+  if (!interruptBuffer) return () => {};
+  const timer = setInterval(() => {
+    if (!interruptPending()) return;
+    interruptBuffer[0] = 0;
+    let cancelled = false;
+    try {
+      cancelled = kernel.interrupt();
+    } catch (error) {
+      console.error('interrupt failed', error);
+    }
+    if (!cancelled) interruptBuffer[0] = 2; // not waiting in a task: leave it to Pyodide
+  }, 50);
+  return () => clearInterval(timer);
+}
+
+// --- Executions ------------------------------------------------------------------------------------
+
+self.onmessage = (event) => {
+  const message = event.data ?? {};
+  switch (message.type) {
+    case 'init':
+      interruptBuffer = message.interruptBuffer ?? null;
+      interruptBufferApplied = false;
+      applyInterruptBuffer();
+      break;
+    case 'execute':
+      queue.push({ id: String(message.id), code: String(message.code ?? '') });
+      pump();
+      break;
+    default:
+      console.warn('inloop kernel: unknown message', message);
+  }
+};
+
+async function pump() {
+  if (pumping) return;
+  pumping = true;
+  try {
+    const ok = await ready;
+    while (queue.length > 0) {
+      const { id, code } = queue.shift();
+      executionCount += 1;
+      const count = executionCount;
+      currentId = id;
+      post({ type: 'started', id, executionCount: count });
+      let status = 'error';
+      if (!ok) {
+        post({ type: 'output', id, output: errorOutput('KernelError', 'Pyodide failed to start') });
+      } else {
+        if (interruptBuffer) interruptBuffer[0] = 0; // an interrupt sent while idle is stale
+        const stopWatching = watchInterrupts();
+        try {
+          status = await kernel.run(code, count);
+        } catch (error) {
+          // Only a broken kernel gets here: inloop_kernel.run catches what the cell raises.
+          const text = String(error?.message ?? error);
+          post({ type: 'output', id, output: errorOutput(error?.type ?? 'KernelError', text) });
+          if (/fatal error/i.test(text)) post({ type: 'failed', message: text });
+        } finally {
+          stopWatching();
+        }
+      }
+      post({ type: 'reply', id, status, executionCount: count });
+      currentId = null;
+    }
+  } finally {
+    pumping = false;
+  }
+}
+
+function errorOutput(ename, evalue) {
+  return { output_type: 'error', ename, evalue, traceback: [`${ename}: ${evalue}`] };
+}
