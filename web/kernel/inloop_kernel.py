@@ -120,6 +120,7 @@ _stdout = _Stream("stdout")
 _stderr = _Stream("stderr")
 _flush_scheduled = False
 _schedule_js = None  # JS function(ms) that calls flush_streams() later (set by setup)
+_js_sleep = None  # JS function(ms) -> True if interrupted, False, None (no SharedArrayBuffer)
 
 
 def _schedule_flush():
@@ -141,8 +142,17 @@ _original_sleep = time.sleep
 
 
 def _sleep(seconds):
+    """time.sleep that flushes the streams first and can be interrupted (Pyodide's own sleep
+    swallows an interrupt that arrives while it waits)."""
     flush_streams()
-    _original_sleep(seconds)
+    seconds = float(seconds)
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    interrupted = _js_sleep(seconds * 1000) if _js_sleep is not None else None
+    if interrupted is None:
+        _original_sleep(seconds)
+    elif interrupted:
+        raise KeyboardInterrupt
 
 
 # --- Rich display ---------------------------------------------------------------------------------
@@ -494,8 +504,8 @@ def _cell_traceback(exc):
 
 
 def error_output(exc):
-    if isinstance(exc, asyncio.CancelledError):
-        exc = KeyboardInterrupt()
+    if isinstance(exc, asyncio.CancelledError):  # interrupt() cancelled the cell's await
+        exc = KeyboardInterrupt().with_traceback(exc.__traceback__)
     exc.__traceback__ = _cell_traceback(exc)
     for chained in (exc.__cause__, exc.__context__):
         if chained is not None and chained.__traceback__ is not None:
@@ -511,6 +521,13 @@ def error_output(exc):
 
 
 # --- Execution ------------------------------------------------------------------------------------
+
+
+async def _guarded(awaitable):
+    try:
+        return False, await awaitable
+    except BaseException as exc:
+        return True, exc
 
 
 async def run(code, count):
@@ -533,11 +550,15 @@ async def run(code, count):
             dedent=False,
         )
         runner.compile()
-        _current_task = asyncio.ensure_future(runner.run_async(_namespace))
+        # A task, so that interrupt() can cancel a cell that waits in an await. _guarded keeps
+        # KeyboardInterrupt inside the task (asyncio re-raises it out of the event loop otherwise).
+        _current_task = asyncio.ensure_future(_guarded(runner.run_async(_namespace)))
         try:
-            result = await _current_task
+            raised, result = await _current_task
         finally:
             _current_task = None
+        if raised:
+            raise result
         flush_streams()
         if result is not None:
             _namespace["___"] = _namespace.get("__")
@@ -593,9 +614,10 @@ def kernel_info():
     })
 
 
-def setup(post, schedule_flush, wheels_url, micropip_loader):
-    global _post, _schedule_js, _wheels_url, _micropip_loader
+def setup(post, schedule_flush, js_sleep, wheels_url, micropip_loader):
+    global _post, _schedule_js, _js_sleep, _wheels_url, _micropip_loader
     _post = post
+    _js_sleep = js_sleep
     _schedule_js = schedule_flush
     _wheels_url = wheels_url
     _micropip_loader = micropip_loader

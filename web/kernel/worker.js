@@ -68,7 +68,7 @@ def _load_inloop_kernel(source):
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     return module
 _load_inloop_kernel`)(source);
-  kernel.setup(postFromPython, scheduleFlush, wheelsBase.href, loadMicropip);
+  kernel.setup(postFromPython, scheduleFlush, blockingSleep, wheelsBase.href, loadMicropip);
   return JSON.parse(kernel.kernel_info());
 }
 
@@ -116,6 +116,27 @@ function applyInterruptBuffer() {
   if (pyodide && !interruptBufferApplied) {
     interruptBufferApplied = true;
     if (interruptBuffer) pyodide.setInterruptBuffer(interruptBuffer);
+  }
+}
+
+function takeInterrupt() {
+  if (!interruptPending()) return false;
+  interruptBuffer[0] = 0;
+  return true;
+}
+
+// time.sleep for Python: waits on a private SharedArrayBuffer in 20 ms steps, watching the
+// interrupt buffer (Pyodide's own sleep swallows an interrupt that comes while it waits).
+// Returns true if interrupted, false when the time is up, null without SharedArrayBuffer.
+const sleepCell = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
+function blockingSleep(ms) {
+  if (!sleepCell) return null;
+  const end = performance.now() + ms;
+  for (;;) {
+    if (takeInterrupt()) return true;
+    const left = end - performance.now();
+    if (left <= 0) return false;
+    Atomics.wait(sleepCell, 0, 0, Math.min(left, 20));
   }
 }
 
