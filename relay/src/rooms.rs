@@ -179,6 +179,7 @@ impl Rooms {
         let limits = &self.config.limits;
         let room_limits = RoomLimits {
             max_document_bytes: limits.max_document_bytes,
+            max_message_bytes: limits.max_message_bytes,
             lease_ttl_ms: limits.lease_ttl.as_millis() as u64,
             lease_grace_ms: limits.lease_grace.as_millis() as u64,
         };

@@ -41,6 +41,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Queued local changes are merged into one message up to about this size.
+const MERGE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -439,12 +441,15 @@ impl Connection {
                         let frame = match item {
                             Outgoing::Frame(frame) => frame,
                             Outgoing::Update(update) => {
-                                // With the updates queued right behind it, as one message.
+                                // With the updates queued right behind it, as one message
+                                // (within reason: the relay limits the size of a message).
+                                let mut bytes = update.len();
                                 let mut updates = vec![update];
-                                loop {
+                                while bytes < MERGE_BYTES {
                                     match self.queue.try_recv() {
                                         Ok(Outgoing::Update(more)) => {
                                             self.change_dequeued();
+                                            bytes += more.len();
                                             updates.push(more);
                                         }
                                         Ok(other) => {

@@ -1,6 +1,6 @@
 //! Kernel events written into a notebook cell, with Jupyter's semantics.
 
-use inloop_doc::{Notebook, Output, StreamName};
+use inloop_doc::{JsonMap, Notebook, Output, StreamName};
 
 use crate::ExecEvent;
 
@@ -21,10 +21,19 @@ pub const DEFAULT_STREAM_LIMIT: usize = 1 << 20;
 ///   `[output truncated: more than N bytes]` is appended, once. Clearing the outputs starts
 ///   the count again.
 ///
+/// With [`OutputWriter::with_relay_limits`], outputs also count against the size the relay lets
+/// the document reach and the largest message it takes: one that would pass either is not
+/// written, and an error output says so instead (a runtime that sent it anyway would be
+/// disconnected, and lose the rest of the run's outputs). Images are never cut, only refused
+/// whole.
+///
 /// Make one per execution.
 #[derive(Clone, Debug)]
 pub struct OutputWriter {
     stream_limit: Option<usize>,
+    relay_limits: Option<RelayLimits>,
+    /// Output bytes written since the document's size was last measured.
+    unmeasured_bytes: usize,
     stream_bytes: usize,
     truncated: bool,
     clear_pending: bool,
@@ -43,11 +52,19 @@ impl OutputWriter {
     pub fn new(stream_limit: Option<usize>) -> Self {
         Self {
             stream_limit,
+            relay_limits: None,
+            unmeasured_bytes: 0,
             stream_bytes: 0,
             truncated: false,
             clear_pending: false,
             at_line_start: true,
         }
+    }
+
+    /// Keeps outputs within the relay's limits (from the lease grant).
+    pub fn with_relay_limits(mut self, limits: RelayLimits) -> Self {
+        self.relay_limits = Some(limits);
+        self
     }
 
     /// Applies one event to the code cell `cell_id`.
@@ -71,6 +88,9 @@ impl OutputWriter {
                 data,
                 metadata,
             } => {
+                if let Err(refusal) = self.admit(notebook, json_size(data) + json_size(metadata)) {
+                    return notebook.append_output(cell_id, &refusal.error(data));
+                }
                 notebook.update_display(display_id, data, metadata);
                 Ok(())
             }
@@ -80,10 +100,48 @@ impl OutputWriter {
                 }
                 match output {
                     Output::Stream { name, text } => self.stream(notebook, cell_id, *name, text),
-                    other => notebook.append_output(cell_id, other),
+                    Output::DisplayData { data, metadata, .. }
+                    | Output::ExecuteResult { data, metadata, .. } => {
+                        match self.admit(notebook, json_size(data) + json_size(metadata)) {
+                            Ok(()) => notebook.append_output(cell_id, output),
+                            Err(refusal) => notebook.append_output(cell_id, &refusal.error(data)),
+                        }
+                    }
+                    Output::Error { .. } => notebook.append_output(cell_id, output),
                 }
             }
         }
+    }
+
+    /// Whether `bytes` more of output keep the document within its limit. The document is
+    /// measured (one encoding of it) only every [`MEASURE_EVERY`] bytes of output.
+    fn admit(&mut self, notebook: &Notebook, bytes: usize) -> Result<(), Refusal> {
+        let Some(limits) = self.relay_limits else {
+            return Ok(());
+        };
+        // Room for the update's own encoding and whatever shares its frame.
+        if bytes > limits.max_message_bytes - limits.max_message_bytes / 8 {
+            return Err(Refusal {
+                bytes,
+                passes: Passes::Message(limits.max_message_bytes),
+            });
+        }
+        if self.unmeasured_bytes + bytes < MEASURE_EVERY {
+            self.unmeasured_bytes += bytes;
+            return Ok(());
+        }
+        self.unmeasured_bytes = 0;
+        let document = notebook.encode_update_v1().len();
+        // A sixteenth of the limit stays for everyone else's edits.
+        let limit = limits.max_document_bytes;
+        if document + bytes > limit - limit / 16 {
+            return Err(Refusal {
+                bytes,
+                passes: Passes::Document { document, limit },
+            });
+        }
+        self.unmeasured_bytes = bytes;
+        Ok(())
     }
 
     fn clear(&mut self, notebook: &Notebook, cell_id: &str) -> inloop_doc::Result<()> {
@@ -103,6 +161,12 @@ impl OutputWriter {
     ) -> inloop_doc::Result<()> {
         if self.truncated || text.is_empty() {
             return Ok(());
+        }
+        if let Err(refusal) = self.admit(notebook, text.len()) {
+            self.truncated = true;
+            let mut note = if self.at_line_start { "" } else { "\n" }.to_owned();
+            note.push_str(&format!("[output truncated: {}]\n", refusal.reason()));
+            return notebook.append_output(cell_id, &Output::Stream { name, text: note });
         }
         let room = self
             .stream_limit
@@ -130,6 +194,104 @@ impl OutputWriter {
         }
         notebook.append_output(cell_id, &Output::Stream { name, text: kept })
     }
+}
+
+/// How much output may be written between two measures of the document.
+const MEASURE_EVERY: usize = 64 << 10;
+
+/// The sizes a relay takes, from its lease grant (`inloop serve --max-document-bytes` and
+/// `--max-message-bytes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayLimits {
+    pub max_document_bytes: usize,
+    pub max_message_bytes: usize,
+}
+
+impl RelayLimits {
+    /// The limits a lease grant states; `None` if it states none (0, from an older relay).
+    pub fn from_grant(max_document_bytes: u64, max_message_bytes: u64) -> Option<Self> {
+        let max_document_bytes = usize::try_from(max_document_bytes).ok()?;
+        let max_message_bytes = usize::try_from(max_message_bytes).ok()?;
+        (max_document_bytes > 0 && max_message_bytes > 0).then_some(Self {
+            max_document_bytes,
+            max_message_bytes,
+        })
+    }
+}
+
+/// An output that would have passed one of the relay's limits.
+#[derive(Debug)]
+struct Refusal {
+    bytes: usize,
+    passes: Passes,
+}
+
+#[derive(Debug)]
+enum Passes {
+    Document { document: usize, limit: usize },
+    Message(usize),
+}
+
+impl Refusal {
+    fn reason(&self) -> String {
+        match self.passes {
+            Passes::Document { document, limit } => format!(
+                "the notebook ({}) would pass its size limit of {} on the relay",
+                megabytes(document),
+                megabytes(limit)
+            ),
+            Passes::Message(limit) => format!(
+                "it would pass the relay's message size limit of {}",
+                megabytes(limit)
+            ),
+        }
+    }
+
+    /// Which `inloop serve` flag raises the limit.
+    fn flag(&self) -> &'static str {
+        match self.passes {
+            Passes::Document { .. } => "--max-document-bytes",
+            Passes::Message(_) => "--max-message-bytes",
+        }
+    }
+
+    /// The error output shown instead of the refused `data`.
+    fn error(&self, data: &JsonMap) -> Output {
+        let kind = data
+            .keys()
+            .find(|mime| *mime != "text/plain")
+            .or_else(|| data.keys().next())
+            .map_or("an", String::as_str);
+        Output::Error {
+            ename: "OutputTooLarge".into(),
+            evalue: format!(
+                "a {} {kind} output was not kept: {}. Clear other outputs, write large results \
+                 to files, or raise the limit (inloop serve {}).",
+                megabytes(self.bytes),
+                self.reason(),
+                self.flag()
+            ),
+            traceback: Vec::new(),
+        }
+    }
+}
+
+fn megabytes(bytes: usize) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The size of a JSON object as the document stores it, near enough (strings dominate: the
+/// base64 of an image, the HTML of a table).
+fn json_size(map: &JsonMap) -> usize {
+    fn size(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::String(s) => s.len() + 2,
+            serde_json::Value::Array(items) => items.iter().map(size).sum::<usize>() + 2,
+            serde_json::Value::Object(map) => map.iter().map(|(k, v)| k.len() + 3 + size(v)).sum(),
+            _ => 8,
+        }
+    }
+    map.iter().map(|(k, v)| k.len() + 3 + size(v)).sum()
 }
 
 #[cfg(test)]
@@ -269,5 +431,85 @@ mod tests {
                 display_id: Some("d1".into()),
             }]
         );
+    }
+
+    fn png(bytes: usize) -> ExecEvent {
+        let mut data = JsonMap::new();
+        data.insert("image/png".into(), Value::String("A".repeat(bytes)));
+        data.insert("text/plain".into(), Value::String("<Figure>".into()));
+        ExecEvent::Output(Output::DisplayData {
+            data,
+            metadata: JsonMap::new(),
+            display_id: None,
+        })
+    }
+
+    #[test]
+    fn outputs_that_would_pass_the_document_limit_are_refused_with_an_error() {
+        let limits = RelayLimits {
+            max_document_bytes: 1_000_000,
+            max_message_bytes: 16 << 20,
+        };
+        let mut writer = OutputWriter::new(None).with_relay_limits(limits);
+        let outputs = run(
+            &mut writer,
+            &[
+                png(300_000),
+                png(2_000_000),
+                png(300_000),
+                stdout("after\n"),
+            ],
+        );
+        let outputs = outputs.as_array().unwrap();
+        assert_eq!(outputs.len(), 4, "{outputs:?}");
+        assert_eq!(
+            outputs[0]["data"]["image/png"].as_str().unwrap().len(),
+            300_000
+        );
+        assert_eq!(outputs[1]["output_type"], "error");
+        assert_eq!(outputs[1]["ename"], "OutputTooLarge");
+        let evalue = outputs[1]["evalue"].as_str().unwrap();
+        assert!(
+            evalue.starts_with("a 2.0 MB image/png output was not kept")
+                && evalue.contains("size limit of 1.0 MB")
+                && evalue.contains("--max-document-bytes"),
+            "{evalue}"
+        );
+        assert_eq!(
+            outputs[2]["data"]["image/png"].as_str().unwrap().len(),
+            300_000,
+            "smaller outputs still fit after a refusal"
+        );
+        assert_eq!(texts(&Value::Array(vec![outputs[3].clone()])), ["after\n"]);
+
+        // Stream text is cut at the limit with a note, like the stream limit's.
+        let mut writer = OutputWriter::new(None).with_relay_limits(limits);
+        let line = format!("{}\n", "x".repeat(99_999));
+        let events: Vec<ExecEvent> = (0..12).map(|_| stdout(&line)).collect();
+        let outputs = run(&mut writer, &events);
+        let text = &texts(&outputs)[0];
+        assert!(text.len() < 1_000_000, "{}", text.len());
+        assert!(
+            text.ends_with("[output truncated: the notebook (0.9 MB) would pass its size limit of 1.0 MB on the relay]\n"),
+            "{}",
+            &text[text.len() - 120..]
+        );
+    }
+
+    #[test]
+    fn an_output_larger_than_a_relay_message_is_refused() {
+        let limits = RelayLimits {
+            max_document_bytes: 256 << 20,
+            max_message_bytes: 1 << 20,
+        };
+        let mut writer = OutputWriter::new(None).with_relay_limits(limits);
+        let outputs = run(&mut writer, &[png(2_000_000), png(500_000)]);
+        let evalue = outputs[0]["evalue"].as_str().unwrap();
+        assert!(
+            evalue.contains("message size limit of 1.0 MB")
+                && evalue.contains("--max-message-bytes"),
+            "{evalue}"
+        );
+        assert_eq!(outputs[1]["output_type"], "display_data");
     }
 }

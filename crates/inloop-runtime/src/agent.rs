@@ -9,8 +9,8 @@ use inloop_doc::{
     Execution, ExecutionState, ExecutionStatus, Notebook, Runtime, RuntimeKind, RuntimeStatus,
 };
 use inloop_kernel::{
-    ExecEvent, JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, ReplyStatus,
-    SearchPath,
+    ExecEvent, JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, RelayLimits,
+    ReplyStatus, SearchPath,
 };
 use inloop_sync::LeaseMessage;
 use tokio::sync::{Notify, mpsc};
@@ -104,6 +104,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let mut lease = client.watch_lease();
     let mut seen_lease_messages = 0;
     let mut epoch: Option<u64> = None;
+    // The relay's size limits, from the lease grant: outputs are kept within them.
+    let mut relay_limits: Option<RelayLimits> = None;
     let mut running: Option<Running> = None;
     let (finished_tx, mut finished) = mpsc::unbounded_channel::<()>();
     let mut heartbeat = tokio::time::interval(config.heartbeat);
@@ -142,7 +144,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 seen_lease_messages += messages.len();
                 for message in messages {
                     match message {
-                        LeaseMessage::Granted { epoch: granted, .. } => {
+                        LeaseMessage::Granted { epoch: granted, max_document_bytes, max_message_bytes, .. } => {
+                            relay_limits = RelayLimits::from_grant(max_document_bytes, max_message_bytes);
                             if epoch != Some(granted) {
                                 tracing::info!(epoch = granted, "holding the runtime lease");
                                 let here = running.as_ref().map(|r| r.execution_id.as_str());
@@ -212,12 +215,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             if let Some(entry) = next_to_run(&notebook) {
                 notebook.start_execution(&entry.id, &session_id, Some(epoch), now())?;
                 let execution_id = entry.id.clone();
+                let writer = OutputWriter::new(config.stream_limit);
+                let writer = match relay_limits {
+                    Some(limits) => writer.with_relay_limits(limits),
+                    None => writer,
+                };
                 let done = tokio::spawn(run_entry(
                     kernel.clone(),
                     notebook.clone(),
                     entry,
                     epoch,
-                    config.stream_limit,
+                    writer,
                     finished_tx.clone(),
                 ));
                 running = Some(Running {
@@ -245,7 +253,7 @@ async fn run_entry(
     notebook: Notebook,
     entry: Execution,
     epoch: u64,
-    stream_limit: Option<usize>,
+    mut writer: OutputWriter,
     finished: mpsc::UnboundedSender<()>,
 ) {
     let Execution {
@@ -257,7 +265,6 @@ async fn run_entry(
     let _ = notebook.clear_outputs(&cell_id);
     let _ = notebook.set_execution_state(&cell_id, ExecutionState::Running);
     let (events, mut incoming) = mpsc::unbounded_channel::<ExecEvent>();
-    let mut writer = OutputWriter::new(stream_limit);
     let execute = kernel.execute(&code, events);
     tokio::pin!(execute);
     let outcome = loop {

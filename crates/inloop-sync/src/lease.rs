@@ -23,8 +23,17 @@ pub enum LeaseMessage {
     Heartbeat,
     /// Runtime to relay: I give it up.
     Release,
-    /// Relay to runtime: you hold the lease under this epoch; heartbeat within `ttl_ms`.
-    Granted { epoch: u64, ttl_ms: u64 },
+    /// Relay to runtime: you hold the lease under this epoch; heartbeat within `ttl_ms`. The
+    /// document may not grow past `max_document_bytes`, nor a frame past `max_message_bytes`
+    /// (0: not said): a runtime keeps its outputs within them rather than be disconnected.
+    Granted {
+        epoch: u64,
+        ttl_ms: u64,
+        #[serde(default)]
+        max_document_bytes: u64,
+        #[serde(default)]
+        max_message_bytes: u64,
+    },
     /// Relay to runtime: another runtime holds it (under `epoch`); you are next in line.
     Standby { epoch: u64 },
     /// Relay to runtime: you no longer hold the lease of `epoch`.
@@ -211,6 +220,9 @@ impl<P: Copy + Eq> Lease<P> {
         LeaseMessage::Granted {
             epoch: self.epoch,
             ttl_ms: self.ttl_ms,
+            // The room fills these in: the lease knows nothing of documents.
+            max_document_bytes: 0,
+            max_message_bytes: 0,
         }
     }
 
@@ -226,6 +238,16 @@ impl<P: Copy + Eq> Lease<P> {
 mod tests {
     use super::*;
 
+    /// A grant as the lease makes it (the room adds the document's limits).
+    fn granted(epoch: u64, ttl_ms: u64) -> LeaseMessage {
+        LeaseMessage::Granted {
+            epoch,
+            ttl_ms,
+            max_document_bytes: 0,
+            max_message_bytes: 0,
+        }
+    }
+
     fn request(session: &str) -> LeaseMessage {
         LeaseMessage::Request {
             session: session.into(),
@@ -237,13 +259,7 @@ mod tests {
         let mut lease = Lease::new(7, 1_000, 500);
         assert_eq!(
             lease.receive(1, request("a"), 0),
-            vec![(
-                1,
-                LeaseMessage::Granted {
-                    epoch: 8,
-                    ttl_ms: 1_000
-                }
-            )]
+            vec![(1, granted(8, 1_000))]
         );
         assert_eq!(
             lease.receive(2, request("b"), 0),
@@ -257,16 +273,7 @@ mod tests {
             notices[0],
             (1, LeaseMessage::Lost { epoch: 8, .. })
         ));
-        assert_eq!(
-            notices[1],
-            (
-                2,
-                LeaseMessage::Granted {
-                    epoch: 9,
-                    ttl_ms: 1_000
-                }
-            )
-        );
+        assert_eq!(notices[1], (2, granted(9, 1_000)));
         assert_eq!(lease.holder(), Some(("b", 9)));
     }
 
@@ -280,25 +287,10 @@ mod tests {
         // Reconnected as a new connection, same session: same epoch.
         assert_eq!(
             lease.receive(3, request("a"), 550),
-            vec![(
-                3,
-                LeaseMessage::Granted {
-                    epoch: 1,
-                    ttl_ms: 10_000
-                }
-            )]
+            vec![(3, granted(1, 10_000))]
         );
         lease.disconnected(3, 1_000);
-        assert_eq!(
-            lease.tick(1_500),
-            vec![(
-                2,
-                LeaseMessage::Granted {
-                    epoch: 2,
-                    ttl_ms: 10_000
-                }
-            )]
-        );
+        assert_eq!(lease.tick(1_500), vec![(2, granted(2, 10_000))]);
     }
 
     #[test]
@@ -312,13 +304,7 @@ mod tests {
         ));
         assert_eq!(
             lease.receive(1, LeaseMessage::Release, 2),
-            vec![(
-                2,
-                LeaseMessage::Granted {
-                    epoch: 2,
-                    ttl_ms: 1_000
-                }
-            )]
+            vec![(2, granted(2, 1_000))]
         );
     }
 }

@@ -23,7 +23,7 @@
 //! use inloop_doc::{CellType, Notebook};
 //! use inloop_sync::{ClientSession, Role, Room, RoomLimits};
 //!
-//! let limits = RoomLimits { max_document_bytes: 1 << 20, lease_ttl_ms: 10_000, lease_grace_ms: 5_000 };
+//! let limits = RoomLimits { max_document_bytes: 1 << 20, max_message_bytes: 1 << 20, lease_ttl_ms: 10_000, lease_grace_ms: 5_000 };
 //! let mut room: Room<u32> = Room::new(Notebook::blank(), 0, 0, limits);
 //! let mut alice = ClientSession::new(Notebook::new());
 //!

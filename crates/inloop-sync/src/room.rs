@@ -52,6 +52,8 @@ impl<P> Default for Outcome<P> {
 pub struct RoomLimits {
     /// The document's encoded size may not grow past this many bytes.
     pub max_document_bytes: usize,
+    /// The largest frame the relay takes (its socket enforces it; the room tells runtimes).
+    pub max_message_bytes: usize,
     pub lease_ttl_ms: u64,
     pub lease_grace_ms: u64,
 }
@@ -206,9 +208,16 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
                     return Ok(outcome);
                 }
                 if self.stored_bytes + update.len() > self.limits.max_document_bytes {
-                    return Err(Error::DocumentTooLarge {
-                        limit: self.limits.max_document_bytes,
-                    });
+                    // The stored size counts every update since the last snapshot, which can be
+                    // far more than the document (text typed and deleted, outputs replaced).
+                    // Refuse only what would make the document itself too large, the measure
+                    // peers can check before they write.
+                    self.stored_bytes = self.notebook.encode_update_v1().len();
+                    if self.stored_bytes + update.len() > self.limits.max_document_bytes {
+                        return Err(Error::DocumentTooLarge {
+                            limit: self.limits.max_document_bytes,
+                        });
+                    }
                 }
                 self.touched_execution.store(false, Ordering::Relaxed);
                 self.notebook
@@ -357,7 +366,16 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
         if self.lease.epoch() != epoch_before {
             outcome.lease_epoch = Some(self.lease.epoch());
         }
-        for (to, notice) in notices {
+        for (to, mut notice) in notices {
+            if let LeaseMessage::Granted {
+                max_document_bytes,
+                max_message_bytes,
+                ..
+            } = &mut notice
+            {
+                *max_document_bytes = self.limits.max_document_bytes as u64;
+                *max_message_bytes = self.limits.max_message_bytes as u64;
+            }
             outcome.direct.push((to, Message::Lease(notice).encode()));
         }
     }
@@ -388,6 +406,7 @@ mod tests {
 
     const LIMITS: RoomLimits = RoomLimits {
         max_document_bytes: 1 << 20,
+        max_message_bytes: 1 << 20,
         lease_ttl_ms: 1_000,
         lease_grace_ms: 1_000,
     };

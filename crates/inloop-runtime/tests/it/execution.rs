@@ -181,3 +181,58 @@ async fn interrupt_restart_and_a_dying_kernel_through_the_document() {
     assert_eq!(next.status, ExecutionStatus::Done);
     assert_eq!(next.execution_count, Some(1), "a new kernel counts from 1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_too_large_for_the_document_is_refused_with_an_error_and_the_run_goes_on() {
+    let relay = TestRelay::with_limits(|limits| limits.max_document_bytes = 4 << 20).await;
+    let doc = "large-outputs";
+    let client = relay.client(doc, Role::Admin).await;
+    let _runtime = relay.runtime(doc, "test-runtime");
+    let notebook = client.notebook();
+
+    // Random bytes, so the base64 does not compress: 0.75 MB and 6 MB of image/png.
+    let image = |bytes: usize| {
+        format!(
+            "import os, base64\nfrom IPython.display import Image, display\n\
+             display(Image(data=os.urandom({bytes}), format='png'))"
+        )
+    };
+    let runs: Vec<(String, String)> = [
+        image(750_000),
+        image(6_000_000),
+        "print('still here')".into(),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, source)| queue(notebook, source, i as f64))
+    .collect();
+    let mut ended = Vec::new();
+    for (_, run) in &runs {
+        ended.push(finished(&client, run, TIMEOUT).await);
+    }
+    let statuses: Vec<ExecutionStatus> = ended.iter().map(|e| e.status).collect();
+    assert_eq!(
+        statuses,
+        [ExecutionStatus::Done; 3],
+        "the runtime stayed connected: {ended:?}"
+    );
+
+    let kept = outputs(notebook, &runs[0].0);
+    assert_eq!(kept[0]["output_type"], "display_data", "{kept}");
+    assert_eq!(
+        kept[0]["data"]["image/png"].as_str().unwrap().len(),
+        1_000_000
+    );
+    let refused = outputs(notebook, &runs[1].0);
+    assert_eq!(refused[0]["ename"], "OutputTooLarge", "{refused}");
+    let evalue = refused[0]["evalue"].as_str().unwrap();
+    assert!(
+        evalue.starts_with("a 8.0 MB image/png output was not kept")
+            && evalue.contains("size limit of 4.2 MB"),
+        "{evalue}"
+    );
+    assert_eq!(
+        outputs(notebook, &runs[2].0),
+        json!([{"output_type": "stream", "name": "stdout", "text": ["still here\n"]}])
+    );
+}

@@ -23,9 +23,15 @@ pub(crate) struct TestRelay {
 
 impl TestRelay {
     pub(crate) async fn start() -> Self {
+        Self::with_limits(|_| {}).await
+    }
+
+    /// A relay whose limits `adjust` changes first.
+    pub(crate) async fn with_limits(adjust: impl FnOnce(&mut inloop_relay::Limits)) -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut config = RelayConfig::new(data.path());
         config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        adjust(&mut config.limits);
         let relay = Relay::start(config).await.unwrap();
         let addr = relay.addr();
         let state = relay.state().clone();
