@@ -262,7 +262,16 @@ h.display("again")
     const sleeping = await interruptAfter('import time\ntime.sleep(30)', 300);
     console.log(`  interrupt of time.sleep(30): ${Math.round(sleeping.latency)} ms`);
     assert.equal(sleeping.result.outputs.at(-1).ename, 'KeyboardInterrupt');
+    const sleepTrace = sleeping.result.outputs.at(-1).traceback.join('\n');
+    assert.match(sleepTrace, /<cell-\d+>", line 2, in <module>\n\s+time\.sleep\(30\)/);
+    assert.doesNotMatch(sleepTrace, /inloop_kernel/);
     assert.ok(sleeping.latency < 2000, `took ${sleeping.latency} ms`);
+
+    // A cell that keeps stepping the event loop: the interrupt may land between two steps.
+    const stepping = await interruptAfter('import asyncio\nwhile True:\n    sum(range(2000))\n    await asyncio.sleep(0)', 300);
+    console.log(`  interrupt of an async loop: ${Math.round(stepping.latency)} ms`);
+    assert.equal(stepping.result.outputs.at(-1).ename, 'KeyboardInterrupt');
+    assert.ok(stepping.latency < 2000, `took ${stepping.latency} ms`);
 
     const waiting = await interruptAfter('import asyncio\nawait asyncio.sleep(30)', 300);
     console.log(`  interrupt of await asyncio.sleep(30): ${Math.round(waiting.latency)} ms`);

@@ -17,6 +17,7 @@ import json
 import linecache
 import re
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -503,6 +504,18 @@ def _cell_traceback(exc):
     return tb
 
 
+def _drop_trailing_kernel_frames(exc):
+    """An interrupt that lands in the kernel's own code (time.sleep) shows the cell's line last."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    cells = [i for i, t in enumerate(frames) if t.tb_frame.f_code.co_filename.startswith(_CELL_PREFIX)]
+    if cells and all(t.tb_frame.f_code.co_filename == __file__ for t in frames[cells[-1] + 1:]):
+        frames[cells[-1]].tb_next = None
+
+
 def error_output(exc):
     if isinstance(exc, asyncio.CancelledError):  # interrupt() cancelled the cell's await
         exc = KeyboardInterrupt().with_traceback(exc.__traceback__)
@@ -512,6 +525,8 @@ def error_output(exc):
             tb = _cell_traceback(chained)
             if tb is not None:
                 chained.__traceback__ = tb
+    if isinstance(exc, KeyboardInterrupt):
+        _drop_trailing_kernel_frames(exc)
     lines = "".join(traceback.format_exception(exc)).rstrip("\n").split("\n")
     if isinstance(exc, SyntaxError) and lines and lines[0].startswith("Traceback"):
         lines = lines[1:]
@@ -581,6 +596,18 @@ async def run(code, count):
     return status
 
 
+def _on_sigint(signum, frame):
+    """Pyodide turns a 2 in the interrupt buffer into SIGINT at the next check of the eval loop.
+    In a cell's code (or what it calls) that is a KeyboardInterrupt; anywhere else (the kernel
+    or the event loop between two steps of an async cell) raising would lose the cell's task, so
+    the task is cancelled instead; with no cell running the interrupt is stale and dropped."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_CELL_PREFIX):
+            raise KeyboardInterrupt
+        frame = frame.f_back
+    interrupt()
+
+
 def interrupt():
     """Interrupts a cell that waits in an `await` (the interrupt buffer only stops running code)."""
     task = _current_task
@@ -624,6 +651,7 @@ def setup(post, schedule_flush, js_sleep, wheels_url, micropip_loader):
     sys.stdout = _stdout
     sys.stderr = _stderr
     time.sleep = _sleep
+    signal.signal(signal.SIGINT, _on_sigint)
     builtins.display = display
     builtins.__inloop_pip__ = _pip
     _make_ipython_modules()
