@@ -30,6 +30,35 @@ pyodide_python=$(sed -n 's/.*"python": *"\([0-9]*\.[0-9]*\).*/\1/p' "$pyodide_sr
 micropip_version=$(grep -o '"micropip-[0-9.]*-py3-none-any.whl"' "$pyodide_src/pyodide-lock.json" | head -n1 | sed 's/"micropip-\([0-9.]*\)-.*/\1/')
 [ -n "$pyodide_python" ] && [ -n "$micropip_version" ] || die "cannot read python/micropip versions from pyodide-lock.json"
 
+# --- A memory snapshot of a started interpreter (Pyodide's private _makeSnapshot/_loadSnapshot):
+# the worker restores it instead of booting Python, ~0.7 s instead of ~3.3 s here. Made with the
+# same node_modules/pyodide as the files above; the worker falls back to a normal start without it.
+snapshot="$dist/pyodide/snapshot.bin"
+snapshot_stamp="$dist/pyodide/.snapshot-sha256"
+if [ -n "${INLOOP_NO_SNAPSHOT:-}" ]; then
+  rm -f "$snapshot" "$snapshot_stamp"
+  log "Pyodide snapshot skipped (INLOOP_NO_SNAPSHOT)"
+else
+  snapshot_hash=$( (sha256sum "$pyodide_src"/pyodide.mjs "$pyodide_src"/pyodide.asm.* "$pyodide_src"/python_stdlib.zip; sed -n '/^# --- A memory snapshot/,/^# --- Wheels/p' scripts/build-web.sh) | sha256sum | cut -c1-16)
+  if [ "$(cat "$snapshot_stamp" 2>/dev/null)" != "$snapshot_hash" ] || [ ! -f "$snapshot" ]; then
+    log "making the Pyodide memory snapshot"
+    INLOOP_SNAPSHOT_OUT="$snapshot" node --input-type=module -e '
+      import { writeFileSync } from "node:fs";
+      import { loadPyodide } from "./node_modules/pyodide/pyodide.mjs";
+      const py = await loadPyodide({ _makeSnapshot: true, env: { HOME: "/home/pyodide" } });
+      // Modules the kernel imports at start (none may hold a JS object: no js, no pyodide.http).
+      py.runPython(`
+import os
+os.environ.pop("_", None)
+import ast, asyncio, base64, builtins, json, linecache, platform, re, shlex, signal, traceback, types, uuid
+import pyodide.code
+`);
+      writeFileSync(process.env.INLOOP_SNAPSHOT_OUT, py.makeMemorySnapshot());
+    '
+    echo "$snapshot_hash" > "$snapshot_stamp"
+  fi
+fi
+
 # --- Wheels: micropip itself + web/wheels.txt, from PyPI; then a static index ---------------------
 python=.venv/bin/python
 [ -x "$python" ] || die ".venv is missing: run scripts/setup.sh"

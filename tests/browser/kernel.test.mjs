@@ -72,6 +72,7 @@ describe('Pyodide kernel in a Web Worker', { timeout: 150_000 }, () => {
     assert.equal(info.language_info.name, 'python');
     assert.equal(info.language_info.file_extension, '.py');
     assert.match(info.banner, /Pyodide/);
+    assert.equal(info.startup.snapshot, true, 'started from the memory snapshot of build-web.sh');
   });
 
   test('execution counts 1, 2, 3; the last expression is the result; `;` and assignments give none', async () => {
@@ -300,6 +301,8 @@ h.display("again")
   test('restart: a new worker counts from 1 with a fresh namespace', async () => {
     const before = await run('x');
     assertOk(before);
+    const draw = 'import random\nrandom.random()';
+    const randomBefore = (await run(draw)).outputs[0].data['text/plain'];
     await page.evaluate(() => window.kernel.restart());
     const first = await run('1+1');
     assertOk(first);
@@ -308,6 +311,24 @@ h.display("again")
     assert.equal(gone.reply.status, 'error');
     assert.equal(gone.outputs[0].ename, 'NameError');
     assert.equal(gone.reply.executionCount, 2);
+    const randomAfter = (await run(draw)).outputs[0].data['text/plain'];
+    assert.notEqual(randomAfter, randomBefore, 'a worker restored from the snapshot draws its own random seed');
+  });
+
+  test('without the snapshot (worker.js?snapshot=0) the kernel boots Python normally', async () => {
+    const other = await browser.context.newPage();
+    try {
+      await other.goto(`${relay.url}/kernel/console.html?snapshot=0`);
+      const info = await other.evaluate(() => window.kernel.ready);
+      const readyMs = await other.evaluate(() => window.kernel.readyAfterMs);
+      console.log(`  kernel ready ${Math.round(readyMs)} ms after the worker was created, without the snapshot`);
+      assert.equal(info.startup.snapshot, false);
+      const result = await other.evaluate(() => window.kernel.run('print("hi")\n1+1'));
+      const outputs = result.messages.filter((m) => m.type === 'output').map((m) => m.output);
+      assert.deepEqual(outputs.map((o) => o.text ?? o.data['text/plain']), ['hi\n', '2']);
+    } finally {
+      await other.close();
+    }
   });
 
   test('no request left localhost', () => {

@@ -645,6 +645,11 @@ def setup(post, schedule_flush, js_sleep, wheels_url, micropip_loader):
     global _post, _schedule_js, _js_sleep, _wheels_url, _micropip_loader
     _post = post
     _js_sleep = js_sleep
+    # A memory snapshot (see worker.js) carries the state of its build: draw new random seeds.
+    import random
+
+    random.seed()
+    sys.path[:] = list(dict.fromkeys(sys.path))
     _schedule_js = schedule_flush
     _wheels_url = wheels_url
     _micropip_loader = micropip_loader
