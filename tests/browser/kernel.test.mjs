@@ -293,6 +293,9 @@ h.display("again")
     assertOk(micropip);
     assert.deepEqual(micropip.outputs.at(-1).data, { 'text/plain': "'1,234,567'" });
 
+    const noInput = await run('input("name? ")');
+    assert.equal(noInput.outputs[0].ename, 'StdinNotImplementedError');
+
     const served = requests.filter((url) => url.includes('/wheels/')).map((url) => new URL(url).pathname);
     assert.ok(served.includes('/wheels/tabulate-0.10.0-py3-none-any.whl'), served.join(' '));
     assert.ok(served.includes('/wheels/humanize-4.17.0-py3-none-any.whl'), served.join(' '));

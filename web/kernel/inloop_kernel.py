@@ -448,6 +448,21 @@ async def ensure_micropip():
     return micropip
 
 
+class PipError(Exception):
+    """%pip could not do what it was asked (shown without the kernel's and micropip's frames)."""
+
+
+class StdinNotImplementedError(RuntimeError):
+    """What IPython raises when the frontend cannot answer input requests."""
+
+
+PipError.__module__ = StdinNotImplementedError.__module__ = "builtins"  # shown unqualified
+
+
+def _input(prompt=""):
+    raise StdinNotImplementedError("input() is not available: the browser kernel cannot ask the page for input")
+
+
 async def _pip(args):
     try:
         words = shlex.split(args)
@@ -482,7 +497,13 @@ async def _pip(args):
         print(f"Uninstalled {' '.join(packages)}")
         return
     before = set(micropip.list())
-    await micropip.install(packages, pre=pre, reinstall=reinstall)
+    try:
+        await micropip.install(packages, pre=pre, reinstall=reinstall)
+    except Exception as e:
+        raise PipError(
+            f"could not install {' '.join(packages)}: {e}\n"
+            "(this server provides the pure-Python wheels of its web/wheels.txt; others come from PyPI when online)"
+        ) from None
     installed = micropip.list()
     new = sorted(f"{installed[name].name}-{installed[name].version}" for name in set(installed) - before)
     if new:
@@ -505,7 +526,7 @@ def _cell_traceback(exc):
 
 
 def _drop_trailing_kernel_frames(exc):
-    """An interrupt that lands in the kernel's own code (time.sleep) shows the cell's line last."""
+    """An error of the kernel's own making (an interrupted time.sleep, %pip) shows the cell's line last."""
     frames = []
     tb = exc.__traceback__
     while tb is not None:
@@ -525,7 +546,7 @@ def error_output(exc):
             tb = _cell_traceback(chained)
             if tb is not None:
                 chained.__traceback__ = tb
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, (KeyboardInterrupt, PipError, StdinNotImplementedError)):
         _drop_trailing_kernel_frames(exc)
     lines = "".join(traceback.format_exception(exc)).rstrip("\n").split("\n")
     if isinstance(exc, SyntaxError) and lines and lines[0].startswith("Traceback"):
@@ -658,5 +679,6 @@ def setup(post, schedule_flush, js_sleep, wheels_url, micropip_loader):
     time.sleep = _sleep
     signal.signal(signal.SIGINT, _on_sigint)
     builtins.display = display
+    builtins.input = _input
     builtins.__inloop_pip__ = _pip
     _make_ipython_modules()
