@@ -7,6 +7,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The browser's kernel (Pyodide in a Web Worker) failed to start or stopped answering.
+    #[error("{0}")]
+    Worker(String),
+
     #[error("unknown container engine {0:?} (expected docker or podman)")]
     UnknownEngine(String),
 
@@ -71,6 +75,7 @@ pub enum Error {
     },
 
     /// The ZeroMQ transport or the Jupyter wire format failed.
+    #[cfg(feature = "jupyter")]
     #[error("kernel messaging failed: {0}")]
     Protocol(#[from] jupyter_zmq_client::RuntimeError),
 

@@ -19,6 +19,11 @@
 //!   `inloop-doc`, with Jupyter's `clear_output(wait=True)` semantics and a cap on stream text
 //!   that ends in a visible truncation note.
 //!
+//! - **Cargo feature `jupyter`** (default): the Jupyter kernel, kernelspec discovery and
+//!   container mode (ZeroMQ, processes, tokio's full runtime). Without it
+//!   (`default-features = false`) the crate is the kernel model and the [`OutputWriter`] only,
+//!   and builds for `wasm32-unknown-unknown`: the browser engine's Pyodide kernel uses it.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -48,16 +53,22 @@
 //! # }
 //! ```
 
+#[cfg(feature = "jupyter")]
 mod container;
 mod error;
+#[cfg(feature = "jupyter")]
 mod jupyter;
 mod kernel;
+#[cfg(feature = "jupyter")]
 mod kernelspec;
 mod writer;
 
+#[cfg(feature = "jupyter")]
 pub use container::{CONTAINER_CONNECTION_DIR, Container, Engine};
 pub use error::{Error, Result};
+#[cfg(feature = "jupyter")]
 pub use jupyter::{JupyterConfig, JupyterKernel};
 pub use kernel::{ExecEvent, ExecuteReply, Kernel, KernelInfo, ReplyStatus};
+#[cfg(feature = "jupyter")]
 pub use kernelspec::{InterruptMode, KernelSpec, SearchPath};
-pub use writer::{DEFAULT_STREAM_LIMIT, OutputWriter};
+pub use writer::{DEFAULT_STREAM_LIMIT, OutputWriter, RelayLimits};

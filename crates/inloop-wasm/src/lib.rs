@@ -1,0 +1,641 @@
+//! The inloop browser engine: a notebook document that a page drives, synced with the relay,
+//! kept offline in IndexedDB, and run in a Pyodide Web Worker.
+//!
+//! Compiled to WebAssembly (`wasm-bindgen --target web`), it exports one class, `Notebook`.
+//! The page (a CodeMirror view, a test) calls its methods and listens to its events; errors
+//! reach JavaScript as `Error`s with a message saying what went wrong.
+//!
+//! # Features
+//!
+//! - **The document** through `inloop-doc`: cells listed as nbformat-shaped objects; insert,
+//!   move, delete and retype cells; source edits as Yjs-style deltas
+//!   (`[{retain: 3}, {insert: "x"}, {delete: 1}]`, offsets in UTF-16 code units as CodeMirror
+//!   and Yjs count), so an editor binding never replaces the whole text; typed change events
+//!   (`cell_inserted`, `cell_moved`, `source_edited` with its delta, `outputs_changed`...)
+//!   marked `local` or `remote`.
+//! - **Sync** with the relay over a browser WebSocket through `inloop-sync` (the y-websocket
+//!   protocol), reconnecting with backoff from 100 ms to 5 s. Status events: `connecting`,
+//!   `syncing`, `synced`, `offline` (with the close code and reason), `closed` (refused for
+//!   good: closes 4400 to 4499 except 4429), each with the count of local changes the relay has
+//!   not acknowledged as stored.
+//! - **Offline store**: every update, local or remote, goes to IndexedDB (database `inloop`,
+//!   one record per update, folded into one snapshot every 200 records). Opening an engine
+//!   loads the stored state before connecting, so a page opened with no network shows and edits
+//!   the last state; its edits merge when the relay is back (the sync exchange carries them).
+//! - **Presence** through awareness: name, colour, the cell and the selection of each user.
+//! - **Execution**: `run(cellId)` queues the cell in the document's `executions` for this
+//!   browser (or `"server"`); the engine runs its own entries one at a time in request order in
+//!   a Pyodide worker that starts as the engine opens, writes outputs back like any runtime,
+//!   registers itself in `runtimes` (kind `browser`, with a heartbeat), and honours interrupts
+//!   (a `SharedArrayBuffer` interrupt buffer; a new worker when the page is not cross-origin
+//!   isolated) and restarts (a new worker) asked for through the document.
+//!
+//! # Usage from JavaScript
+//!
+//! ```js
+//! import init, { Notebook } from '/engine/inloop_wasm.js';
+//! await init();
+//! const nb = await Notebook.open({
+//!   docId: 'b3c1…',
+//!   token: 'il1.…',              // a share token (?token= on the WebSocket URL)
+//!   relay: 'ws://127.0.0.1:8787', // default: this page's origin
+//!   worker: '/kernel/worker.js',  // default; null for no kernel
+//!   name: 'Ada',
+//! });
+//! nb.onStatus((s) => console.log(s.state, s.unacknowledged)); // e.g. "offline" 3
+//! nb.onChange(({ origin, changes }) => view.apply(changes));
+//! const id = nb.insertCell(0, 'code', 'print("hi")');
+//! nb.editSource(id, [{ retain: 6 }, { insert: 'hello ' }]);
+//! nb.setPresence({ name: 'Ada', colour: '#c33', cellId: id, selection: { anchor: 3, head: 5 } });
+//! const run = nb.run(id);                        // this browser's Pyodide
+//! nb.run(id, 'server');                          // the server runtime
+//! console.log(nb.cells()[0].outputs);
+//! ```
+
+mod engine;
+mod error;
+mod kernel;
+mod persist;
+mod runner;
+mod store;
+mod sync;
+
+use std::rc::Rc;
+
+use inloop_doc::{CellType, ExecutionTarget, JsonMap, Output, TextDelta};
+use js_sys::{Array, Function};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use wasm_bindgen::prelude::*;
+
+pub use error::{Error, Result};
+pub use sync::Status;
+
+use engine::{Inner, Topic, to_js};
+
+/// Options of [`Engine::open`] (a JavaScript object; camelCase keys).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenOptions {
+    doc_id: String,
+    #[serde(default)]
+    token: Option<String>,
+    /// `ws://…` or `http://…` of the relay; default: this page's origin.
+    #[serde(default)]
+    relay: Option<String>,
+    /// Whether to connect at all (tests of the offline store say `false`).
+    #[serde(default = "yes")]
+    connect: bool,
+    /// The kernel worker's URL; `null` for no kernel.
+    #[serde(default = "default_worker")]
+    worker: Option<String>,
+    /// Keep the document in IndexedDB.
+    #[serde(default = "yes")]
+    store: bool,
+    #[serde(default = "default_database")]
+    database: String,
+    /// Shown as who requested runs and as the runtime's name.
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_worker() -> Option<String> {
+    Some("/kernel/worker.js".into())
+}
+
+fn default_database() -> String {
+    "inloop".into()
+}
+
+/// A cell as the page sees it: nbformat's shape (outputs with `transient.display_id`).
+#[derive(Serialize)]
+struct CellView<'a> {
+    id: &'a str,
+    cell_type: CellType,
+    source: &'a str,
+    metadata: &'a JsonMap,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_count: Option<Option<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_state: Option<inloop_doc::ExecutionState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outputs: Option<Vec<JsonMap>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachments: Option<&'a JsonMap>,
+}
+
+fn cell_view(cell: &inloop_doc::Cell) -> JsValue {
+    let code = cell.cell_type == CellType::Code;
+    to_js(&CellView {
+        id: &cell.id,
+        cell_type: cell.cell_type,
+        source: &cell.source,
+        metadata: &cell.metadata,
+        execution_count: code.then_some(cell.execution_count),
+        execution_state: cell.execution_state,
+        outputs: code.then(|| cell.outputs.iter().map(Output::to_json).collect()),
+        attachments: cell.attachments.as_ref(),
+    })
+}
+
+/// One peer's presence as the page sees it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PresenceView {
+    client_id: u64,
+    local: bool,
+    state: serde_json::Value,
+}
+
+/// Everyone's presence, this page's first.
+pub(crate) fn presence_value(inner: &Inner) -> JsValue {
+    let Ok(session) = inner.session.try_borrow() else {
+        return JsValue::NULL;
+    };
+    let own = inner.local_presence.borrow().clone();
+    let mut all = Vec::new();
+    if let Some(own) = own {
+        all.push(PresenceView {
+            client_id: inner.notebook.client_id(),
+            local: true,
+            state: serde_json::from_str(&own).unwrap_or_default(),
+        });
+    }
+    let mut others: Vec<PresenceView> = session
+        .presence()
+        .map(|(client_id, json)| PresenceView {
+            client_id,
+            local: false,
+            state: serde_json::from_str(json).unwrap_or_default(),
+        })
+        .collect();
+    others.sort_by_key(|p| p.client_id);
+    all.extend(others);
+    to_js(&all)
+}
+
+/// The engine, `Notebook` to JavaScript. Dropping it (`free()`) closes it.
+#[wasm_bindgen(js_name = Notebook)]
+#[derive(Debug)]
+pub struct Engine {
+    inner: Rc<Inner>,
+}
+
+#[wasm_bindgen(js_class = Notebook)]
+impl Engine {
+    /// Opens a document: starts the kernel worker, loads the IndexedDB copy, then connects.
+    /// Resolves once the stored state is loaded (not once synced: watch `onStatus`).
+    pub async fn open(options: JsValue) -> Result<Engine, JsValue> {
+        Ok(Self::open_with(options).await?)
+    }
+
+    async fn open_with(options: JsValue) -> Result<Engine> {
+        let options: OpenOptions = serde_wasm_bindgen::from_value(options)?;
+        if options.doc_id.is_empty() {
+            return Err(Error::Argument("docId must not be empty".into()));
+        }
+        let notebook = inloop_doc::Notebook::new();
+        let wake = Rc::new(Notify::new());
+        // The worker loads Pyodide while the document loads and syncs.
+        let kernel = options
+            .worker
+            .as_deref()
+            .map(|url| kernel::PyodideKernel::start(url, wake.clone()));
+        let store = if options.store {
+            let (store, updates) = store::Store::open(&options.database, &options.doc_id).await?;
+            if !updates.is_empty() {
+                let merged = yrs::merge_updates_v1(updates.iter().map(Vec::as_slice))
+                    .map_err(|e| Error::Store(format!("the stored document is damaged: {e}")))?;
+                notebook.apply_update_v1(&merged)?;
+            }
+            Some(store)
+        } else {
+            None
+        };
+        let url = if options.connect {
+            Some(socket_url(
+                options.relay.as_deref(),
+                &options.doc_id,
+                options.token.as_deref(),
+            )?)
+        } else {
+            None
+        };
+        let name = options
+            .name
+            .unwrap_or_else(|| format!("browser {}", notebook.client_id()));
+        let runner = runner::Runner::new(notebook.client_id(), wake);
+        let inner = Rc::new(Inner::new(
+            options.doc_id,
+            notebook,
+            name,
+            url,
+            store,
+            kernel,
+            runner,
+        ));
+        engine::observe(&inner)?;
+        runner::start(&inner);
+        sync::connect(&inner);
+        Ok(Engine { inner })
+    }
+
+    /// The document's id.
+    #[wasm_bindgen(getter, js_name = docId)]
+    pub fn doc_id(&self) -> String {
+        self.inner.doc_id.clone()
+    }
+
+    /// This peer's Yjs client id (also in `browser:<clientId>` run targets).
+    #[wasm_bindgen(getter, js_name = clientId)]
+    pub fn client_id(&self) -> f64 {
+        self.inner.notebook.client_id() as f64
+    }
+
+    /// `{state, code?, reason?, unacknowledged}` now.
+    pub fn status(&self) -> JsValue {
+        to_js(&self.inner.status())
+    }
+
+    /// Calls `callback(status)` at once with the current status, then on every status change
+    /// and whenever the count of unacknowledged local changes moves. Returns an id for `off`.
+    #[wasm_bindgen(js_name = onStatus)]
+    pub fn on_status(&self, callback: Function) -> u32 {
+        let current = to_js(&self.inner.status());
+        if let Err(error) = callback.call1(&JsValue::NULL, &current) {
+            web_sys::console::error_2(&"inloop: a callback threw".into(), &error);
+        }
+        self.inner.subscribe(Topic::Status, callback)
+    }
+
+    /// Calls `callback({origin: 'local' | 'remote', changes})` after every change to the
+    /// document. Returns an id for `off`.
+    #[wasm_bindgen(js_name = onChange)]
+    pub fn on_change(&self, callback: Function) -> u32 {
+        self.inner.subscribe(Topic::Change, callback)
+    }
+
+    /// Calls `callback(presence)` (as `presence()` returns it) when anyone's presence changes.
+    #[wasm_bindgen(js_name = onPresence)]
+    pub fn on_presence(&self, callback: Function) -> u32 {
+        self.inner.subscribe(Topic::Presence, callback)
+    }
+
+    /// Removes a callback; `true` if it was registered.
+    pub fn off(&self, id: u32) -> bool {
+        self.inner.unsubscribe(id)
+    }
+
+    /// Every cell, in order: `{id, cell_type, source, metadata}`, plus `execution_count`,
+    /// `execution_state` and `outputs` (nbformat output objects) for code cells.
+    pub fn cells(&self) -> Array {
+        self.inner.notebook.cells().iter().map(cell_view).collect()
+    }
+
+    /// One cell, as `cells()` shows it.
+    pub fn cell(&self, id: &str) -> Result<JsValue, JsValue> {
+        Ok(cell_view(
+            &self.inner.notebook.cell(id).map_err(Error::from)?,
+        ))
+    }
+
+    #[wasm_bindgen(js_name = cellIds)]
+    pub fn cell_ids(&self) -> Vec<String> {
+        self.inner.notebook.cell_ids()
+    }
+
+    pub fn source(&self, id: &str) -> Result<String, JsValue> {
+        Ok(self.inner.notebook.source(id).map_err(Error::from)?)
+    }
+
+    /// Inserts a cell (`'code'`, `'markdown'` or `'raw'`) at `index`; returns its id.
+    #[wasm_bindgen(js_name = insertCell)]
+    pub fn insert_cell(
+        &self,
+        index: u32,
+        cell_type: &str,
+        source: &str,
+    ) -> Result<String, JsValue> {
+        self.edit(|nb| Ok(nb.insert_cell(index, parse_cell_type(cell_type)?, source)?))
+    }
+
+    #[wasm_bindgen(js_name = deleteCell)]
+    pub fn delete_cell(&self, id: &str) -> Result<(), JsValue> {
+        self.edit(|nb| Ok(nb.delete_cell(id)?))
+    }
+
+    /// Moves a cell to index `to` (as the list is once it has left its place).
+    #[wasm_bindgen(js_name = moveCell)]
+    pub fn move_cell(&self, id: &str, to: u32) -> Result<(), JsValue> {
+        self.edit(|nb| Ok(nb.move_cell(id, to)?))
+    }
+
+    #[wasm_bindgen(js_name = setCellType)]
+    pub fn set_cell_type(&self, id: &str, cell_type: &str) -> Result<(), JsValue> {
+        self.edit(|nb| Ok(nb.set_cell_type(id, parse_cell_type(cell_type)?)?))
+    }
+
+    /// Applies a Yjs-style delta to a cell's source: `[{retain: n}, {insert: 'x'},
+    /// {delete: n}]`, in UTF-16 code units. A delta reaching past the end changes nothing.
+    #[wasm_bindgen(js_name = editSource)]
+    pub fn edit_source(&self, id: &str, delta: JsValue) -> Result<(), JsValue> {
+        self.edit(|nb| {
+            let delta: Vec<TextDelta> = serde_wasm_bindgen::from_value(delta)?;
+            Ok(nb.edit_source(id, &delta)?)
+        })
+    }
+
+    /// Replaces a cell's source, changing only the span that differs.
+    #[wasm_bindgen(js_name = setSource)]
+    pub fn set_source(&self, id: &str, source: &str) -> Result<(), JsValue> {
+        self.edit(|nb| Ok(nb.set_source(id, source)?))
+    }
+
+    /// Sets one key of a cell's metadata to a JSON value.
+    #[wasm_bindgen(js_name = setCellMetadata)]
+    pub fn set_cell_metadata(&self, id: &str, key: &str, value: JsValue) -> Result<(), JsValue> {
+        self.edit(|nb| {
+            let value: serde_json::Value = serde_wasm_bindgen::from_value(value)?;
+            Ok(nb.set_cell_metadata(id, key, &value)?)
+        })
+    }
+
+    /// Clears a code cell's outputs.
+    #[wasm_bindgen(js_name = clearOutputs)]
+    pub fn clear_outputs(&self, id: &str) -> Result<(), JsValue> {
+        self.edit(|nb| Ok(nb.clear_outputs(id)?))
+    }
+
+    /// The notebook as `.ipynb` text (nbformat 4.5).
+    #[wasm_bindgen(js_name = toIpynb)]
+    pub fn to_ipynb(&self) -> String {
+        self.inner.notebook.to_ipynb()
+    }
+
+    /// Replaces the whole notebook by an `.ipynb` (as one edit).
+    #[wasm_bindgen(js_name = replaceFromIpynb)]
+    pub fn replace_from_ipynb(&self, ipynb: &str) -> Result<(), JsValue> {
+        self.edit(|nb| Ok(nb.replace_from_ipynb(ipynb.as_bytes())?))
+    }
+
+    /// Sets this page's presence (`{name, colour, cellId, selection: {anchor, head}}`, any
+    /// JSON object), or clears it with `null`.
+    #[wasm_bindgen(js_name = setPresence)]
+    pub fn set_presence(&self, state: JsValue) -> Result<(), JsValue> {
+        self.inner.check_open()?;
+        let json = if state.is_null() || state.is_undefined() {
+            None
+        } else {
+            let value: serde_json::Value =
+                serde_wasm_bindgen::from_value(state).map_err(Error::from)?;
+            Some(value.to_string())
+        };
+        *self.inner.local_presence.borrow_mut() = json.clone();
+        let frame = self
+            .inner
+            .session
+            .borrow_mut()
+            .set_presence(json.as_deref());
+        sync::send(&self.inner, &frame);
+        self.inner.presence_changed();
+        self.inner.deliver();
+        Ok(())
+    }
+
+    /// Everyone's presence: `[{clientId, local, state}]`, this page's first.
+    pub fn presence(&self) -> JsValue {
+        presence_value(&self.inner)
+    }
+
+    /// Queues a run of a code cell: `target` is `'browser'` (this engine's kernel, the default)
+    /// or `'server'`. Returns the execution entry's id.
+    pub fn run(&self, cell_id: &str, target: Option<String>) -> Result<String, JsValue> {
+        self.inner.check_open()?;
+        let target = match target.as_deref() {
+            None | Some("browser") => self.inner.runner.target.clone(),
+            Some("server") => ExecutionTarget::Server,
+            Some(other) => {
+                return Err(Error::Argument(format!(
+                    "run target {other:?}: use 'browser' or 'server'"
+                ))
+                .into());
+            }
+        };
+        if target != ExecutionTarget::Server {
+            if self.inner.kernel.is_none() {
+                return Err(Error::Argument(
+                    "this engine was opened without a kernel worker (worker: null)".into(),
+                )
+                .into());
+            }
+            runner::ensure_registered(&self.inner);
+        }
+        let id = self.edit(|nb| {
+            Ok(nb.request_execution(cell_id, &target, &self.inner.name, runner::now())?)
+        })?;
+        self.inner.runner.wake();
+        Ok(id)
+    }
+
+    /// Stops a run: a queued entry is cancelled, a running one interrupted by the runtime
+    /// running it (this page's or another's).
+    pub fn interrupt(&self, execution_id: &str) -> Result<(), JsValue> {
+        self.edit(|nb| Ok(nb.interrupt_execution(execution_id, runner::now())?))
+    }
+
+    /// Asks this page's kernel to restart (a fresh namespace, counts from 1), through the
+    /// document like any peer's request.
+    pub fn restart(&self) -> Result<(), JsValue> {
+        self.inner.check_open()?;
+        if self.inner.kernel.is_none() {
+            return Err(Error::Argument("this engine has no kernel worker".into()).into());
+        }
+        runner::ensure_registered(&self.inner);
+        let session = self.inner.runner.session_id.clone();
+        self.edit(|nb| Ok(nb.request_restart(&session, runner::now())?))?;
+        self.inner.runner.wake();
+        Ok(())
+    }
+
+    /// Asks another runtime (by session id, from `runtimes()`) to restart its kernel.
+    #[wasm_bindgen(js_name = restartRuntime)]
+    pub fn restart_runtime(&self, session_id: &str) -> Result<(), JsValue> {
+        self.edit(|nb| Ok(nb.request_restart(session_id, runner::now())?))
+    }
+
+    /// Every execution entry, oldest request first.
+    pub fn executions(&self) -> JsValue {
+        to_js(&self.inner.notebook.executions())
+    }
+
+    pub fn execution(&self, id: &str) -> Result<JsValue, JsValue> {
+        Ok(to_js(
+            &self.inner.notebook.execution(id).map_err(Error::from)?,
+        ))
+    }
+
+    /// The runtimes registered in the document.
+    pub fn runtimes(&self) -> JsValue {
+        to_js(&self.inner.notebook.runtimes())
+    }
+
+    /// This page's runtime session id (`browser-<clientId>`).
+    #[wasm_bindgen(getter, js_name = runtimeId)]
+    pub fn runtime_id(&self) -> String {
+        self.inner.runner.session_id.clone()
+    }
+
+    /// The kernel worker's state: `'starting'`, `'ready'`, `'failed: …'`, `'shut down'` or
+    /// `'none'`.
+    #[wasm_bindgen(js_name = kernelState)]
+    pub fn kernel_state(&self) -> String {
+        match self.inner.kernel.as_ref().map(|k| k.state()) {
+            None => "none".into(),
+            Some(kernel::KernelState::Starting) => "starting".into(),
+            Some(kernel::KernelState::Ready) => "ready".into(),
+            Some(kernel::KernelState::Failed(message)) => format!("failed: {message}"),
+            Some(kernel::KernelState::ShutDown) => "shut down".into(),
+        }
+    }
+
+    /// Whether interrupts reach running code (the page is cross-origin isolated).
+    #[wasm_bindgen(js_name = canInterrupt)]
+    pub fn can_interrupt(&self) -> bool {
+        self.inner
+            .kernel
+            .as_ref()
+            .is_some_and(|k| k.can_interrupt())
+    }
+
+    /// Resolves once every change made so far is in IndexedDB (rejects with the store's
+    /// error if the last write failed).
+    pub async fn persisted(&self) -> Result<(), JsValue> {
+        persist::flushed(&self.inner).await;
+        match self.inner.store_error.borrow_mut().take() {
+            Some(error) => Err(Error::Store(error).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// How many IndexedDB records hold this document, as far as this engine knows (`null`
+    /// without a store): it drops to 1 when they are folded into a snapshot.
+    #[wasm_bindgen(js_name = storedRecords)]
+    pub fn stored_records(&self) -> Option<u32> {
+        let store = self.inner.store.borrow();
+        store.as_ref().map(|s| s.records() as u32)
+    }
+
+    /// Applies a Yrs update (v1) from elsewhere, e.g. another replica's `encodeState()`.
+    /// Observers see it as remote; it is stored, and passed on to the relay.
+    #[wasm_bindgen(js_name = applyUpdate)]
+    pub fn apply_update(&self, update: &[u8]) -> Result<(), JsValue> {
+        self.edit(|nb| Ok(nb.apply_update_v1(update)?))?;
+        // Offline, the next connection's sync exchange carries it instead.
+        sync::send(
+            &self.inner,
+            &inloop_sync::ClientSession::update_frame(update),
+        );
+        Ok(())
+    }
+
+    /// The whole document as one Yrs update (v1), e.g. to compare replicas.
+    #[wasm_bindgen(js_name = encodeState)]
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.inner.notebook.encode_update_v1()
+    }
+
+    /// Stops syncing, marks this page's runtime gone, stops the kernel. Later edits fail.
+    pub fn close(&self) {
+        close(&self.inner);
+    }
+
+    /// Deletes an IndexedDB database (default `inloop`): every document stored offline.
+    #[wasm_bindgen(js_name = deleteDatabase)]
+    pub async fn delete_database(name: Option<String>) -> Result<(), JsValue> {
+        let name = name.unwrap_or_else(default_database);
+        Ok(store::delete_database(&name).await?)
+    }
+}
+
+impl Engine {
+    /// Runs an edit, then delivers the events it caused.
+    fn edit<T>(&self, f: impl FnOnce(&inloop_doc::Notebook) -> Result<T>) -> Result<T, JsValue> {
+        self.inner.check_open()?;
+        let result = f(&self.inner.notebook);
+        self.inner.deliver();
+        Ok(result?)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        close(&self.inner);
+    }
+}
+
+fn close(inner: &Rc<Inner>) {
+    if inner.closed.get() {
+        return;
+    }
+    runner::stop(inner);
+    // The runtime's last word ("gone") goes out before the socket closes.
+    sync::send_unsent(inner);
+    inner.closed.set(true);
+    sync::shut(inner);
+    if let Some(kernel) = &inner.kernel {
+        kernel.shutdown_now();
+    }
+    let _ = inner
+        .notebook
+        .doc()
+        .unobserve_update_v1(engine::store_observer_key(inner));
+    inner.subscriptions.borrow_mut().take();
+    inner.set_status(Status::Closed {
+        code: None,
+        reason: "closed".into(),
+    });
+    inner.deliver();
+}
+
+fn parse_cell_type(cell_type: &str) -> Result<CellType> {
+    cell_type.parse().map_err(Error::Argument)
+}
+
+/// `{relay}/api/docs/{doc_id}/ws?token=…`, the relay's URL as `ws://`/`wss://`.
+fn socket_url(relay: Option<&str>, doc_id: &str, token: Option<&str>) -> Result<String> {
+    let relay = match relay {
+        Some(relay) => relay.trim_end_matches('/').to_owned(),
+        None => {
+            let location = web_sys::window()
+                .ok_or_else(|| Error::Argument("no window: give the relay's URL".into()))?
+                .location();
+            let protocol = location.protocol().map_err(error::browser("location"))?;
+            let host = location.host().map_err(error::browser("location"))?;
+            let scheme = if protocol == "https:" { "wss" } else { "ws" };
+            format!("{scheme}://{host}")
+        }
+    };
+    let relay = if let Some(rest) = relay.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = relay.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        relay
+    };
+    if !relay.starts_with("ws://") && !relay.starts_with("wss://") {
+        return Err(Error::Argument(format!(
+            "relay {relay:?}: expected ws://, wss://, http:// or https://"
+        )));
+    }
+    let doc = String::from(js_sys::encode_uri_component(doc_id));
+    let mut url = format!("{relay}/api/docs/{doc}/ws");
+    if let Some(token) = token {
+        url.push_str("?token=");
+        url.push_str(&String::from(js_sys::encode_uri_component(token)));
+    }
+    Ok(url)
+}

@@ -1,0 +1,335 @@
+//! This browser as a runtime: it runs the entries of `executions` that target it, one at a time
+//! in request order, in its Pyodide kernel, and writes their outputs into the document as the
+//! server runtime does (`inloop-runtime`'s agent), with no lease (browsers pass `None`).
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+
+use inloop_doc::{
+    Execution, ExecutionState, ExecutionStatus, ExecutionTarget, Runtime, RuntimeKind,
+    RuntimeStatus,
+};
+use inloop_kernel::{ExecEvent, Kernel, OutputWriter, ReplyStatus};
+use tokio::sync::{Notify, mpsc};
+
+use crate::engine::Inner;
+use crate::kernel::{KernelState, SharedKernel};
+
+/// How often the runtime entry's heartbeat is written while registered.
+const HEARTBEAT_MS: u32 = 15_000;
+
+/// Seconds since the Unix epoch, as the server runtime stamps the document.
+pub(crate) fn now() -> f64 {
+    js_sys::Date::now() / 1000.0
+}
+
+/// The entry the kernel is running now.
+#[derive(Debug)]
+struct Running {
+    execution_id: String,
+    interrupt_sent: bool,
+}
+
+/// The queue's state; the loop itself is a task woken through `wake`.
+#[derive(Debug)]
+pub(crate) struct Runner {
+    pub(crate) session_id: String,
+    pub(crate) target: ExecutionTarget,
+    wake: Rc<Notify>,
+    registered: Cell<bool>,
+    reported: Cell<Option<RuntimeStatus>>,
+    running: RefCell<Option<Running>>,
+    heartbeat: RefCell<Option<gloo_timers::callback::Interval>>,
+}
+
+impl Runner {
+    pub(crate) fn new(client_id: u64, wake: Rc<Notify>) -> Self {
+        Self {
+            session_id: format!("browser-{client_id}"),
+            target: ExecutionTarget::Browser(client_id.to_string()),
+            wake,
+            registered: Cell::new(false),
+            reported: Cell::new(None),
+            running: RefCell::new(None),
+            heartbeat: RefCell::new(None),
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Starts the queue's loop.
+pub(crate) fn start(inner: &Rc<Inner>) {
+    let weak = Rc::downgrade(inner);
+    let wake = inner.runner.wake.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        loop {
+            wake.notified().await;
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.closed.get() {
+                return;
+            }
+            tick(&inner);
+            inner.deliver_soon();
+        }
+    });
+    inner.runner.wake();
+}
+
+/// Registers this browser in `runtimes` (kind `browser`) and starts its heartbeat. Done on the
+/// first run it is asked for, not on open: a peer with an edit-only token may not register.
+pub(crate) fn ensure_registered(inner: &Rc<Inner>) {
+    let runner = &inner.runner;
+    if runner.registered.replace(true) {
+        return;
+    }
+    let status = kernel_status(inner);
+    inner.notebook.register_runtime(&Runtime {
+        session_id: runner.session_id.clone(),
+        kind: RuntimeKind::Browser,
+        name: inner.name.clone(),
+        kernels: vec!["python3".into()],
+        gpu: None,
+        container_image: None,
+        status,
+        heartbeat_at: now(),
+        lease_epoch: None,
+        restart_requested_at: None,
+        restarted_at: None,
+    });
+    runner.reported.set(Some(status));
+    let weak = Rc::downgrade(inner);
+    let heartbeat = gloo_timers::callback::Interval::new(HEARTBEAT_MS, move || {
+        if let Some(inner) = weak.upgrade() {
+            let status = kernel_status(&inner);
+            let _ = inner
+                .notebook
+                .runtime_heartbeat(&inner.runner.session_id, Some(status), now());
+            inner.runner.reported.set(Some(status));
+            inner.deliver_soon();
+        }
+    });
+    *runner.heartbeat.borrow_mut() = Some(heartbeat);
+}
+
+/// What this runtime is doing, as its entry says.
+fn kernel_status(inner: &Inner) -> RuntimeStatus {
+    let Some(kernel) = &inner.kernel else {
+        return RuntimeStatus::Gone;
+    };
+    match kernel.state() {
+        KernelState::Starting => RuntimeStatus::Starting,
+        KernelState::Ready if inner.runner.running.borrow().is_some() => RuntimeStatus::Busy,
+        KernelState::Ready => RuntimeStatus::Idle,
+        KernelState::Failed(_) | KernelState::ShutDown => RuntimeStatus::Gone,
+    }
+}
+
+/// Marks the runtime gone and stops the heartbeat (the engine's `close`).
+pub(crate) fn stop(inner: &Inner) {
+    if let Some(heartbeat) = inner.runner.heartbeat.borrow_mut().take() {
+        heartbeat.cancel();
+    }
+    if inner.runner.registered.get() {
+        let _ = inner.notebook.runtime_heartbeat(
+            &inner.runner.session_id,
+            Some(RuntimeStatus::Gone),
+            now(),
+        );
+    }
+}
+
+/// One look at the document: restarts and interrupts asked for, then the next entry.
+fn tick(inner: &Rc<Inner>) {
+    let runner = &inner.runner;
+    let Some(kernel) = inner.kernel.clone() else {
+        return;
+    };
+    let notebook = &inner.notebook;
+
+    if runner.registered.get() {
+        // Restarts asked for through the document (by this page or another).
+        let me = notebook
+            .runtimes()
+            .into_iter()
+            .find(|r| r.session_id == runner.session_id);
+        if let Some(me) = me {
+            if me.restart_requested_at > me.restarted_at {
+                let _ = notebook.runtime_heartbeat(
+                    &runner.session_id,
+                    Some(RuntimeStatus::Restarting),
+                    now(),
+                );
+                kernel.restart_now();
+                let _ = notebook.mark_restarted(&runner.session_id, now());
+            }
+        }
+    }
+
+    // Interrupts asked for through the document.
+    let mut restart_for_interrupt = false;
+    if let Some(current) = runner.running.borrow_mut().as_mut() {
+        let asked = notebook
+            .execution(&current.execution_id)
+            .is_ok_and(|e| e.interrupt_requested_at.is_some());
+        if asked && !current.interrupt_sent {
+            current.interrupt_sent = true;
+            // Without a SharedArrayBuffer the only way to stop Python is a new worker.
+            restart_for_interrupt = !kernel.interrupt_now();
+        }
+    }
+    if restart_for_interrupt {
+        kernel.restart_now();
+    }
+
+    // The runtime entry follows the kernel.
+    if runner.registered.get() {
+        let status = kernel_status(inner);
+        if runner.reported.get() != Some(status) {
+            runner.reported.set(Some(status));
+            let _ = notebook.runtime_heartbeat(&runner.session_id, Some(status), now());
+        }
+    }
+
+    // The next entry, once the kernel is up and nothing runs.
+    if runner.running.borrow().is_some() {
+        return;
+    }
+    match kernel.state() {
+        KernelState::Ready => {}
+        KernelState::Failed(message) => {
+            // No kernel to run them: end this browser's queued entries with the reason.
+            // (Queued entries may only start or be cancelled: start it, then end it.)
+            for entry in notebook.queued_executions(&runner.target) {
+                let _ = notebook.start_execution(&entry.id, &runner.session_id, None, now());
+                let _ = notebook.finish_execution(
+                    &entry.id,
+                    ExecutionStatus::Error,
+                    None,
+                    Some(&message),
+                    None,
+                    now(),
+                );
+            }
+            return;
+        }
+        KernelState::Starting | KernelState::ShutDown => return,
+    }
+    let Some(entry) = notebook
+        .queued_executions(&runner.target)
+        .into_iter()
+        .next()
+    else {
+        return;
+    };
+    if notebook
+        .start_execution(&entry.id, &runner.session_id, None, now())
+        .is_err()
+    {
+        return;
+    }
+    *runner.running.borrow_mut() = Some(Running {
+        execution_id: entry.id.clone(),
+        interrupt_sent: false,
+    });
+    let status = kernel_status(inner);
+    if runner.registered.get() && runner.reported.get() != Some(status) {
+        runner.reported.set(Some(status));
+        let _ = notebook.runtime_heartbeat(&runner.session_id, Some(status), now());
+    }
+    wasm_bindgen_futures::spawn_local(run_entry(Rc::downgrade(inner), SharedKernel(kernel), entry));
+}
+
+/// Runs one entry, writing its outputs as they arrive, then ends it.
+async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
+    let Execution {
+        id: execution_id,
+        cell_id,
+        code,
+        ..
+    } = entry;
+    let Some(notebook) = weak.upgrade().map(|inner| inner.notebook.clone()) else {
+        return;
+    };
+    let _ = notebook.clear_outputs(&cell_id);
+    let _ = notebook.set_execution_state(&cell_id, ExecutionState::Running);
+    let (events, mut incoming) = mpsc::unbounded_channel::<ExecEvent>();
+    let mut writer = OutputWriter::default();
+    let write = async {
+        // Ends when the kernel drops the sender: after the reply, or when it goes away.
+        while let Some(event) = incoming.recv().await {
+            if let Err(error) = writer.apply(&notebook, &cell_id, &event) {
+                web_sys::console::warn_1(
+                    &format!("inloop: could not write an output: {error}").into(),
+                );
+            }
+            if let Some(inner) = weak.upgrade() {
+                inner.deliver_soon();
+            }
+        }
+    };
+    let (outcome, ()) = futures_util::future::join(kernel.execute(&code, events), write).await;
+    let Some(inner) = weak.upgrade() else { return };
+    let interrupted = inner
+        .runner
+        .running
+        .borrow()
+        .as_ref()
+        .is_some_and(|r| r.interrupt_sent);
+    let (status, count, message) = match outcome {
+        Ok(reply) => match reply.status {
+            ReplyStatus::Ok => (ExecutionStatus::Done, reply.execution_count, None),
+            ReplyStatus::Error if interrupted => (
+                ExecutionStatus::Interrupted,
+                reply.execution_count,
+                Some("interrupted".to_owned()),
+            ),
+            ReplyStatus::Error => (
+                ExecutionStatus::Error,
+                reply.execution_count,
+                Some(error_summary(&notebook, &cell_id)),
+            ),
+            ReplyStatus::Aborted => (
+                ExecutionStatus::Cancelled,
+                reply.execution_count,
+                Some("aborted: an earlier cell failed".to_owned()),
+            ),
+        },
+        Err(inloop_kernel::Error::KernelDied { reason, .. }) => {
+            (ExecutionStatus::Interrupted, None, Some(reason))
+        }
+        Err(error) => (ExecutionStatus::Error, None, Some(error.to_string())),
+    };
+    let _ = notebook.set_execution_state(&cell_id, ExecutionState::Idle);
+    if let Err(error) = notebook.finish_execution(
+        &execution_id,
+        status,
+        count,
+        message.as_deref(),
+        None,
+        now(),
+    ) {
+        web_sys::console::warn_1(&format!("inloop: could not end the run: {error}").into());
+    }
+    inner.runner.running.borrow_mut().take();
+    inner.runner.wake();
+    inner.deliver_soon();
+}
+
+/// `ename: evalue` of the cell's last error output, for the entry's message.
+fn error_summary(notebook: &inloop_doc::Notebook, cell_id: &str) -> String {
+    notebook
+        .cell(cell_id)
+        .ok()
+        .and_then(|cell| {
+            cell.outputs.iter().rev().find_map(|output| match output {
+                inloop_doc::Output::Error { ename, evalue, .. } => {
+                    Some(format!("{ename}: {evalue}"))
+                }
+                _ => None,
+            })
+        })
+        .unwrap_or_else(|| "the code raised an error".to_owned())
+}

@@ -1,0 +1,279 @@
+//! The WebSocket provider: the document synced with the relay through
+//! `inloop_sync::ClientSession`, reconnecting with backoff, as `inloop-client` does natively.
+
+use std::rc::{Rc, Weak};
+
+use inloop_sync::ClientEvent;
+use js_sys::{ArrayBuffer, Uint8Array};
+use serde::Serialize;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+use crate::engine::Inner;
+use crate::error::js_message;
+
+pub(crate) const FIRST_BACKOFF_MS: u32 = 100;
+pub(crate) const MAX_BACKOFF_MS: u32 = 5_000;
+/// Queued local changes are merged into one message up to about this size (the relay limits
+/// the size of a message).
+const MERGE_BYTES: usize = 1 << 20;
+
+/// Where the connection to the relay stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    Connecting,
+    /// Connected; the relay's state has not all arrived yet.
+    Syncing,
+    Synced,
+    /// Disconnected; trying again. `code` and `reason` say what ended the last connection.
+    Offline {
+        code: Option<u16>,
+        reason: String,
+    },
+    /// Disconnected for good: refused by the relay (closes 4400 to 4499 but 4429, an AUTH
+    /// denial), closed by `close()`, or never connected (`connect: false`).
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+/// What a status callback receives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct StatusReport {
+    #[serde(flatten)]
+    pub(crate) status: Status,
+    /// Local changes the relay has not acknowledged as stored yet.
+    pub(crate) unacknowledged: u64,
+}
+
+/// One open (or opening) socket and the handlers that must live as long as it.
+pub(crate) struct Socket {
+    ws: WebSocket,
+    open: bool,
+    _on_open: Closure<dyn FnMut()>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("open", &self.open).finish()
+    }
+}
+
+impl Socket {
+    fn detach(&self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+    }
+}
+
+/// Opens a connection (the first, or the next after a backoff).
+pub(crate) fn connect(inner: &Rc<Inner>) {
+    let Some(url) = inner.url.clone() else { return };
+    if inner.closed.get() {
+        return;
+    }
+    inner.set_status(Status::Connecting);
+    let ws = match WebSocket::new(&url) {
+        Ok(ws) => ws,
+        Err(error) => {
+            // A malformed URL will stay malformed.
+            inner.set_status(Status::Closed {
+                code: None,
+                reason: format!("cannot open {url}: {}", js_message(&error)),
+            });
+            return;
+        }
+    };
+    ws.set_binary_type(BinaryType::Arraybuffer);
+    let weak = Rc::downgrade(inner);
+    let on_open = Closure::<dyn FnMut()>::new(move || with(&weak, opened));
+    let weak = Rc::downgrade(inner);
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+        with(&weak, |inner| message(inner, event.data()));
+    });
+    let weak = Rc::downgrade(inner);
+    let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
+        with(&weak, |inner| closed(inner, event.code(), event.reason()));
+    });
+    ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    *inner.socket.borrow_mut() = Some(Socket {
+        ws,
+        open: false,
+        _on_open: on_open,
+        _on_message: on_message,
+        _on_close: on_close,
+    });
+}
+
+fn with(weak: &Weak<Inner>, f: impl FnOnce(&Rc<Inner>)) {
+    if let Some(inner) = weak.upgrade() {
+        f(&inner);
+        inner.deliver();
+    }
+}
+
+fn opened(inner: &Rc<Inner>) {
+    if let Some(socket) = inner.socket.borrow_mut().as_mut() {
+        socket.open = true;
+    }
+    inner.set_status(Status::Syncing);
+    // Changes made before this connection travel in its sync step 2.
+    inner.unsent.borrow_mut().clear();
+    let frames = inner.session.borrow_mut().connected();
+    for frame in frames {
+        send(inner, &frame);
+    }
+}
+
+fn message(inner: &Rc<Inner>, data: wasm_bindgen::JsValue) {
+    let Some(buffer) = data.dyn_ref::<ArrayBuffer>() else {
+        return; // y-websocket is binary only
+    };
+    let frame = Uint8Array::new(buffer).to_vec();
+    let received = inner.session.borrow_mut().receive(&frame);
+    let received = match received {
+        Ok(received) => received,
+        Err(error) => {
+            // Our state may be behind a bad frame: drop the connection and resync.
+            drop_socket(inner, 4000, &format!("bad frame from the relay: {error}"));
+            return;
+        }
+    };
+    for reply in &received.replies {
+        send(inner, reply);
+    }
+    for event in received.events {
+        match event {
+            ClientEvent::Synced => {
+                inner.backoff_ms.set(FIRST_BACKOFF_MS);
+                inner.set_status(Status::Synced);
+            }
+            ClientEvent::Acknowledged => inner.counts_changed(),
+            ClientEvent::PresenceChanged => inner.presence_changed(),
+            ClientEvent::Refused(reason) => {
+                if let Some(socket) = inner.socket.borrow_mut().take() {
+                    socket.detach();
+                    let _ = socket.ws.close();
+                }
+                inner.set_status(Status::Closed { code: None, reason });
+            }
+            ClientEvent::Lease(_) => {}
+        }
+    }
+}
+
+fn closed(inner: &Rc<Inner>, code: u16, reason: String) {
+    if let Some(socket) = inner.socket.borrow_mut().take() {
+        socket.detach();
+    }
+    if inner.closed.get() {
+        return;
+    }
+    // y-websocket's convention: 4400 to 4499 mean "do not come back", except 4429 (too many
+    // messages), where backing off and resyncing is right.
+    if (4400..4500).contains(&code) && code != 4429 {
+        inner.set_status(Status::Closed {
+            code: Some(code),
+            reason,
+        });
+        return;
+    }
+    let reason = if reason.is_empty() && code == 1006 {
+        "the connection failed or was lost".to_owned()
+    } else {
+        reason
+    };
+    inner.set_status(Status::Offline {
+        code: Some(code),
+        reason,
+    });
+    let wait = inner.backoff_ms.get();
+    inner
+        .backoff_ms
+        .set((wait.saturating_mul(2)).min(MAX_BACKOFF_MS));
+    let weak = Rc::downgrade(inner);
+    let retry = gloo_timers::callback::Timeout::new(wait, move || {
+        with(&weak, |inner| {
+            inner.retry.borrow_mut().take();
+            connect(inner);
+        });
+    });
+    *inner.retry.borrow_mut() = Some(retry);
+}
+
+/// Closes the socket and goes through the usual reconnection.
+fn drop_socket(inner: &Rc<Inner>, code: u16, reason: &str) {
+    let socket = inner.socket.borrow_mut().take();
+    if let Some(socket) = socket {
+        socket.detach();
+        let _ = socket.ws.close_with_code_and_reason(code, reason);
+    }
+    closed(inner, code, reason.to_owned());
+}
+
+/// Sends a frame if the socket is open (frames for a closed one are covered by the next sync).
+pub(crate) fn send(inner: &Inner, frame: &[u8]) -> bool {
+    let socket = inner.socket.borrow();
+    match socket.as_ref() {
+        Some(socket) if socket.open => socket.ws.send_with_u8_array(frame).is_ok(),
+        _ => false,
+    }
+}
+
+/// Whether a socket is open to the relay right now.
+pub(crate) fn is_open(inner: &Inner) -> bool {
+    inner.socket.borrow().as_ref().is_some_and(|s| s.open)
+}
+
+/// Sends the local changes made since the last send, merged into as few messages as the
+/// relay's message size allows.
+pub(crate) fn send_unsent(inner: &Rc<Inner>) {
+    let updates = std::mem::take(&mut *inner.unsent.borrow_mut());
+    if updates.is_empty() || !is_open(inner) {
+        return; // offline: the next connection's sync step 2 carries them
+    }
+    let mut batches = vec![Vec::new()];
+    let mut bytes = 0;
+    for update in updates {
+        if bytes + update.len() > MERGE_BYTES && bytes > 0 {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += update.len();
+        if let Some(batch) = batches.last_mut() {
+            batch.push(update);
+        }
+    }
+    for batch in batches {
+        let frame = inner.session.borrow_mut().updates_frame(&batch);
+        match frame {
+            Ok(frame) => {
+                send(inner, &frame);
+            }
+            Err(error) => {
+                let reason = format!("could not send local changes: {error}");
+                drop_socket(inner, 4000, &reason);
+                return;
+            }
+        }
+    }
+}
+
+/// Closes for good (the engine's `close()`).
+pub(crate) fn shut(inner: &Inner) {
+    if let Some(retry) = inner.retry.borrow_mut().take() {
+        retry.cancel();
+    }
+    if let Some(socket) = inner.socket.borrow_mut().take() {
+        socket.detach();
+        let _ = socket.ws.close_with_code_and_reason(1000, "closed");
+    }
+}
