@@ -5,7 +5,8 @@
 #   web/dist/wheels/    micropip's wheel, the pure-Python wheels of web/wheels.txt (downloaded from
 #                       PyPI here, at build time) and a static PEP 503 index micropip reads offline
 #   web/dist/kernel/    the Pyodide kernel: worker.js, inloop_kernel.py, console.html
-#   web/dist/engine/    the Rust engine (crates/inloop-wasm) through wasm-bindgen and wasm-opt
+#   web/dist/engine/    the Rust engine (crates/inloop-wasm): cargo (profile wasm-release if
+#                       Cargo.toml has it, else release), wasm-bindgen --target web, wasm-opt -Oz
 #   web/dist/...        everything under web/static/, copied verbatim
 #
 # Idempotent: downloads and builds only what is missing or stale.
@@ -153,9 +154,12 @@ if [ -n "${INLOOP_SKIP_ENGINE:-}" ]; then
 elif [ ! -f crates/inloop-wasm/Cargo.toml ]; then
   log "engine skipped: crates/inloop-wasm does not exist yet"
 else
-  log "building the engine (cargo, wasm32-unknown-unknown, release)"
-  cargo build --quiet --release --target wasm32-unknown-unknown -p inloop-wasm
-  wasm=target/wasm32-unknown-unknown/release/inloop_wasm.wasm
+  # Cargo.toml's [profile.wasm-release] (size over speed) when it has one, else release.
+  profile=release
+  grep -q '^\[profile\.wasm-release\]' Cargo.toml && profile=wasm-release
+  log "building the engine (cargo, wasm32-unknown-unknown, profile $profile)"
+  cargo build --quiet --profile "$profile" --target wasm32-unknown-unknown -p inloop-wasm
+  wasm=target/wasm32-unknown-unknown/$profile/inloop_wasm.wasm
   out="$dist/engine"
   stamp="$out/.source-sha256"
   source_hash=$( (sha256sum "$wasm"; wasm-bindgen --version; wasm-opt --version) | sha256sum | cut -c1-16)
