@@ -48,12 +48,13 @@ else
       import { loadPyodide } from "./node_modules/pyodide/pyodide.mjs";
       const py = await loadPyodide({ _makeSnapshot: true, env: { HOME: "/home/pyodide" } });
       // Modules the kernel imports at start (none may hold a JS object: no js, no pyodide.http).
+      // (in a scratch namespace: __main__ is the namespace of the cells and must start empty)
       py.runPython(`
 import os
 os.environ.pop("_", None)
 import ast, asyncio, base64, builtins, json, linecache, platform, re, shlex, signal, traceback, types, uuid
 import pyodide.code
-`);
+`, { globals: py.toPy({}) });
       writeFileSync(process.env.INLOOP_SNAPSHOT_OUT, py.makeMemorySnapshot());
     '
     echo "$snapshot_hash" > "$snapshot_stamp"

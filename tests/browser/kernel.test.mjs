@@ -92,9 +92,13 @@ describe('Pyodide kernel in a Web Worker', { timeout: 150_000 }, () => {
     assert.equal(third.reply.executionCount, 3);
     assert.deepEqual(third.outputs, []);
 
+    const pickled = await run('import pickle\nclass Point:\n    pass\ntype(pickle.loads(pickle.dumps(Point()))).__name__');
+    assertOk(pickled);
+    assert.deepEqual(pickled.outputs[0].data, { 'text/plain': "'Point'" }, 'cells run in __main__');
+
     const fourth = await run('"s", x + 1, _');
-    assert.equal(fourth.reply.executionCount, 4);
-    assert.deepEqual(fourth.outputs[0].data, { 'text/plain': "('s', 42, 2)" });
+    assert.equal(fourth.reply.executionCount, 5);
+    assert.deepEqual(fourth.outputs[0].data, { 'text/plain': "('s', 42, 'Point')" });
   });
 
   test('stdout and stderr stream while the cell runs, in order', async () => {
@@ -307,9 +311,10 @@ h.display("again")
     const draw = 'import random\nrandom.random()';
     const randomBefore = (await run(draw)).outputs[0].data['text/plain'];
     await page.evaluate(() => window.kernel.restart());
-    const first = await run('1+1');
+    const first = await run('sorted(name for name in globals() if not name.startswith("_"))');
     assertOk(first);
     assert.equal(first.reply.executionCount, 1);
+    assert.deepEqual(first.outputs[0].data, { 'text/plain': "['In', 'Out']" }, 'nothing of the kernel in the namespace');
     const gone = await run('x');
     assert.equal(gone.reply.status, 'error');
     assert.equal(gone.outputs[0].ename, 'NameError');

@@ -29,7 +29,9 @@ from pyodide.code import CodeRunner
 _post = None  # JS function(str) set by setup()
 _wheels_url = None  # ".../wheels/" on our origin
 _micropip_loader = None  # JS async function() that loads micropip's wheel
-_namespace = {"__name__": "__main__", "__builtins__": builtins}
+# The user's namespace is __main__'s, as in IPython: pickle, dataclasses and typing find cell
+# classes through sys.modules["__main__"].
+_namespace = sys.modules["__main__"].__dict__
 _current_task = None
 _CELL_PREFIX = "<cell-"
 
@@ -95,7 +97,7 @@ class _Stream:
         self._size += len(text)
         if self._size >= self._MAX_PENDING:
             self.flush()
-        elif "\n" in text:
+        elif "\n" in text or "\r" in text:  # lines, and progress bars that rewrite theirs
             now = time.monotonic()
             self._tokens = min(self._CAPACITY, self._tokens + (now - self._stamp) * self._RATE)
             self._stamp = now
@@ -573,6 +575,8 @@ async def run(code, count):
     source = _transform_magics(code)
     # The user's own text for the traceback's lines (the %pip rewrite keeps line numbers).
     linecache.cache[filename] = (len(code), None, code.splitlines(True) or ["\n"], filename)
+    if isinstance(_namespace.get("In"), list):
+        _namespace["In"].append(code)
     status = "ok"
     try:
         if "micropip" in source and "micropip" not in sys.modules and re.search(r"\bimport\s+micropip|\bfrom\s+micropip\b", source):
@@ -600,7 +604,8 @@ async def run(code, count):
             _namespace["___"] = _namespace.get("__")
             _namespace["__"] = _namespace.get("_")
             _namespace["_"] = result
-            _namespace.setdefault("Out", {})[count] = result
+            if isinstance(_namespace.get("Out"), dict):
+                _namespace["Out"][count] = result
             data, metadata = format_bundle(result)
             _send({"type": "output", "output": {"output_type": "execute_result", "execution_count": count, "data": data, "metadata": metadata}})
     except BaseException as exc:  # KeyboardInterrupt and SystemExit included: the kernel lives on
@@ -611,8 +616,6 @@ async def run(code, count):
         except BaseException as again:
             _send({"type": "output", "output": {"output_type": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": [f"{type(exc).__name__}: {exc}", f"(formatting the traceback failed: {again!r})"]}})
     finally:
-        _namespace.setdefault("In", [""])
-        _namespace["In"].append(code)
         flush_streams()
     return status
 
@@ -682,3 +685,5 @@ def setup(post, schedule_flush, js_sleep, wheels_url, micropip_loader):
     builtins.input = _input
     builtins.__inloop_pip__ = _pip
     _make_ipython_modules()
+    _namespace.setdefault("In", [""])  # IPython's input and output history
+    _namespace.setdefault("Out", {})

@@ -14,7 +14,15 @@
 //   { type: 'clear_output', id, wait }
 //   { type: 'reply', id, status: 'ok' | 'error', executionCount }    the last message of `id`
 // Output produced between executions (by a background asyncio task) carries `id: null`.
-// Interrupt: the page writes 2 into the interrupt buffer. Restart: terminate and create anew.
+// kernelInfo also has `startup: { snapshot, ms }` (restored from the memory snapshot or booted;
+// ms since the worker was created). `failed` can also come after `ready` if Pyodide suffers a
+// fatal error: the page should then restart the worker.
+// display_data outputs carry `transient: { display_id }` when they have one (as Jupyter's
+// messages do): keep the id to apply update_display, but do not store `transient` in a notebook.
+// Interrupt: the page writes 2 into the interrupt buffer (cell code, time.sleep and awaits all
+// stop with KeyboardInterrupt; an interrupt written while idle is dropped). Restart: terminate
+// the worker and create a new one (counts start again at 1).
+// `worker.js?snapshot=0` boots Python instead of restoring build-web.sh's memory snapshot.
 // Everything comes from this origin: Pyodide from ../pyodide/, wheels from ../wheels/.
 
 const kernelBase = new URL('./', import.meta.url);
@@ -80,7 +88,10 @@ async function start() {
   applyInterruptBuffer();
   pyodide.FS.mkdirTree('/lib/inloop');
   pyodide.FS.writeFile('/lib/inloop/inloop_kernel.py', source);
-  kernel = pyodide.runPython(`
+  // Its own globals: nothing of the kernel's lands in __main__, the user's namespace.
+  const scratch = pyodide.toPy({});
+  kernel = pyodide.runPython(
+    `
 import sys, types
 def _load_inloop_kernel(source):
     module = types.ModuleType("inloop_kernel")
@@ -88,7 +99,10 @@ def _load_inloop_kernel(source):
     sys.modules["inloop_kernel"] = module
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     return module
-_load_inloop_kernel`)(source);
+_load_inloop_kernel`,
+    { globals: scratch },
+  )(source);
+  scratch.destroy();
   kernel.setup(postFromPython, scheduleFlush, blockingSleep, wheelsBase.href, loadMicropip);
   const info = JSON.parse(kernel.kernel_info());
   // Ours, beside the Jupyter fields: how this worker started (the benchmark reads it).
@@ -215,12 +229,12 @@ async function pump() {
       executionCount += 1;
       const count = executionCount;
       currentId = id;
+      if (interruptBuffer) interruptBuffer[0] = 0; // an interrupt sent while idle is stale
       post({ type: 'started', id, executionCount: count });
       let status = 'error';
       if (!ok) {
         post({ type: 'output', id, output: errorOutput('KernelError', 'Pyodide failed to start') });
       } else {
-        if (interruptBuffer) interruptBuffer[0] = 0; // an interrupt sent while idle is stale
         const stopWatching = watchInterrupts();
         try {
           status = await kernel.run(code, count);
