@@ -21,11 +21,14 @@ die() { printf 'build-web: %s\n' "$*" >&2; exit 1; }
 dist=web/dist
 mkdir -p "$dist/pyodide" "$dist/wheels" "$dist/kernel"
 
+# Copies when the content differs (npm may give files old mtimes, so no `cp -u`).
+sync_file() { cmp -s "$1" "$2" || cp "$1" "$2"; }
+
 # --- Pyodide, from node_modules ------------------------------------------------------------------
 pyodide_src=node_modules/pyodide
 [ -f "$pyodide_src/pyodide.mjs" ] || die "node_modules/pyodide is missing: run scripts/setup.sh (npm ci)"
 for f in pyodide.mjs pyodide.asm.mjs pyodide.asm.wasm python_stdlib.zip pyodide-lock.json; do
-  cp -u "$pyodide_src/$f" "$dist/pyodide/$f"
+  sync_file "$pyodide_src/$f" "$dist/pyodide/$f"
 done
 pyodide_python=$(sed -n 's/.*"python": *"\([0-9]*\.[0-9]*\).*/\1/p' "$pyodide_src/pyodide-lock.json" | head -n1)
 micropip_version=$(grep -o '"micropip-[0-9.]*-py3-none-any.whl"' "$pyodide_src/pyodide-lock.json" | head -n1 | sed 's/"micropip-\([0-9.]*\)-.*/\1/')
@@ -141,12 +144,12 @@ PY
 
 # --- The kernel -----------------------------------------------------------------------------------
 for f in web/kernel/*; do
-  cp -u "$f" "$dist/kernel/"
+  sync_file "$f" "$dist/kernel/$(basename "$f")"
 done
 
 # --- Static files of the page (web/static/ as is) -----------------------------------------------
 if [ -d web/static ]; then
-  cp -r -u web/static/. "$dist/"
+  cp -r web/static/. "$dist/"
 fi
 
 # --- The Rust engine ----------------------------------------------------------------------------
