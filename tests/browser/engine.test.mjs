@@ -1,0 +1,289 @@
+// The browser engine (crates/inloop-wasm, built into web/dist/engine by scripts/build-web.sh)
+// against the real relay, in Debian's Chromium: two pages converge on concurrent edits of one
+// cell; pages cut off by a relay restart edit offline and merge with nothing lost, their status
+// going offline with N unacknowledged changes and back to synced with 0; a cell run in one
+// page's Pyodide worker shows its outputs in the other page.
+//
+//   scripts/build-web.sh && cargo build -p inloop-cli && node --test tests/browser/engine.test.mjs
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { test } from 'node:test';
+
+import { inloopBin, launchChromium, repo, startRelay } from './harness.mjs';
+
+const web = path.join(repo, 'web/dist');
+
+/** Polls `check` (async) every 50 ms until it returns something truthy. */
+async function waitFor(what, check, timeout = 20_000) {
+  const started = Date.now();
+  let last;
+  for (;;) {
+    last = await check();
+    if (last) return last;
+    if (Date.now() - started > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** A page of `relay` running the engine on `docId`, as `window.nb`; statuses in `window.statuses`. */
+async function openEngine(context, relay, docId, token, options = {}) {
+  const page = await context.newPage();
+  page.on('pageerror', (error) => console.error('[page error]', error));
+  page.on('console', (message) => {
+    if (message.type() === 'error') console.error('[page console]', message.text());
+  });
+  await page.goto(`${relay.url}/dev/engine.html`);
+  await page.waitForFunction(() => window.inloopReady === true);
+  await page.evaluate(
+    async ({ docId, token, relay, options }) => {
+      window.statuses = [];
+      window.nb = await window.inloop.Notebook.open({ docId, token, relay, ...options });
+      window.nb.onStatus((status) => window.statuses.push(status));
+    },
+    { docId, token, relay: relay.wsUrl, options },
+  );
+  return page;
+}
+
+const status = (page) => page.evaluate(() => window.nb.status());
+const source = (page, cell) => page.evaluate((cell) => window.nb.source(cell), cell);
+const synced = (page) =>
+  waitFor('synced with nothing unacknowledged', async () => {
+    const s = await status(page);
+    return s.state === 'synced' && s.unacknowledged === 0;
+  });
+
+/** Types `letters` one at a time at random places in `cell`, yielding between keystrokes. */
+function type(page, cell, letters) {
+  return page.evaluate(
+    async ({ cell, letters }) => {
+      for (const letter of [...letters]) {
+        const text = window.nb.source(cell);
+        let at = Math.floor(Math.random() * (text.length + 1));
+        // A cursor never sits inside a surrogate pair (offsets are UTF-16 units).
+        if (at > 0 && /[\uD800-\uDBFF]/.test(text[at - 1])) at -= 1;
+        window.nb.editSource(cell, at > 0 ? [{ retain: at }, { insert: letter }] : [{ insert: letter }]);
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 4));
+      }
+    },
+    { cell, letters },
+  );
+}
+
+const sorted = (text) => [...text].sort().join('');
+
+test('two engines in two pages converge on concurrent edits of one cell', async () => {
+  const relay = await startRelay();
+  const browser = await launchChromium();
+  try {
+    const docId = await relay.createDoc();
+    const token = await relay.mint(docId, 'edit');
+    const a = await openEngine(browser.context, relay, docId, token, { worker: null });
+    const b = await openEngine(browser.context, relay, docId, token, { worker: null });
+    await Promise.all([synced(a), synced(b)]);
+    const cell = await a.evaluate(() => window.nb.cellIds()[0]);
+    assert.ok(cell, 'a new document has one cell');
+    assert.equal(await b.evaluate(() => window.nb.cellIds()[0]), cell);
+
+    const lettersA = 'abcdefghijklmnopqrstuvwxyz'.repeat(4);
+    const lettersB = '0123456789ÄÖ😀'.repeat(8); // an emoji is two UTF-16 units
+    await Promise.all([type(a, cell, lettersA), type(b, cell, lettersB)]);
+
+    let last;
+    const text = await waitFor('both pages to show the same text', async () => {
+      last = await Promise.all([source(a, cell), source(b, cell)]);
+      const [ta, tb] = last;
+      return ta === tb && [...ta].length === [...lettersA].length + [...lettersB].length && ta;
+    }).catch((error) => {
+      throw new Error(`${error.message}: ${JSON.stringify(last)}`);
+    });
+    assert.equal(sorted(text), sorted(lettersA + lettersB), 'every character kept');
+    await Promise.all([synced(a), synced(b)]);
+
+    // The change events said which edits were whose.
+    const origins = await b.evaluate(
+      (cell) =>
+        new Promise((resolve) => {
+          const seen = [];
+          window.nb.onChange(({ origin, changes }) => {
+            seen.push(...changes.map((c) => `${origin}:${c.kind}`));
+            if (seen.length >= 2) resolve(seen);
+          });
+          window.nb.editSource(cell, [{ insert: '#' }]);
+          window.nb.applyUpdate(window.nb.encodeState()); // nothing new: no event
+          window.nb.insertCell(1, 'markdown', 'b was here');
+        }),
+      cell,
+    );
+    assert.deepEqual(origins, ['local:source_edited', 'local:cell_inserted']);
+    await waitFor('the new cell on page a', () => a.evaluate(() => window.nb.cellIds().length === 2));
+
+    // Presence goes both ways through awareness.
+    await a.evaluate((cell) => window.nb.setPresence({ name: 'Ada', colour: '#c33', cellId: cell, selection: { anchor: 1, head: 3 } }), cell);
+    const seen = await waitFor('a\'s presence on b', () =>
+      b.evaluate(() => window.nb.presence().find((p) => !p.local && p.state?.name === 'Ada')),
+    );
+    assert.deepEqual(seen.state.selection, { anchor: 1, head: 3 });
+    assert.equal(seen.state.cellId, cell);
+  } finally {
+    await browser.close();
+    await relay.stop();
+  }
+});
+
+/** `inloop serve` on a given port and data folder, so a test can stop it and start it again. */
+async function serve({ port = 0, data }) {
+  const child = spawn(
+    inloopBin,
+    ['serve', '--addr', `127.0.0.1:${port}`, '--data', data, '--web', web, '--no-runtime'],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
+  );
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const lines = readline.createInterface({ input: child.stdout });
+  let url;
+  let adminToken;
+  for await (const line of lines) {
+    url ??= line.match(/listening on (http:\/\/[^\s]+)/)?.[1];
+    adminToken ??= line.match(/[?&]token=([^\s&]+)/)?.[1];
+    if (url && adminToken) break;
+  }
+  if (!url) throw new Error(`${inloopBin} serve exited before it listened`);
+  lines.on('line', () => {});
+  const api = async (method, route, body) => {
+    const response = await fetch(`${url}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(`${method} ${route}: ${response.status}`);
+    return response;
+  };
+  return {
+    url,
+    wsUrl: url.replace(/^http/, 'ws'),
+    port: Number(new URL(url).port),
+    api,
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+test('engines cut off from the relay edit offline and merge with no edit lost', async () => {
+  const data = mkdtempSync(path.join(tmpdir(), 'inloop-engine-test-'));
+  let relay = await serve({ data });
+  const browser = await launchChromium();
+  try {
+    const docId = (await (await relay.api('POST', '/api/docs', '')).json()).id;
+    const token = (await (await relay.api('POST', `/api/docs/${docId}/tokens`, { role: 'edit' })).json()).token;
+    const a = await openEngine(browser.context, relay, docId, token, { worker: null });
+    const b = await openEngine(browser.context, relay, docId, token, { worker: null });
+    await Promise.all([synced(a), synced(b)]);
+    const cell = await a.evaluate(() => window.nb.cellIds()[0]);
+    await a.evaluate((cell) => window.nb.setSource(cell, 'shared:'), cell);
+    await waitFor('the text on b', async () => (await source(b, cell)) === 'shared:');
+    await Promise.all([synced(a), synced(b)]);
+
+    // The relay goes away (SIGTERM closes sockets with 1001 and exits).
+    await relay.stop();
+    for (const page of [a, b]) {
+      await waitFor('offline', async () => (await status(page)).state === 'offline');
+    }
+
+    // Both edit while offline: a adds a cell and types into the shared one, b types there too.
+    const offlineA = await a.evaluate((cell) => {
+      window.nb.insertCell(1, 'markdown', 'written offline by a');
+      for (const letter of 'AAAA') window.nb.editSource(cell, [{ retain: 7 }, { insert: letter }]);
+      return 5;
+    }, cell);
+    const offlineB = await b.evaluate((cell) => {
+      for (const letter of 'bbb') window.nb.editSource(cell, [{ retain: 7 }, { insert: letter }]);
+      return 3;
+    }, cell);
+    const offlineStatus = await status(a);
+    assert.equal(offlineStatus.state, 'offline');
+    assert.equal(offlineStatus.unacknowledged, offlineA);
+    assert.equal((await status(b)).unacknowledged, offlineB);
+
+    // The relay comes back on the same port with the same data.
+    relay = await serve({ port: relay.port, data });
+    await Promise.all([synced(a), synced(b)]);
+    const merged = await waitFor('both pages to merge', async () => {
+      const [ta, tb] = await Promise.all([source(a, cell), source(b, cell)]);
+      return ta === tb && ta.length === 'shared:'.length + 7 && ta;
+    });
+    assert.ok(merged.startsWith('shared:'));
+    assert.equal(sorted(merged.slice(7)), 'AAAAbbb');
+    const cellsB = await b.evaluate(() => window.nb.cells().map((c) => c.source));
+    assert.deepEqual(cellsB, [merged, 'written offline by a']);
+
+    // The statuses went offline with the count, then synced with 0.
+    const statuses = await a.evaluate(() => window.statuses);
+    const wentOffline = statuses.findIndex((s) => s.state === 'offline' && s.unacknowledged === offlineA);
+    assert.ok(wentOffline >= 0, JSON.stringify(statuses));
+    assert.equal(statuses.find((s) => s.state === 'offline').code, 1001, 'the relay said "going away"');
+    const back = statuses.slice(wentOffline).find((s) => s.state === 'synced' && s.unacknowledged === 0);
+    assert.ok(back, JSON.stringify(statuses.slice(wentOffline)));
+    console.log(
+      'page a statuses:',
+      statuses.map((s) => `${s.state}${s.code ? `(${s.code})` : ''}/${s.unacknowledged}`).join(' '),
+    );
+
+    // The relay stored the merge: a fresh export has it.
+    const ipynb = await (await relay.api('GET', `/api/docs/${docId}/ipynb`)).text();
+    assert.ok(ipynb.includes('written offline by a'));
+    for (const letter of 'Ab') assert.ok(ipynb.includes(letter));
+  } finally {
+    await browser.close();
+    await relay.stop();
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+
+test('a cell run in one page\'s Pyodide worker shows its outputs in the other page', async () => {
+  const relay = await startRelay();
+  const browser = await launchChromium();
+  try {
+    const docId = await relay.createDoc();
+    const token = await relay.mint(docId, 'execute');
+    const a = await openEngine(browser.context, relay, docId, token); // the real /kernel/worker.js
+    const b = await openEngine(browser.context, relay, docId, token, { worker: null });
+    await Promise.all([synced(a), synced(b)]);
+    const cell = await a.evaluate(() => window.nb.cellIds()[0]);
+    await a.evaluate((cell) => window.nb.setSource(cell, "print('hello from a')\n6 * 7"), cell);
+    const started = Date.now();
+    const run = await a.evaluate((cell) => window.nb.run(cell), cell);
+    const outputs = await waitFor(
+      'the outputs on page b',
+      () =>
+        b.evaluate((cell) => {
+          const outputs = window.nb.cell(cell).outputs;
+          return outputs.some((o) => o.output_type === 'execute_result') && outputs;
+        }, cell),
+      60_000,
+    );
+    console.log(`run requested on a -> outputs on b in ${Date.now() - started} ms (including Pyodide's start)`);
+    assert.deepEqual(outputs[0], { output_type: 'stream', name: 'stdout', text: 'hello from a\n' });
+    assert.equal(outputs[1].data['text/plain'], '42');
+    const entry = await waitFor('the entry done on b', () =>
+      b.evaluate((run) => {
+        const entry = window.nb.execution(run);
+        return entry.status === 'done' && entry;
+      }, run),
+    );
+    assert.equal(entry.execution_count, 1);
+    const runtimeId = await a.evaluate(() => window.nb.runtimeId);
+    assert.equal(entry.runtime, runtimeId);
+    const runtimes = await b.evaluate(() => window.nb.runtimes());
+    assert.equal(runtimes.find((r) => r.session_id === runtimeId)?.kind, 'browser');
+    assert.equal((await b.evaluate((cell) => window.nb.cell(cell), cell)).execution_count, 1);
+  } finally {
+    await browser.close();
+    await relay.stop();
+  }
+});
