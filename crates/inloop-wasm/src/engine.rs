@@ -53,6 +53,10 @@ pub(crate) struct Inner {
     /// Local updates not sent yet (merged into one message when sent).
     pub(crate) unsent: RefCell<Vec<Vec<u8>>>,
     pub(crate) closed: Cell<bool>,
+    /// The `pagehide` listener, removed by `close`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) page_hide:
+        RefCell<Option<(web_sys::Window, wasm_bindgen::closure::Closure<dyn FnMut()>)>>,
     /// This page's presence, as JSON.
     pub(crate) local_presence: RefCell<Option<String>>,
 
@@ -125,6 +129,7 @@ impl Inner {
             unsent: RefCell::new(Vec::new()),
             closed: Cell::new(false),
             local_presence: RefCell::new(None),
+            page_hide: RefCell::new(None),
             store: RefCell::new(store),
             unstored: RefCell::new(Vec::new()),
             storing: Cell::new(false),
@@ -316,4 +321,24 @@ pub(crate) fn observe(inner: &Rc<Inner>) -> Result<()> {
 /// The key of the observer that feeds IndexedDB (unregistered by `close`).
 pub(crate) fn store_observer_key(inner: &Inner) -> String {
     format!("inloop-wasm:store:{}", inner.notebook.client_id())
+}
+
+/// On `pagehide`, this page's runs end and its runtime entry says `gone`, and that goes out
+/// while the socket is still open.
+pub(crate) fn on_page_hide(inner: &Rc<Inner>) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let weak = Rc::downgrade(inner);
+    let listener = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || {
+        if let Some(inner) = weak.upgrade() {
+            if !inner.closed.get() {
+                crate::runner::leave(&inner);
+                crate::sync::send_unsent(&inner);
+            }
+        }
+    });
+    let function: &Function = wasm_bindgen::JsCast::unchecked_ref(listener.as_ref());
+    let _ = window.add_event_listener_with_callback("pagehide", function);
+    *inner.page_hide.borrow_mut() = Some((window, listener));
 }

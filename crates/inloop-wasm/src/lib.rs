@@ -206,13 +206,15 @@ impl Engine {
             .as_deref()
             .map(|url| kernel::PyodideKernel::start(url, wake.clone()));
         let store = if options.store {
-            let (store, updates) = store::Store::open(&options.database, &options.doc_id).await?;
-            if !updates.is_empty() {
-                let merged = yrs::merge_updates_v1(updates.iter().map(Vec::as_slice))
-                    .map_err(|e| Error::Store(format!("the stored document is damaged: {e}")))?;
-                notebook.apply_update_v1(&merged)?;
+            match load(&notebook, &options.database, &options.doc_id).await {
+                Ok(store) => Some(store),
+                // No IndexedDB (a private window, a full disk): the page still works online.
+                Err(error) => {
+                    let warning = format!("inloop: working without the offline store: {error}");
+                    web_sys::console::warn_1(&warning.into());
+                    None
+                }
             }
-            Some(store)
         } else {
             None
         };
@@ -241,6 +243,7 @@ impl Engine {
         engine::observe(&inner)?;
         runner::start(&inner);
         sync::connect(&inner);
+        engine::on_page_hide(&inner);
         Ok(Engine { inner })
     }
 
@@ -435,7 +438,8 @@ impl Engine {
             runner::ensure_registered(&self.inner);
         }
         let id = self.edit(|nb| {
-            Ok(nb.request_execution(cell_id, &target, &self.inner.name, runner::now())?)
+            let now = runner::request_time(&self.inner.runner);
+            Ok(nb.request_execution(cell_id, &target, &self.inner.name, now)?)
         })?;
         self.inner.runner.wake();
         Ok(id)
@@ -594,11 +598,30 @@ fn close(inner: &Rc<Inner>) {
         .doc()
         .unobserve_update_v1(engine::store_observer_key(inner));
     inner.subscriptions.borrow_mut().take();
+    if let Some((window, listener)) = inner.page_hide.borrow_mut().take() {
+        let function: &Function = listener.as_ref().unchecked_ref();
+        let _ = window.remove_event_listener_with_callback("pagehide", function);
+    }
     inner.set_status(Status::Closed {
         code: None,
         reason: "closed".into(),
     });
     inner.deliver();
+}
+
+/// Opens the offline store and loads what it holds of the document into `notebook`.
+async fn load(
+    notebook: &inloop_doc::Notebook,
+    database: &str,
+    doc_id: &str,
+) -> Result<store::Store> {
+    let (store, updates) = store::Store::open(database, doc_id).await?;
+    if !updates.is_empty() {
+        let merged = yrs::merge_updates_v1(updates.iter().map(Vec::as_slice))
+            .map_err(|e| Error::Store(format!("the stored document is damaged: {e}")))?;
+        notebook.apply_update_v1(&merged)?;
+    }
+    Ok(store)
 }
 
 fn parse_cell_type(cell_type: &str) -> Result<CellType> {

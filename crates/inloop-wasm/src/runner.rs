@@ -23,6 +23,16 @@ pub(crate) fn now() -> f64 {
     js_sys::Date::now() / 1000.0
 }
 
+/// A request time for a new entry: the clock, but always after this engine's previous request,
+/// so two runs asked for within one millisecond keep their order (entries run in
+/// `requested_at` order, ties broken by their random ids).
+pub(crate) fn request_time(runner: &Runner) -> f64 {
+    let previous = runner.last_request.get();
+    let time = now().max(previous + 1e-6);
+    runner.last_request.set(time);
+    time
+}
+
 /// The entry the kernel is running now.
 #[derive(Debug)]
 struct Running {
@@ -40,6 +50,7 @@ pub(crate) struct Runner {
     reported: Cell<Option<RuntimeStatus>>,
     running: RefCell<Option<Running>>,
     heartbeat: RefCell<Option<gloo_timers::callback::Interval>>,
+    last_request: Cell<f64>,
 }
 
 impl Runner {
@@ -52,6 +63,7 @@ impl Runner {
             reported: Cell::new(None),
             running: RefCell::new(None),
             heartbeat: RefCell::new(None),
+            last_request: Cell::new(0.0),
         }
     }
 
@@ -132,13 +144,37 @@ pub(crate) fn stop(inner: &Inner) {
     if let Some(heartbeat) = inner.runner.heartbeat.borrow_mut().take() {
         heartbeat.cancel();
     }
-    if inner.runner.registered.get() {
-        let _ = inner.notebook.runtime_heartbeat(
-            &inner.runner.session_id,
-            Some(RuntimeStatus::Gone),
-            now(),
-        );
+    leave(inner);
+}
+
+/// The page is going away (closed, or `pagehide`): nobody will run this browser's entries, so
+/// they end now rather than stay queued or running forever, and the runtime entry says `gone`.
+/// A page restored from the back-forward cache comes back to `idle` with its next heartbeat.
+pub(crate) fn leave(inner: &Inner) {
+    let runner = &inner.runner;
+    if !runner.registered.get() {
+        return;
     }
+    let notebook = &inner.notebook;
+    let live = notebook.executions_in(&[ExecutionStatus::Queued, ExecutionStatus::Running]);
+    for entry in live.into_iter().filter(|e| e.target == runner.target) {
+        let (status, message) = match entry.status {
+            ExecutionStatus::Running => (
+                ExecutionStatus::Interrupted,
+                "interrupted: the page running it was closed",
+            ),
+            _ => (
+                ExecutionStatus::Cancelled,
+                "cancelled: the page that was to run it was closed",
+            ),
+        };
+        let _ = notebook.finish_execution(&entry.id, status, None, Some(message), None, now());
+        if entry.status == ExecutionStatus::Running {
+            let _ = notebook.set_execution_state(&entry.cell_id, ExecutionState::Idle);
+        }
+    }
+    let _ = notebook.runtime_heartbeat(&runner.session_id, Some(RuntimeStatus::Gone), now());
+    runner.reported.set(Some(RuntimeStatus::Gone));
 }
 
 /// One look at the document: restarts and interrupts asked for, then the next entry.
@@ -272,6 +308,9 @@ async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
     };
     let (outcome, ()) = futures_util::future::join(kernel.execute(&code, events), write).await;
     let Some(inner) = weak.upgrade() else { return };
+    if inner.closed.get() {
+        return; // `close` ended the entry already
+    }
     let interrupted = inner
         .runner
         .running

@@ -131,6 +131,8 @@ fn opened(inner: &Rc<Inner>) {
     for frame in frames {
         send(inner, &frame);
     }
+    // The session forgot the other peers' presence; they resend it on this connection.
+    inner.presence_changed();
 }
 
 fn message(inner: &Rc<Inner>, data: wasm_bindgen::JsValue) {

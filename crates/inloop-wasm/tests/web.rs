@@ -494,8 +494,29 @@ async fn runs_go_through_the_kernel_worker_into_the_document() {
     .await;
     assert_eq!(execution(&nb, &last)["execution_count"], 1);
 
+    // Closing the engine ends what it was running or was to run.
+    nb.set_source(&cell, "loop").unwrap();
+    let running = nb.run(&cell, None).unwrap();
+    let waiting = nb.run(&cell, None).unwrap();
+    for _ in 0..100 {
+        if execution(&nb, &running)["status"] == "running" {
+            break;
+        }
+        sleep(50).await;
+    }
+    assert_eq!(
+        execution(&nb, &running)["status"],
+        "running",
+        "{} {} {}",
+        nb.kernel_state(),
+        rust(nb.runtimes()),
+        rust(nb.executions())
+    );
     nb.close();
     assert_eq!(rust(nb.runtimes())[0]["status"], "gone");
+    assert_eq!(execution(&nb, &running)["status"], "interrupted");
+    assert_eq!(execution(&nb, &waiting)["status"], "cancelled");
+    assert_eq!(rust(nb.cell(&cell).unwrap())["execution_state"], "idle");
 }
 
 #[wasm_bindgen_test]
