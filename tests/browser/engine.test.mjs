@@ -267,7 +267,7 @@ test('a cell run in one page\'s Pyodide worker shows its outputs in the other pa
         }, cell),
       60_000,
     );
-    console.log(`run requested on a -> outputs on b in ${Date.now() - started} ms (including Pyodide's start)`);
+    console.log(`run requested on a -> outputs on b in ${Date.now() - started} ms (a's worker started loading Pyodide as the page opened)`);
     assert.deepEqual(outputs[0], { output_type: 'stream', name: 'stdout', text: 'hello from a\n' });
     assert.equal(outputs[1].data['text/plain'], '42');
     const entry = await waitFor('the entry done on b', () =>

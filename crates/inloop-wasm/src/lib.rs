@@ -607,6 +607,8 @@ fn close(inner: &Rc<Inner>) {
         reason: "closed".into(),
     });
     inner.deliver();
+    // Lets the queue's task see that the engine is closed and end.
+    inner.runner.wake();
 }
 
 /// Opens the offline store and loads what it holds of the document into `notebook`.

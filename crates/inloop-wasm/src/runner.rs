@@ -199,7 +199,10 @@ fn tick(inner: &Rc<Inner>) {
                     now(),
                 );
                 kernel.restart_now();
-                let _ = notebook.mark_restarted(&runner.session_id, now());
+                // Never before the request, even if the requester's clock runs ahead of ours:
+                // an answer stamped earlier would look unanswered and restart again.
+                let at = now().max(me.restart_requested_at.unwrap_or(0.0));
+                let _ = notebook.mark_restarted(&runner.session_id, at);
             }
         }
     }

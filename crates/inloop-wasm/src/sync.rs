@@ -203,10 +203,9 @@ fn closed(inner: &Rc<Inner>, code: u16, reason: String) {
         .set((wait.saturating_mul(2)).min(MAX_BACKOFF_MS));
     let weak = Rc::downgrade(inner);
     let retry = gloo_timers::callback::Timeout::new(wait, move || {
-        with(&weak, |inner| {
-            inner.retry.borrow_mut().take();
-            connect(inner);
-        });
+        // (The finished timer stays in `retry` until the next one replaces it: dropping it here
+        // would free this closure while it runs.)
+        with(&weak, connect);
     });
     *inner.retry.borrow_mut() = Some(retry);
 }
