@@ -2,7 +2,9 @@
 // against the real relay, in Debian's Chromium: two pages converge on concurrent edits of one
 // cell; pages cut off by a relay restart edit offline and merge with nothing lost, their status
 // going offline with N unacknowledged changes and back to synced with 0; a cell run in one
-// page's Pyodide worker shows its outputs in the other page.
+// page's Pyodide worker shows its outputs in the other page, which interrupts an endless loop
+// there within 2 s (through the SharedArrayBuffer) and restarts that kernel, all through the
+// document.
 //
 //   scripts/build-web.sh && cargo build -p inloop-cli && node --test tests/browser/engine.test.mjs
 import assert from 'node:assert/strict';
@@ -272,8 +274,8 @@ test('a cell run in one page\'s Pyodide worker shows its outputs in the other pa
     assert.equal(outputs[1].data['text/plain'], '42');
     const entry = await waitFor('the entry done on b', () =>
       b.evaluate((run) => {
-        const entry = window.nb.execution(run);
-        return entry.status === 'done' && entry;
+        const entry = window.nb.executions().find((e) => e.id === run);
+        return entry?.status === 'done' && entry;
       }, run),
     );
     assert.equal(entry.execution_count, 1);
@@ -282,6 +284,47 @@ test('a cell run in one page\'s Pyodide worker shows its outputs in the other pa
     const runtimes = await b.evaluate(() => window.nb.runtimes());
     assert.equal(runtimes.find((r) => r.session_id === runtimeId)?.kind, 'browser');
     assert.equal((await b.evaluate((cell) => window.nb.cell(cell), cell)).execution_count, 1);
+
+    // Page b interrupts a's endless loop through the document; a's engine writes 2 into the
+    // worker's SharedArrayBuffer (the relay's COOP/COEP headers make the page isolated).
+    assert.equal(await a.evaluate(() => window.nb.canInterrupt()), true);
+    await a.evaluate((cell) => window.nb.setSource(cell, 'while True: pass'), cell);
+    const loop = await a.evaluate((cell) => window.nb.run(cell), cell);
+    await waitFor('the loop running, seen on b', () =>
+      b.evaluate((loop) => window.nb.executions().find((e) => e.id === loop)?.status === 'running', loop),
+    );
+    const interruptAt = Date.now();
+    await b.evaluate((loop) => window.nb.interrupt(loop), loop);
+    const ended = await waitFor('the loop interrupted, seen on b', () =>
+      b.evaluate((loop) => {
+        const entry = window.nb.executions().find((e) => e.id === loop);
+        return entry && entry.status !== 'running' && entry;
+      }, loop),
+    );
+    const interruptMs = Date.now() - interruptAt;
+    console.log(`interrupt from page b -> entry ${ended.status} on b in ${interruptMs} ms`);
+    assert.equal(ended.status, 'interrupted');
+    assert.ok(interruptMs < 2000, `${interruptMs} ms`);
+    const traceback = await b.evaluate((cell) => window.nb.cell(cell).outputs.at(-1), cell);
+    assert.equal(traceback.ename, 'KeyboardInterrupt');
+
+    // Page b restarts a's kernel through the document: a fresh worker, counting from 1.
+    await b.evaluate((id) => window.nb.restartRuntime(id), runtimeId);
+    await waitFor('the restart answered', () =>
+      b.evaluate((id) => {
+        const runtime = window.nb.runtimes().find((r) => r.session_id === id);
+        return runtime.restarted_at >= runtime.restart_requested_at && runtime.status === 'idle';
+      }, runtimeId),
+    30_000);
+    await a.evaluate((cell) => window.nb.setSource(cell, 'x = 1\nx + 1'), cell);
+    const fresh = await a.evaluate((cell) => window.nb.run(cell), cell);
+    const after = await waitFor('a run on the new worker', () =>
+      b.evaluate((run) => {
+        const entry = window.nb.executions().find((e) => e.id === run);
+        return entry?.status === 'done' && entry;
+      }, fresh),
+    30_000);
+    assert.equal(after.execution_count, 1);
   } finally {
     await browser.close();
     await relay.stop();

@@ -34,6 +34,9 @@ pub(crate) enum KernelState {
 struct Pending {
     events: UnboundedSender<ExecEvent>,
     reply: oneshot::Sender<inloop_kernel::Result<ExecuteReply>>,
+    /// The worker said `started`: it cleared the interrupt buffer before, so an interrupt
+    /// written from now on reaches this execution (one written earlier would be wiped).
+    started: bool,
 }
 
 /// One live worker and what keeps its handlers alive.
@@ -280,7 +283,11 @@ impl PyodideKernel {
                     _ => return,
                 };
                 if let Some(id) = message.id.as_ref().and_then(id_text) {
-                    if let Some(pending) = self.pending.borrow().get(&id) {
+                    if let Some(pending) = self.pending.borrow_mut().get_mut(&id) {
+                        if matches!(event, ExecEvent::Started { .. }) {
+                            pending.started = true;
+                            self.wake.notify_one();
+                        }
                         let _ = pending.events.send(event);
                     }
                 }
@@ -300,6 +307,12 @@ impl PyodideKernel {
                 KernelState::Starting => notified.await,
             }
         }
+    }
+
+    /// Whether the worker has started the execution it was given (an interrupt written before
+    /// that would be wiped as stale).
+    pub(crate) fn execution_started(&self) -> bool {
+        self.pending.borrow().values().any(|p| p.started)
     }
 
     /// Writes 2 (SIGINT) into the interrupt buffer: Pyodide raises `KeyboardInterrupt` in the
@@ -397,10 +410,14 @@ impl Kernel for SharedKernel {
             let Some(live) = live.as_ref() else {
                 return Err(inloop_kernel::Error::ShutDown);
             };
-            kernel
-                .pending
-                .borrow_mut()
-                .insert(id.clone(), Pending { events, reply });
+            kernel.pending.borrow_mut().insert(
+                id.clone(),
+                Pending {
+                    events,
+                    reply,
+                    started: false,
+                },
+            );
             if let Err(error) = live.worker.post_message(&message) {
                 kernel.pending.borrow_mut().remove(&id);
                 return Err(inloop_kernel::Error::Worker(crate::error::js_message(

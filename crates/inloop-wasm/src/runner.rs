@@ -15,6 +15,9 @@ use tokio::sync::{Notify, mpsc};
 use crate::engine::Inner;
 use crate::kernel::{KernelState, SharedKernel};
 
+/// How long an interrupt may go unanswered before it is written again.
+const INTERRUPT_RETRY_S: f64 = 1.0;
+
 /// How often the runtime entry's heartbeat is written while registered.
 const HEARTBEAT_MS: u32 = 15_000;
 
@@ -38,6 +41,10 @@ pub(crate) fn request_time(runner: &Runner) -> f64 {
 struct Running {
     execution_id: String,
     interrupt_sent: bool,
+    /// When the interrupt was last written (seconds), to write it again while the code runs on.
+    interrupt_written_at: f64,
+    /// Wakes the queue for that.
+    interrupt_retry: Option<gloo_timers::callback::Timeout>,
 }
 
 /// The queue's state; the loop itself is a task woken through `wake`.
@@ -213,10 +220,26 @@ fn tick(inner: &Rc<Inner>) {
         let asked = notebook
             .execution(&current.execution_id)
             .is_ok_and(|e| e.interrupt_requested_at.is_some());
-        if asked && !current.interrupt_sent {
+        // With a SharedArrayBuffer, wait for the worker's `started` (it clears the buffer just
+        // before, so an earlier write would be lost); the message wakes this loop. Without one,
+        // the only way to stop Python is a new worker.
+        let can_write = kernel.can_interrupt();
+        let due = !current.interrupt_sent
+            || (can_write && now() - current.interrupt_written_at >= INTERRUPT_RETRY_S * 0.9);
+        if asked && due && (!can_write || kernel.execution_started()) {
             current.interrupt_sent = true;
-            // Without a SharedArrayBuffer the only way to stop Python is a new worker.
+            current.interrupt_written_at = now();
             restart_for_interrupt = !kernel.interrupt_now();
+            if !restart_for_interrupt {
+                // Again in a moment if the code still runs (a stretch of Python that does not
+                // look at the buffer, or a write that raced the worker's own clearing).
+                let wake = runner.wake.clone();
+                let retry = gloo_timers::callback::Timeout::new(
+                    (INTERRUPT_RETRY_S * 1000.0) as u32,
+                    move || wake.notify_one(),
+                );
+                current.interrupt_retry = Some(retry);
+            }
         }
     }
     if restart_for_interrupt {
@@ -272,6 +295,8 @@ fn tick(inner: &Rc<Inner>) {
     *runner.running.borrow_mut() = Some(Running {
         execution_id: entry.id.clone(),
         interrupt_sent: false,
+        interrupt_written_at: 0.0,
+        interrupt_retry: None,
     });
     let status = kernel_status(inner);
     if runner.registered.get() && runner.reported.get() != Some(status) {
