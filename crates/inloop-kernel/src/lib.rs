@@ -28,8 +28,10 @@
 //!
 //! ```no_run
 //! use inloop_doc::{CellType, Notebook};
+//! # #[cfg(feature = "jupyter")]
 //! use inloop_kernel::{JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, SearchPath};
 //!
+//! # #[cfg(feature = "jupyter")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let spec = KernelSpec::find("python3", &SearchPath::from_env([".venv"]))?;
 //! let kernel = JupyterKernel::start(spec, JupyterConfig::default()).await?;
