@@ -26,7 +26,9 @@
 //! - **Execution**: `run(cellId)` queues the cell in the document's `executions` for this
 //!   browser (or `"server"`); the engine runs its own entries one at a time in request order in
 //!   a Pyodide worker that starts as the engine opens, writes outputs back like any runtime,
-//!   registers itself in `runtimes` (kind `browser`, with a heartbeat), and honours interrupts
+//!   registers itself in `runtimes` (kind `browser`, with a heartbeat), keeps stream text to
+//!   1 MiB per cell (and outputs within the relay's limits when `relayLimits` is given), honours
+//!   interrupts
 //!   (a `SharedArrayBuffer` interrupt buffer; a new worker when the page is not cross-origin
 //!   isolated) and restarts (a new worker) asked for through the document.
 //!
@@ -97,6 +99,18 @@ struct OpenOptions {
     /// Shown as who requested runs and as the runtime's name.
     #[serde(default)]
     name: Option<String>,
+    /// The relay's `--max-document-bytes` and `--max-message-bytes`: outputs of this browser's
+    /// runs that would pass either are refused with an error output instead of getting the
+    /// page disconnected. Unknown by default (browsers get no lease grant that states them).
+    #[serde(default)]
+    relay_limits: Option<LimitsOption>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LimitsOption {
+    max_document_bytes: u64,
+    max_message_bytes: u64,
 }
 
 fn yes() -> bool {
@@ -230,7 +244,10 @@ impl Engine {
         let name = options
             .name
             .unwrap_or_else(|| format!("browser {}", notebook.client_id()));
-        let runner = runner::Runner::new(notebook.client_id(), wake);
+        let limits = options.relay_limits.and_then(|l| {
+            inloop_kernel::RelayLimits::from_grant(l.max_document_bytes, l.max_message_bytes)
+        });
+        let runner = runner::Runner::new(notebook.client_id(), wake, limits);
         let inner = Rc::new(Inner::new(
             options.doc_id,
             notebook,

@@ -9,7 +9,7 @@ use inloop_doc::{
     Execution, ExecutionState, ExecutionStatus, ExecutionTarget, Runtime, RuntimeKind,
     RuntimeStatus,
 };
-use inloop_kernel::{ExecEvent, Kernel, OutputWriter, ReplyStatus};
+use inloop_kernel::{ExecEvent, Kernel, OutputWriter, RelayLimits, ReplyStatus};
 use tokio::sync::{Notify, mpsc};
 
 use crate::engine::Inner;
@@ -58,10 +58,11 @@ pub(crate) struct Runner {
     running: RefCell<Option<Running>>,
     heartbeat: RefCell<Option<gloo_timers::callback::Interval>>,
     last_request: Cell<f64>,
+    limits: Option<RelayLimits>,
 }
 
 impl Runner {
-    pub(crate) fn new(client_id: u64, wake: Rc<Notify>) -> Self {
+    pub(crate) fn new(client_id: u64, wake: Rc<Notify>, limits: Option<RelayLimits>) -> Self {
         Self {
             session_id: format!("browser-{client_id}"),
             target: ExecutionTarget::Browser(client_id.to_string()),
@@ -71,6 +72,7 @@ impl Runner {
             running: RefCell::new(None),
             heartbeat: RefCell::new(None),
             last_request: Cell::new(0.0),
+            limits,
         }
     }
 
@@ -314,13 +316,19 @@ async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
         code,
         ..
     } = entry;
-    let Some(notebook) = weak.upgrade().map(|inner| inner.notebook.clone()) else {
+    let Some((notebook, limits)) = weak
+        .upgrade()
+        .map(|inner| (inner.notebook.clone(), inner.runner.limits))
+    else {
         return;
     };
     let _ = notebook.clear_outputs(&cell_id);
     let _ = notebook.set_execution_state(&cell_id, ExecutionState::Running);
     let (events, mut incoming) = mpsc::unbounded_channel::<ExecEvent>();
-    let mut writer = OutputWriter::default();
+    let mut writer = match limits {
+        Some(limits) => OutputWriter::default().with_relay_limits(limits),
+        None => OutputWriter::default(),
+    };
     let write = async {
         // Ends when the kernel drops the sender: after the reply, or when it goes away.
         while let Some(event) = incoming.recv().await {

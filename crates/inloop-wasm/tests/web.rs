@@ -536,3 +536,37 @@ async fn a_worker_that_cannot_load_ends_the_runs_with_the_reason() {
     assert!(message.contains("worker"), "{message}");
     assert!(nb.kernel_state().starts_with("failed"));
 }
+
+#[wasm_bindgen_test]
+async fn outputs_past_the_relays_limits_are_refused_with_an_error_output() {
+    let nb = open(json!({
+        "docId": unique("limits"), "connect": false, "store": false,
+        "worker": fake_worker_url(),
+        // A message limit no display fits in: each is replaced by an error saying so.
+        "relayLimits": {"maxDocumentBytes": 10_000_000, "maxMessageBytes": 16},
+    }))
+    .await;
+    let cell = nb.insert_cell(0, "code", "x").unwrap();
+    let run = nb.run(&cell, None).unwrap();
+    wait_for("the run", 5_000, || {
+        execution(&nb, &run)["status"] == "done"
+    })
+    .await;
+    let outputs = rust(nb.cell(&cell).unwrap())["outputs"].clone();
+    let kinds: Vec<&str> = outputs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            o["ename"]
+                .as_str()
+                .unwrap_or(o["output_type"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(kinds[0], "stream", "{outputs}");
+    assert!(kinds.len() >= 3, "{outputs}");
+    assert!(
+        kinds[1..].iter().all(|k| *k == "OutputTooLarge"),
+        "{outputs}"
+    );
+}
