@@ -192,6 +192,128 @@ pub(crate) fn presence_value(inner: &Inner) -> JsValue {
     to_js(&all)
 }
 
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = r#"
+/** What `Notebook.open` takes. */
+export interface OpenOptions {
+  docId: string;
+  /** A share token, sent as `?token=` on the WebSocket URL. */
+  token?: string;
+  /** `ws://`, `wss://`, `http://` or `https://` of the relay; default: this page's origin. */
+  relay?: string;
+  /** Connect to the relay (default true). */
+  connect?: boolean;
+  /** The kernel worker's URL (default `/kernel/worker.js`); null for no kernel. */
+  worker?: string | null;
+  /** Keep the document in IndexedDB (default true). */
+  store?: boolean;
+  /** The IndexedDB database (default `inloop`). */
+  database?: string;
+  /** Who requests runs, and this browser runtime's name. */
+  name?: string;
+  /** The relay's limits, to refuse outputs that would pass them. */
+  relayLimits?: { maxDocumentBytes: number; maxMessageBytes: number };
+}
+
+export type ConnectionState = "connecting" | "syncing" | "synced" | "offline" | "closed";
+
+export interface Status {
+  state: ConnectionState;
+  /** offline and closed: the close code, when there was one. */
+  code?: number | null;
+  reason?: string;
+  /** Local changes the relay has not acknowledged as stored. */
+  unacknowledged: number;
+}
+
+export type CellType = "code" | "markdown" | "raw";
+
+/** Offsets and lengths in UTF-16 code units. */
+export type TextDelta = { retain: number } | { insert: string } | { delete: number };
+
+export interface Cell {
+  id: string;
+  cell_type: CellType;
+  source: string;
+  metadata: Record<string, unknown>;
+  /** Code cells only. */
+  execution_count?: number | null;
+  execution_state?: "idle" | "running" | null;
+  /** Code cells only: nbformat outputs (a display's id under `transient.display_id`). */
+  outputs?: Record<string, any>[];
+  attachments?: Record<string, unknown>;
+}
+
+export type CellField =
+  | "cell_type" | "metadata" | "execution_count" | "execution_state" | "attachments" | "source"
+  | { other: string };
+
+export type Change =
+  | { kind: "cell_inserted"; index: number; cell_id: string }
+  | { kind: "cell_deleted"; index: number; cell_id: string }
+  | { kind: "cell_moved"; from: number; to: number; cell_id: string }
+  | { kind: "source_edited"; cell_id: string; delta: TextDelta[] }
+  | { kind: "outputs_changed"; cell_id: string }
+  | { kind: "cell_changed"; cell_id: string; field: CellField }
+  | { kind: "notebook_metadata_changed" }
+  | { kind: "execution_changed"; execution_id: string }
+  | { kind: "runtime_changed"; session_id: string };
+
+export interface ChangeBatch {
+  origin: "local" | "remote";
+  changes: Change[];
+}
+
+export interface PresenceState {
+  name?: string;
+  colour?: string;
+  cellId?: string | null;
+  selection?: { anchor: number; head: number } | null;
+  [key: string]: unknown;
+}
+
+export interface Presence {
+  clientId: number;
+  /** This page's own state. */
+  local: boolean;
+  state: PresenceState;
+}
+
+export type ExecutionStatus = "queued" | "running" | "done" | "error" | "cancelled" | "interrupted";
+
+export interface Execution {
+  id: string;
+  cell_id: string;
+  code: string;
+  /** `browser:<clientId>` or `server`. */
+  target: string;
+  requested_by: string;
+  requested_at: number;
+  status: ExecutionStatus;
+  runtime: string | null;
+  lease_epoch: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  execution_count: number | null;
+  message: string | null;
+  interrupt_requested_at: number | null;
+}
+
+export interface Runtime {
+  session_id: string;
+  kind: "browser" | "server";
+  name: string;
+  kernels: string[];
+  gpu: string | null;
+  container_image: string | null;
+  status: "starting" | "idle" | "busy" | "restarting" | "gone";
+  heartbeat_at: number;
+  lease_epoch: number | null;
+  restart_requested_at: number | null;
+  restarted_at: number | null;
+}
+"#;
+
 /// The engine, `Notebook` to JavaScript. Dropping it (`free()`) closes it.
 #[wasm_bindgen(js_name = Notebook)]
 #[derive(Debug)]
@@ -203,7 +325,9 @@ pub struct Engine {
 impl Engine {
     /// Opens a document: starts the kernel worker, loads the IndexedDB copy, then connects.
     /// Resolves once the stored state is loaded (not once synced: watch `onStatus`).
-    pub async fn open(options: JsValue) -> Result<Engine, JsValue> {
+    pub async fn open(
+        #[wasm_bindgen(unchecked_param_type = "OpenOptions")] options: JsValue,
+    ) -> Result<Engine, JsValue> {
         Ok(Self::open_with(options).await?)
     }
 
@@ -277,6 +401,7 @@ impl Engine {
     }
 
     /// `{state, code?, reason?, unacknowledged}` now.
+    #[wasm_bindgen(unchecked_return_type = "Status")]
     pub fn status(&self) -> JsValue {
         to_js(&self.inner.status())
     }
@@ -284,7 +409,10 @@ impl Engine {
     /// Calls `callback(status)` at once with the current status, then on every status change
     /// and whenever the count of unacknowledged local changes moves. Returns an id for `off`.
     #[wasm_bindgen(js_name = onStatus)]
-    pub fn on_status(&self, callback: Function) -> u32 {
+    pub fn on_status(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(status: Status) => void")] callback: Function,
+    ) -> u32 {
         let current = to_js(&self.inner.status());
         if let Err(error) = callback.call1(&JsValue::NULL, &current) {
             web_sys::console::error_2(&"inloop: a callback threw".into(), &error);
@@ -295,13 +423,19 @@ impl Engine {
     /// Calls `callback({origin: 'local' | 'remote', changes})` after every change to the
     /// document. Returns an id for `off`.
     #[wasm_bindgen(js_name = onChange)]
-    pub fn on_change(&self, callback: Function) -> u32 {
+    pub fn on_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(batch: ChangeBatch) => void")] callback: Function,
+    ) -> u32 {
         self.inner.subscribe(Topic::Change, callback)
     }
 
     /// Calls `callback(presence)` (as `presence()` returns it) when anyone's presence changes.
     #[wasm_bindgen(js_name = onPresence)]
-    pub fn on_presence(&self, callback: Function) -> u32 {
+    pub fn on_presence(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(presence: Presence[]) => void")] callback: Function,
+    ) -> u32 {
         self.inner.subscribe(Topic::Presence, callback)
     }
 
@@ -312,11 +446,13 @@ impl Engine {
 
     /// Every cell, in order: `{id, cell_type, source, metadata}`, plus `execution_count`,
     /// `execution_state` and `outputs` (nbformat output objects) for code cells.
+    #[wasm_bindgen(unchecked_return_type = "Cell[]")]
     pub fn cells(&self) -> Array {
         self.inner.notebook.cells().iter().map(cell_view).collect()
     }
 
     /// One cell, as `cells()` shows it.
+    #[wasm_bindgen(unchecked_return_type = "Cell")]
     pub fn cell(&self, id: &str) -> Result<JsValue, JsValue> {
         Ok(cell_view(
             &self.inner.notebook.cell(id).map_err(Error::from)?,
@@ -362,7 +498,11 @@ impl Engine {
     /// Applies a Yjs-style delta to a cell's source: `[{retain: n}, {insert: 'x'},
     /// {delete: n}]`, in UTF-16 code units. A delta reaching past the end changes nothing.
     #[wasm_bindgen(js_name = editSource)]
-    pub fn edit_source(&self, id: &str, delta: JsValue) -> Result<(), JsValue> {
+    pub fn edit_source(
+        &self,
+        id: &str,
+        #[wasm_bindgen(unchecked_param_type = "TextDelta[]")] delta: JsValue,
+    ) -> Result<(), JsValue> {
         self.edit(|nb| {
             let delta: Vec<TextDelta> = serde_wasm_bindgen::from_value(delta)?;
             Ok(nb.edit_source(id, &delta)?)
@@ -377,7 +517,12 @@ impl Engine {
 
     /// Sets one key of a cell's metadata to a JSON value.
     #[wasm_bindgen(js_name = setCellMetadata)]
-    pub fn set_cell_metadata(&self, id: &str, key: &str, value: JsValue) -> Result<(), JsValue> {
+    pub fn set_cell_metadata(
+        &self,
+        id: &str,
+        key: &str,
+        #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
+    ) -> Result<(), JsValue> {
         self.edit(|nb| {
             let value: serde_json::Value = serde_wasm_bindgen::from_value(value)?;
             Ok(nb.set_cell_metadata(id, key, &value)?)
@@ -405,7 +550,10 @@ impl Engine {
     /// Sets this page's presence (`{name, colour, cellId, selection: {anchor, head}}`, any
     /// JSON object), or clears it with `null`.
     #[wasm_bindgen(js_name = setPresence)]
-    pub fn set_presence(&self, state: JsValue) -> Result<(), JsValue> {
+    pub fn set_presence(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "PresenceState | null")] state: JsValue,
+    ) -> Result<(), JsValue> {
         self.inner.check_open()?;
         let json = if state.is_null() || state.is_undefined() {
             None
@@ -427,6 +575,7 @@ impl Engine {
     }
 
     /// Everyone's presence: `[{clientId, local, state}]`, this page's first.
+    #[wasm_bindgen(unchecked_return_type = "Presence[]")]
     pub fn presence(&self) -> JsValue {
         presence_value(&self.inner)
     }
@@ -489,10 +638,12 @@ impl Engine {
     }
 
     /// Every execution entry, oldest request first.
+    #[wasm_bindgen(unchecked_return_type = "Execution[]")]
     pub fn executions(&self) -> JsValue {
         to_js(&self.inner.notebook.executions())
     }
 
+    #[wasm_bindgen(unchecked_return_type = "Execution")]
     pub fn execution(&self, id: &str) -> Result<JsValue, JsValue> {
         Ok(to_js(
             &self.inner.notebook.execution(id).map_err(Error::from)?,
@@ -500,6 +651,7 @@ impl Engine {
     }
 
     /// The runtimes registered in the document.
+    #[wasm_bindgen(unchecked_return_type = "Runtime[]")]
     pub fn runtimes(&self) -> JsValue {
         to_js(&self.inner.notebook.runtimes())
     }
