@@ -169,13 +169,16 @@ else
   source_hash=$( (sha256sum "$wasm"; wasm-bindgen --version; wasm-opt --version) | sha256sum | cut -c1-16)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$source_hash" ] || [ ! -f "$out/inloop_wasm_bg.wasm" ]; then
     rm -rf "$out"
-    wasm-bindgen --target web --out-dir "$out" "$wasm"
-    # The features rustc enables by default for wasm32 (1.82+); wasm-bindgen's glue needs
-    # reference types (externref table) and bulk memory.
+    # wasm-opt before wasm-bindgen: Debian's wasm-opt (108) run on wasm-bindgen's output breaks
+    # its externref table (the engine then fails to start with a WebAssembly.Table.set error).
+    # The features are those rustc enables by default for wasm32 (1.82+).
+    optimized=$(mktemp -d)
     wasm-opt -Oz \
       --enable-bulk-memory --enable-reference-types --enable-multivalue \
       --enable-mutable-globals --enable-nontrapping-float-to-int --enable-sign-ext \
-      "$out/inloop_wasm_bg.wasm" -o "$out/inloop_wasm_bg.wasm"
+      "$wasm" -o "$optimized/inloop_wasm.wasm"
+    wasm-bindgen --target web --out-dir "$out" "$optimized/inloop_wasm.wasm"
+    rm -rf "$optimized"
     echo "$source_hash" > "$stamp"
   fi
   raw=$(wc -c < "$out/inloop_wasm_bg.wasm")

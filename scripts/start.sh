@@ -4,10 +4,12 @@
 #
 #   scripts/start.sh [inloop serve options]      e.g. --addr 0.0.0.0:8787 --data /srv/inloop
 #
-# Today the relay serves the sync API (the page and the local server runtime come with issues 4
-# to 6). Stop it with Ctrl+C; every change is already on disk.
+# It serves web/dist (Pyodide, the kernel worker, the engine; the notebook page itself comes with
+# issue 6) and starts a local server runtime when a cell is run on the server. Stop it with
+# Ctrl+C; every change is already on disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release -p inloop-cli
-exec target/release/inloop serve "$@"
+scripts/build-web.sh
+exec target/release/inloop serve --web web/dist "$@"
