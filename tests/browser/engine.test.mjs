@@ -8,16 +8,12 @@
 //
 //   scripts/build-web.sh && cargo build -p inloop-cli && node --test tests/browser/engine.test.mjs
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { test } from 'node:test';
 
-import { inloopBin, launchChromium, repo, startRelay } from './harness.mjs';
-
-const web = path.join(repo, 'web/dist');
+import { launchChromium, startRelay } from './harness.mjs';
 
 /** Polls `check` (async) every 50 ms until it returns something truthy. */
 async function waitFor(what, check, timeout = 20_000) {
@@ -137,52 +133,13 @@ test('two engines in two pages converge on concurrent edits of one cell', async 
   }
 });
 
-/** `inloop serve` on a given port and data folder, so a test can stop it and start it again. */
-async function serve({ port = 0, data }) {
-  const child = spawn(
-    inloopBin,
-    ['serve', '--addr', `127.0.0.1:${port}`, '--data', data, '--web', web, '--no-runtime'],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
-  );
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  const lines = readline.createInterface({ input: child.stdout });
-  let url;
-  let adminToken;
-  for await (const line of lines) {
-    url ??= line.match(/listening on (http:\/\/[^\s]+)/)?.[1];
-    adminToken ??= line.match(/[?&]token=([^\s&]+)/)?.[1];
-    if (url && adminToken) break;
-  }
-  if (!url) throw new Error(`${inloopBin} serve exited before it listened`);
-  lines.on('line', () => {});
-  const api = async (method, route, body) => {
-    const response = await fetch(`${url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-    });
-    if (!response.ok) throw new Error(`${method} ${route}: ${response.status}`);
-    return response;
-  };
-  return {
-    url,
-    wsUrl: url.replace(/^http/, 'ws'),
-    port: Number(new URL(url).port),
-    api,
-    async stop() {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 test('engines cut off from the relay edit offline and merge with no edit lost', async () => {
   const data = mkdtempSync(path.join(tmpdir(), 'inloop-engine-test-'));
-  let relay = await serve({ data });
+  let relay = await startRelay({ data });
   const browser = await launchChromium();
   try {
-    const docId = (await (await relay.api('POST', '/api/docs', '')).json()).id;
-    const token = (await (await relay.api('POST', `/api/docs/${docId}/tokens`, { role: 'edit' })).json()).token;
+    const docId = await relay.createDoc();
+    const token = await relay.mint(docId, 'edit');
     const a = await openEngine(browser.context, relay, docId, token, { worker: null });
     const b = await openEngine(browser.context, relay, docId, token, { worker: null });
     await Promise.all([synced(a), synced(b)]);
@@ -213,7 +170,7 @@ test('engines cut off from the relay edit offline and merge with no edit lost', 
     assert.equal((await status(b)).unacknowledged, offlineB);
 
     // The relay comes back on the same port with the same data.
-    relay = await serve({ port: relay.port, data });
+    relay = await startRelay({ port: relay.port, data });
     await Promise.all([synced(a), synced(b)]);
     const merged = await waitFor('both pages to merge', async () => {
       const [ta, tb] = await Promise.all([source(a, cell), source(b, cell)]);
@@ -325,6 +282,56 @@ test('a cell run in one page\'s Pyodide worker shows its outputs in the other pa
       }, fresh),
     30_000);
     assert.equal(after.execution_count, 1);
+  } finally {
+    await browser.close();
+    await relay.stop();
+  }
+});
+
+test('an engine adopts a kernel worker its page started before the engine loaded', { timeout: 60_000 }, async () => {
+  const relay = await startRelay();
+  const browser = await launchChromium();
+  try {
+    const docId = await relay.createDoc();
+    const token = await relay.mint(docId, 'execute');
+    const page = await browser.context.newPage();
+    await page.goto(`${relay.url}/dev/engine.html`);
+    // Started, then left alone long enough for Pyodide to be up before anyone listens: the
+    // worker answers the engine's `init` with `ready` then, rather than posting it unheard.
+    await page.evaluate(() => {
+      window.early = new Worker('/kernel/worker.js', { type: 'module' });
+    });
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await page.waitForFunction(() => window.inloopReady === true);
+    const result = await page.evaluate(
+      async ({ docId, token }) => {
+        const nb = await window.inloop.Notebook.open({ docId, token, startedWorker: window.early });
+        window.nb = nb;
+        const cell = await new Promise((resolve) => {
+          const found = () => nb.cellIds()[0] && resolve(nb.cellIds()[0]);
+          nb.onChange(found);
+          found();
+        });
+        nb.setSource(cell, '1+1');
+        const run = nb.run(cell);
+        return new Promise((resolve) => {
+          const done = () => {
+            const entry = nb.execution(run);
+            if (entry.status !== 'queued' && entry.status !== 'running') {
+              resolve({ status: entry.status, outputs: nb.cell(cell).outputs, kernel: nb.kernelState() });
+            }
+          };
+          nb.onChange(done);
+        });
+      },
+      { docId, token },
+    );
+    assert.equal(result.status, 'done', JSON.stringify(result));
+    assert.equal(result.outputs[0].data['text/plain'], '2');
+    assert.equal(result.kernel, 'ready');
+    // The engine used that worker, not a second one: the page created only one.
+    const workers = await page.evaluate(() => performance.getEntriesByType('resource').filter((r) => r.name.endsWith('/kernel/worker.js')).length);
+    assert.equal(workers, 1);
   } finally {
     await browser.close();
     await relay.stop();

@@ -17,14 +17,17 @@ export const inloopBin = process.env.INLOOP_BIN ?? path.join(repo, 'target/debug
 export const outDir = path.join(repo, 'tests/out');
 
 /**
- * Starts `inloop serve` on a free loopback port with a fresh data folder, serving `web`.
- * Resolves once it listens, with its URL, its admin token and helpers to call its HTTP API.
+ * Starts `inloop serve` serving `web`, on a free loopback port (or `port`) with a fresh data
+ * folder (or `data`, which the caller keeps: start a relay again on the same port and data to
+ * test reconnection). Resolves once it listens, with its URL, its admin token and helpers to
+ * call its HTTP API.
  */
-export async function startRelay({ web = path.join(repo, 'web/dist'), flags = [] } = {}) {
-  const data = mkdtempSync(path.join(tmpdir(), 'inloop-browser-test-'));
+export async function startRelay({ web = path.join(repo, 'web/dist'), flags = [], port = 0, data } = {}) {
+  const ownData = !data;
+  data ??= mkdtempSync(path.join(tmpdir(), 'inloop-browser-test-'));
   const child = spawn(
     inloopBin,
-    ['serve', '--addr', '127.0.0.1:0', '--data', data, '--web', web, '--no-runtime', ...flags],
+    ['serve', '--addr', `127.0.0.1:${port}`, '--data', data, '--web', web, '--no-runtime', ...flags],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
   );
   const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -54,6 +57,7 @@ export async function startRelay({ web = path.join(repo, 'web/dist'), flags = []
   return {
     url,
     wsUrl: url.replace(/^http/, 'ws'),
+    port: Number(new URL(url).port),
     adminToken,
     api,
     /** Creates a notebook (blank, or from `.ipynb` text); resolves to its id. */
@@ -64,10 +68,11 @@ export async function startRelay({ web = path.join(repo, 'web/dist'), flags = []
     async mint(docId, role, name = role) {
       return (await (await api('POST', `/api/docs/${docId}/tokens`, { role, name })).json()).token;
     },
+    /** SIGTERM: peers get 1001 ("going away"); every change is already stored. */
     async stop() {
       child.kill('SIGTERM');
       await exited;
-      rmSync(data, { recursive: true, force: true });
+      if (ownData) rmSync(data, { recursive: true, force: true });
     },
   };
 }

@@ -6,7 +6,8 @@
 //
 // Pyodide starts loading the moment the worker is created. Executions run one at a time in the
 // order they arrive. Worker → page:
-//   { type: 'ready', kernelInfo } | { type: 'failed', message }
+//   { type: 'ready', kernelInfo } | { type: 'failed', message }    the answer to each `init`, once
+//                                                  Pyodide is up (or could not start)
 //   { type: 'started', id, executionCount }
 //   { type: 'output', id, output }                 an nbformat v4 output (stream, display_data,
 //                                                  execute_result, error)
@@ -49,18 +50,17 @@ const snapshotResponse = useSnapshot
   ? fetch(new URL('snapshot.bin', pyodideBase)).then((r) => (r.ok ? r : null), () => null)
   : Promise.resolve(null);
 
-const ready = start().then(
-  (info) => {
-    post({ type: 'ready', kernelInfo: info });
-    return true;
-  },
+// Answered to every `init` (once known), not posted unasked: a page may create the worker
+// first thing and hand it to the engine later, when nobody listened to an earlier message.
+const startup = start().then(
+  (info) => ({ type: 'ready', kernelInfo: info }),
   (error) => {
     const message = `Pyodide could not start: ${error?.message ?? error}`;
     console.error(message, error);
-    post({ type: 'failed', message });
-    return false;
+    return { type: 'failed', message };
   },
 );
+const ready = startup.then((outcome) => outcome.type === 'ready');
 
 async function start() {
   const [{ loadPyodide }, source, snapshot] = await Promise.all([
@@ -209,6 +209,7 @@ self.onmessage = (event) => {
       interruptBuffer = message.interruptBuffer ?? null;
       interruptBufferApplied = false;
       applyInterruptBuffer();
+      startup.then(post);
       break;
     case 'execute':
       queue.push({ id: String(message.id), code: String(message.code ?? '') });

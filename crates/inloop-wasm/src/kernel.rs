@@ -114,8 +114,9 @@ struct WorkerKernelInfo {
 }
 
 impl PyodideKernel {
-    /// Creates the worker at `url` now (Pyodide loads while the page syncs).
-    pub(crate) fn start(url: &str, wake: Rc<Notify>) -> Rc<Self> {
+    /// Creates the worker at `url` now (Pyodide loads while the page syncs), or adopts
+    /// `started`, a worker the page created from `url` before the engine loaded.
+    pub(crate) fn start(url: &str, started: Option<Worker>, wake: Rc<Notify>) -> Rc<Self> {
         let kernel = Rc::new(Self {
             url: url.to_owned(),
             live: RefCell::new(None),
@@ -127,7 +128,7 @@ impl PyodideKernel {
             state_changed: Notify::new(),
             wake,
         });
-        kernel.spawn_worker();
+        kernel.spawn_worker(started);
         kernel
     }
 
@@ -149,13 +150,13 @@ impl PyodideKernel {
         self.wake.notify_one();
     }
 
-    fn spawn_worker(self: &Rc<Self>) {
+    fn spawn_worker(self: &Rc<Self>, started: Option<Worker>) {
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
         self.set_state(KernelState::Starting);
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
-        let worker = match Worker::new_with_options(&self.url, &options) {
+        let worker = match started.map_or_else(|| Worker::new_with_options(&self.url, &options), Ok) {
             Ok(worker) => worker,
             Err(error) => {
                 let message = crate::error::js_message(&error);
@@ -336,7 +337,7 @@ impl PyodideKernel {
             reason: "the kernel was restarted".into(),
             stderr: String::new(),
         });
-        self.spawn_worker();
+        self.spawn_worker(None);
     }
 
     pub(crate) fn shutdown_now(&self) {

@@ -42,6 +42,8 @@
 //!   token: 'il1.…',              // a share token (?token= on the WebSocket URL)
 //!   relay: 'ws://127.0.0.1:8787', // default: this page's origin
 //!   worker: '/kernel/worker.js',  // default; null for no kernel
+//!   startedWorker,               // optional: `new Worker(worker, {type: 'module'})` made by the
+//!                                // page's first script, so Pyodide loads while this wasm does
 //!   name: 'Ada',
 //! });
 //! nb.onStatus((s) => console.log(s.state, s.unacknowledged)); // e.g. "offline" 3
@@ -91,6 +93,7 @@ struct OpenOptions {
     /// The kernel worker's URL; `null` for no kernel.
     #[serde(default = "default_worker")]
     worker: Option<String>,
+    // `startedWorker`, a `Worker` object, is read beside serde (see `started_worker`).
     /// Keep the document in IndexedDB.
     #[serde(default = "yes")]
     store: bool,
@@ -111,6 +114,20 @@ struct OpenOptions {
 struct LimitsOption {
     max_document_bytes: u64,
     max_message_bytes: u64,
+}
+
+/// The `startedWorker` option: a kernel worker the page created from the `worker` URL as it
+/// began to load, so Pyodide starts before the engine's own wasm is even fetched; the engine
+/// adopts it (restarts create new workers from the URL).
+fn started_worker(options: &JsValue) -> Result<Option<web_sys::Worker>> {
+    let value = js_sys::Reflect::get(options, &"startedWorker".into()).unwrap_or_default();
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    value
+        .dyn_into::<web_sys::Worker>()
+        .map(Some)
+        .map_err(|_| Error::Argument("startedWorker must be a Worker".into()))
 }
 
 fn yes() -> bool {
@@ -205,6 +222,8 @@ export interface OpenOptions {
   connect?: boolean;
   /** The kernel worker's URL (default `/kernel/worker.js`); null for no kernel. */
   worker?: string | null;
+  /** A worker the page created from `worker` before the engine loaded (Pyodide starts sooner). */
+  startedWorker?: Worker;
   /** Keep the document in IndexedDB (default true). */
   store?: boolean;
   /** The IndexedDB database (default `inloop`). */
@@ -332,6 +351,7 @@ impl Engine {
     }
 
     async fn open_with(options: JsValue) -> Result<Engine> {
+        let started = started_worker(&options)?;
         let options: OpenOptions = serde_wasm_bindgen::from_value(options)?;
         if options.doc_id.is_empty() {
             return Err(Error::Argument("docId must not be empty".into()));
@@ -342,7 +362,7 @@ impl Engine {
         let kernel = options
             .worker
             .as_deref()
-            .map(|url| kernel::PyodideKernel::start(url, wake.clone()));
+            .map(|url| kernel::PyodideKernel::start(url, started, wake.clone()));
         let store = if options.store {
             match load(&notebook, &options.database, &options.doc_id).await {
                 Ok(store) => Some(store),
