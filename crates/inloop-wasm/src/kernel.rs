@@ -156,7 +156,8 @@ impl PyodideKernel {
         self.set_state(KernelState::Starting);
         let options = WorkerOptions::new();
         options.set_type(WorkerType::Module);
-        let worker = match started.map_or_else(|| Worker::new_with_options(&self.url, &options), Ok) {
+        let worker = match started.map_or_else(|| Worker::new_with_options(&self.url, &options), Ok)
+        {
             Ok(worker) => worker,
             Err(error) => {
                 let message = crate::error::js_message(&error);
