@@ -47,7 +47,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use inloop_sync::{Action, Claims, Role, TokenKey};
-use tower_http::services::ServeDir;
+use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::{Config, Limits};
@@ -258,7 +258,11 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(http::metrics));
     let app = match &state.config().web_dir {
-        Some(dir) if dir.is_dir() => api.fallback_service(ServeDir::new(dir)),
+        // `/` is the list of notebooks (index.html); `/n/{doc_id}` is one notebook, whatever its
+        // id: the page reads the id from its URL.
+        Some(dir) if dir.is_dir() => api
+            .route_service("/n/{doc_id}", ServeFile::new(dir.join("notebook.html")))
+            .fallback_service(ServeDir::new(dir)),
         _ => api,
     };
     // Cross-origin isolation lets the page's Pyodide worker use SharedArrayBuffer (interrupts).

@@ -111,11 +111,16 @@ async fn create_from_ipynb_export_import_and_share() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_the_page_cross_origin_isolated_and_metrics() {
+async fn serves_the_pages_cross_origin_isolated_and_metrics() {
     let web = tempfile::tempdir().unwrap();
     std::fs::write(
         web.path().join("index.html"),
         "<!doctype html><title>inloop</title>",
+    )
+    .unwrap();
+    std::fs::write(
+        web.path().join("notebook.html"),
+        "<!doctype html><title>a notebook</title>",
     )
     .unwrap();
     let web_dir = web.path().to_owned();
@@ -123,6 +128,9 @@ async fn serves_the_page_cross_origin_isolated_and_metrics() {
     let (status, head, body) = http_exchange(relay.addr, "GET", "/", None, b"").await;
     assert_eq!(status, 200);
     assert!(body.contains("<title>inloop</title>"));
+    let (status, _, body) = http_exchange(relay.addr, "GET", "/n/any-doc-id", None, b"").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>a notebook</title>"), "{body}");
     // SharedArrayBuffer (Pyodide interrupts) needs both.
     assert!(
         head.contains("cross-origin-opener-policy: same-origin"),
