@@ -187,3 +187,44 @@ else
 fi
 
 log "done: $dist"
+
+# --- Service worker precache list ----------------------------------------------------------------
+# web/dist/sw-manifest.json lists every file the service worker (web/static/sw.js) keeps for
+# offline use, with its size and SHA-256: the pages, the view's bundle, the engine, the kernel
+# worker, Pyodide (snapshot.bin included) and the wheels with their index. Not listed: the dev and
+# bench pages, type declarations, build stamps, the worker and this list. Its version (a hash of
+# the list and of sw.js) is stamped into web/dist/sw.js, so a new build is a new service worker
+# that replaces the cache (keeping the files whose hash did not change).
+node --input-type=module - "$dist" <<'JS'
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+const dist = process.argv[2];
+const skip = (rel) =>
+  /^(bench|dev)\//.test(rel) || rel === 'sw.js' || rel === 'sw-manifest.json' ||
+  rel.split('/').some((part) => part.startsWith('.')) || /\.(d\.ts|map)$/.test(rel);
+const files = [];
+const walk = (dir) => {
+  for (const entry of readdirSync(path.join(dist, dir), { withFileTypes: true })) {
+    const rel = dir ? `${dir}/${entry.name}` : entry.name;
+    if (entry.isDirectory()) walk(rel);
+    else if (entry.isFile() && !skip(rel)) {
+      const bytes = readFileSync(path.join(dist, rel));
+      files.push({ path: `/${rel}`, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') });
+    }
+  }
+};
+walk('');
+files.sort((a, b) => (a.path < b.path ? -1 : 1));
+const sw = path.join(dist, 'sw.js');
+const swSource = readFileSync(sw, 'utf8').replace(/const VERSION = '[^']*';/, "const VERSION = '__INLOOP_SW_VERSION__';");
+const version = createHash('sha256').update(JSON.stringify(files)).update(swSource).digest('hex').slice(0, 16);
+const json = `${JSON.stringify({ version, files }, null, 1)}\n`;
+writeFileSync(path.join(dist, 'sw-manifest.json'), json);
+const stamped = swSource.replace("const VERSION = '__INLOOP_SW_VERSION__';", `const VERSION = '${version}';`);
+if (stamped === swSource) throw new Error('build-web: web/dist/sw.js has no VERSION placeholder');
+writeFileSync(sw, stamped);
+const mb = (files.reduce((sum, f) => sum + f.size, 0) / 1e6).toFixed(1);
+console.error(`build-web: service worker ${version}: ${files.length} files, ${mb} MB precached`);
+JS
