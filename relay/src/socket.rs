@@ -14,8 +14,8 @@ use inloop_sync::{Action, Role};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::AppState;
 use crate::rooms::{Close, Command, PeerId, PeerLink, RoomHandle};
+use crate::{AppState, Refusal};
 
 static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 
@@ -53,22 +53,19 @@ pub(crate) async fn upgrade(
     let token = query.token.or_else(|| subprotocol.clone());
     let role = match state.authorize(token.as_deref(), &doc_id, Action::Read) {
         Ok(role) => role,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return refuse(ws, refusal),
     };
     let room = match state.room(&doc_id, role).await {
         Ok(room) => room,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return refuse(ws, refusal),
     };
     let limits = &state.config().limits;
     if room.peers() >= limits.max_connections_per_document {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the document has {} connections, its limit; try again later",
-                limits.max_connections_per_document
-            ),
-        )
-            .into_response();
+        let reason = format!(
+            "the document has {} connections, its limit; try again later",
+            limits.max_connections_per_document
+        );
+        return refuse(ws, Refusal(StatusCode::SERVICE_UNAVAILABLE, reason));
     }
     let ws = ws
         .read_buffer_size(READ_BUFFER)
@@ -79,6 +76,34 @@ pub(crate) async fn upgrade(
         None => ws,
     };
     ws.on_upgrade(move |socket| connection(state, doc_id, role, room, socket))
+}
+
+/// Answers a refused handshake with a WebSocket that closes at once, saying why: a browser sees
+/// a refused upgrade only as close code 1006, with no status and no reason, and would retry a
+/// bad token forever. 4400 + the HTTP status (4401 a bad token, 4403 a token for another
+/// document, 4404 no such document) tells every client not to retry; 1013 says try later.
+fn refuse(ws: WebSocketUpgrade, Refusal(status, reason): Refusal) -> Response {
+    let code = match status {
+        StatusCode::SERVICE_UNAVAILABLE => 1013,
+        status if status.is_client_error() => 4000 + status.as_u16(),
+        _ => 1011,
+    };
+    ws.on_upgrade(move |mut socket| async move {
+        let close = CloseFrame {
+            code,
+            reason: close_reason(&reason).into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
+    })
+}
+
+/// A close frame's reason holds at most 123 bytes.
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// Counts messages per second over a one-second window.
@@ -190,7 +215,7 @@ async fn connection(
             if let Some(close) = close {
                 let frame = CloseFrame {
                     code: close.code,
-                    reason: close.reason.into(),
+                    reason: close_reason(&close.reason).into(),
                 };
                 let _ = sink.send(Message::Close(Some(frame))).await;
             }

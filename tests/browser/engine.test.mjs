@@ -337,3 +337,30 @@ test('an engine adopts a kernel worker its page started before the engine loaded
     await relay.stop();
   }
 });
+
+test('a refused token closes the engine for good with the reason, instead of retrying', async () => {
+  const relay = await startRelay();
+  const browser = await launchChromium();
+  try {
+    const docId = await relay.createDoc();
+    const token = await relay.mint(docId, 'edit');
+    const forged = `${token.slice(0, -4)}AAAA`;
+    const page = await openEngine(browser.context, relay, docId, forged, { worker: null });
+    const closed = await waitFor('closed', async () => {
+      const s = await status(page);
+      return s.state === 'closed' && s;
+    });
+    assert.equal(closed.code, 4401, JSON.stringify(closed));
+    assert.match(closed.reason, /token/);
+    const elsewhere = await relay.mint(await relay.createDoc(), 'edit');
+    const other = await openEngine(browser.context, relay, docId, elsewhere, { worker: null });
+    const refused = await waitFor('closed', async () => {
+      const s = await status(other);
+      return s.state === 'closed' && s;
+    });
+    assert.equal(refused.code, 4403, JSON.stringify(refused));
+  } finally {
+    await browser.close();
+    await relay.stop();
+  }
+});

@@ -135,7 +135,8 @@ impl Drop for TestRelay {
     }
 }
 
-/// Connects a fresh notebook and waits until it is synced; the relay's refusal otherwise.
+/// Connects a fresh notebook and waits until it is synced; the relay's refusal otherwise, as
+/// "CODE: reason".
 pub(crate) async fn connect(url: &str) -> Result<Client, String> {
     connect_with(url, Notebook::new(), ClientOptions::new()).await
 }
@@ -149,7 +150,12 @@ pub(crate) async fn connect_with(
     match client.wait_synced(Duration::from_secs(10)).await {
         Ok(()) => Ok(client),
         Err(error) => Err(match client.status() {
-            Status::Closed { reason, .. } => reason,
+            Status::Closed { code, reason } => {
+                format!(
+                    "{}: {reason}",
+                    code.map_or("no code".into(), |c| c.to_string())
+                )
+            }
             other => format!("{error} ({other:?})"),
         }),
     }
