@@ -2,6 +2,7 @@
 // Chromium driven by playwright-core with no network beyond localhost.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -21,14 +22,19 @@ export const outDir = path.join(repo, 'tests/out');
  * folder (or `data`, which the caller keeps: start a relay again on the same port and data to
  * test reconnection). Resolves once it listens, with its URL, its admin token and helpers to
  * call its HTTP API.
+ *
+ * With `runtime: true` the relay starts its local server runtime (a real ipykernel from the
+ * repository's `.venv`) when a document queues `server` runs; otherwise it runs with
+ * `--no-runtime`.
  */
-export async function startRelay({ web = path.join(repo, 'web/dist'), flags = [], port = 0, data } = {}) {
+export async function startRelay({ web = path.join(repo, 'web/dist'), flags = [], port = 0, data, runtime = false } = {}) {
   const ownData = !data;
   data ??= mkdtempSync(path.join(tmpdir(), 'inloop-browser-test-'));
+  const runtimeFlags = runtime ? ['--runtime-kernel-prefix', path.join(repo, '.venv')] : ['--no-runtime'];
   const child = spawn(
     inloopBin,
-    ['serve', '--addr', `127.0.0.1:${port}`, '--data', data, '--web', web, '--no-runtime', ...flags],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
+    ['serve', '--addr', `127.0.0.1:${port}`, '--data', data, '--web', web, ...runtimeFlags, ...flags],
+    { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
   );
   const exited = new Promise((resolve) => child.once('exit', resolve));
   const lines = readline.createInterface({ input: child.stdout });
@@ -68,13 +74,77 @@ export async function startRelay({ web = path.join(repo, 'web/dist'), flags = []
     async mint(docId, role, name = role) {
       return (await (await api('POST', `/api/docs/${docId}/tokens`, { role, name })).json()).token;
     },
+    data,
     /** SIGTERM: peers get 1001 ("going away"); every change is already stored. */
     async stop() {
-      child.kill('SIGTERM');
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       await exited;
       if (ownData) rmSync(data, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A TCP proxy on loopback in front of `targetPort`: a browser context pointed at the proxy's URL
+ * can be cut off from the relay (`cut()`: the listener closes and every open connection, the
+ * WebSocket included, is destroyed, so requests fail as they would offline) and let back on
+ * (`restore()`, on the same port: the origin, its service worker and its IndexedDB stay the
+ * same) while other contexts keep talking to the relay directly.
+ */
+export async function startProxy(targetPort, { port = 0 } = {}) {
+  const sockets = new Set();
+  let server;
+  const listen = (onPort) =>
+    new Promise((resolve, reject) => {
+      server = net.createServer((client) => {
+        const upstream = net.connect(targetPort, '127.0.0.1');
+        for (const socket of [client, upstream]) {
+          sockets.add(socket);
+          socket.on('close', () => sockets.delete(socket));
+          socket.on('error', () => {});
+        }
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.on('close', () => upstream.destroy());
+        upstream.on('close', () => client.destroy());
+      });
+      server.once('error', reject);
+      server.listen(onPort, '127.0.0.1', () => resolve(server.address().port));
+    });
+  const boundPort = await listen(port);
+  return {
+    port: boundPort,
+    url: `http://127.0.0.1:${boundPort}`,
+    wsUrl: `ws://127.0.0.1:${boundPort}`,
+    online: true,
+    /** Closes the listener and drops every connection. */
+    async cut() {
+      this.online = false;
+      const closed = new Promise((resolve) => server.close(resolve));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+    /** Listens again on the same port. */
+    async restore() {
+      await listen(boundPort);
+      this.online = true;
+    },
+    async stop() {
+      if (this.online) await this.cut();
+    },
+  };
+}
+
+/** Polls `check` (async) every 50 ms until it returns something truthy, which it resolves to. */
+export async function waitFor(what, check, timeout = 20_000) {
+  const started = Date.now();
+  let last;
+  for (;;) {
+    last = await check();
+    if (last) return last;
+    if (Date.now() - started > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** The flags Chromium needs on these machines: headless as root, no calls home. */

@@ -1,0 +1,164 @@
+// Issue 6: a read link can view but not edit or run on the server; an edit link can edit but
+// cannot run on the server. Checked in the UI (what the page offers) and at the relay (the
+// document did not change, no server run was queued or happened, no runtime started).
+//
+//   scripts/build-web.sh && cargo build -p inloop-cli && node --test tests/e2e/share-roles.test.mjs
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import {
+  cell,
+  cellIds,
+  ipynb,
+  notebookUrl,
+  observer,
+  openContext,
+  openNotebook,
+  screenshot,
+  startRelay,
+  synced,
+  waitFor,
+} from './lib.mjs';
+
+/** The share links the page offers (share button, then the read/edit/execute links). */
+async function shareLinks(page) {
+  await page.locator('[data-action="share"]').click();
+  const links = {};
+  for (const role of ['read', 'edit', 'execute']) {
+    const link = page.locator(`[data-testid="share-${role}"]`);
+    await link.waitFor({ state: 'attached', timeout: 10_000 });
+    // An <a href>, an <input value> or an element whose text is the link.
+    links[role] = await waitFor(`the ${role} link`, () =>
+      link.evaluate((el) => {
+        const value = el.href || el.value || el.dataset.url || el.textContent;
+        return /\/n\/[^?]+\?token=/.test(value ?? '') && value.trim();
+      }),
+    );
+  }
+  return links;
+}
+
+/** Tries to type into cell `id`'s editor; resolves to whether the editor is editable. */
+async function tryTyping(page, id, text) {
+  const content = cell(page, id).locator('.cm-content');
+  const editable = await content.getAttribute('contenteditable');
+  await content.click({ force: true });
+  await page.keyboard.insertText(text).catch(() => {});
+  await page.keyboard.type(text).catch(() => {});
+  return editable !== 'false';
+}
+
+/** Whether the server run controls are usable: the run button and the server choices. */
+async function serverRunOffered(page, id) {
+  const runtime = page.locator('select[data-testid="runtime"]');
+  const target = cell(page, id).locator('[data-testid="cell-target"]');
+  const offered = async (select) => {
+    if (!(await select.count())) return false;
+    if (!(await select.isEnabled())) return false;
+    return select.evaluate((el) =>
+      el.tagName !== 'SELECT' ? true : [...el.options].some((o) => o.value === 'server' && !o.disabled),
+    );
+  };
+  const runButton = cell(page, id).locator('button[data-action="run"]');
+  const runEnabled = (await runButton.count()) > 0 && (await runButton.isEnabled());
+  return { runtime: await offered(runtime), target: await offered(target), runButton: runEnabled };
+}
+
+test('read and edit links: what they may and may not do', { timeout: 120_000 }, async () => {
+  const relay = await startRelay({ runtime: true });
+  const owner = await openContext();
+  const reader = await openContext();
+  const editor = await openContext();
+  try {
+    const docId = await relay.createDoc(ipynb([{ id: 'code', source: 'import os\nos.getpid()' }, { id: 'md', type: 'markdown', source: '# Shared' }]));
+    const ownerPage = await openNotebook(owner.context, notebookUrl(relay.url, docId, relay.adminToken));
+    await synced(ownerPage);
+    let links;
+    try {
+      links = await shareLinks(ownerPage);
+      await screenshot(ownerPage, 'share-links');
+    } catch (error) {
+      console.log(`share links from the page failed (${error.message}); minting through the API instead`);
+      links = {};
+      for (const role of ['read', 'edit']) links[role] = notebookUrl(relay.url, docId, await relay.mint(docId, role));
+    }
+    const before = await (await relay.api('GET', `/api/docs/${docId}/ipynb`)).text();
+    const watch = await observer(owner.context, relay, docId, relay.adminToken);
+
+    // --- read link: views the notebook.
+    const readPage = await openNotebook(reader.context, links.read);
+    assert.deepEqual(await cellIds(readPage), ['code', 'md']);
+    assert.match(await cell(readPage, 'code').locator('.cell-input').innerText(), /os\.getpid/);
+    await screenshot(readPage, 'read-only-view');
+    // It cannot edit: the editor is read-only, and typing changes nothing anywhere.
+    const readEditable = await tryTyping(readPage, 'code', 'READER');
+    const readOffers = await serverRunOffered(readPage, 'code');
+    // Nor run on the server: even a run queued by hand through its engine is refused.
+    await readPage.evaluate(() => {
+      try {
+        window.inloopPage.nb.run('code', 'server');
+      } catch {
+        // refused locally: fine
+      }
+    });
+
+    // --- edit link: edits, but cannot run on the server.
+    const editPage = await openNotebook(editor.context, links.edit);
+    await synced(editPage);
+    await cell(editPage, 'code').locator('.cm-content').click();
+    await editPage.keyboard.press('ControlOrMeta+End');
+    await editPage.keyboard.insertText('  # edited');
+    await waitFor('the edit at the observer', () =>
+      watch.evaluate(() => window.nb.source('code') === 'import os\nos.getpid()  # edited'),
+    );
+    const editOffers = await serverRunOffered(editPage, 'code');
+    await screenshot(editPage, 'edit-link-view');
+    // Whatever the UI offers, a server run queued through its engine must not happen.
+    await editPage.evaluate(() => {
+      try {
+        window.inloopPage.nb.run('code', 'server');
+      } catch {
+        // refused locally: fine
+      }
+    });
+    const editRunButton = cell(editPage, 'code').locator('button[data-action="run"]');
+    if ((await editRunButton.count()) && (await editRunButton.isEnabled())) {
+      await editPage.locator('select[data-testid="runtime"]').selectOption('server').catch(() => {});
+      await editRunButton.click().catch(() => {});
+    }
+
+    // Give a wrongly accepted run time to show: the relay would start its runtime within a second.
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+
+    // --- at the relay: only the edit link's edit went in; no server run, no runtime.
+    const after = await (await relay.api('GET', `/api/docs/${docId}/ipynb`)).text();
+    const exported = JSON.parse(after);
+    assert.equal([exported.cells[0].source].flat().join(''), 'import os\nos.getpid()  # edited');
+    assert.equal([exported.cells[1].source].flat().join(''), '# Shared');
+    assert.ok(!after.includes('READER'), 'the read link changed nothing');
+    assert.deepEqual(exported.cells[0].outputs, [], 'nothing ran');
+    assert.equal(exported.cells[0].execution_count, null);
+    const state = await watch.evaluate(() => ({
+      executions: window.nb.executions(),
+      runtimes: window.nb.runtimes(),
+      source: window.nb.source('code'),
+    }));
+    assert.deepEqual(state.executions.filter((e) => e.target === 'server'), [], 'no server run queued');
+    assert.deepEqual(state.runtimes.filter((r) => r.kind === 'server'), [], 'no server runtime started');
+    assert.ok(!before.includes('edited'));
+
+    // --- the UI: the read page's editor is read-only and offers no server run; the edit page
+    // offers no server run.
+    console.log('read link UI:', JSON.stringify({ editable: readEditable, ...readOffers }));
+    console.log('edit link UI:', JSON.stringify(editOffers));
+    assert.equal(readEditable, false, 'the read link\'s editor is read-only');
+    assert.equal(await readPage.evaluate(() => window.inloopPage.nb.source('code')).then((s) => s.includes('READER')), false);
+    assert.deepEqual(readOffers, { runtime: false, target: false, runButton: false }, 'read link: no run controls usable');
+    assert.equal(editOffers.runtime || editOffers.target, false, 'edit link: no server choice usable');
+  } finally {
+    await owner.close();
+    await reader.close();
+    await editor.close();
+    await relay.stop();
+  }
+});
