@@ -364,3 +364,44 @@ test('a refused token closes the engine for good with the reason, instead of ret
     await relay.stop();
   }
 });
+
+test('a browser run keeps its outputs within the limits the relay told it', { timeout: 90_000 }, async () => {
+  const relay = await startRelay({ flags: ['--max-document-bytes', '2000000'] });
+  const browser = await launchChromium();
+  try {
+    const docId = await relay.createDoc();
+    const token = await relay.mint(docId, 'execute');
+    const page = await openEngine(browser.context, relay, docId, token);
+    await synced(page);
+    const cell = await page.evaluate(() => window.nb.cellIds()[0]);
+    await page.evaluate(
+      (cell) =>
+        window.nb.setSource(
+          cell,
+          "import os\nfrom IPython.display import Image, display\ndisplay(Image(data=os.urandom(3_000_000), format='png'))\nprint('after')",
+        ),
+      cell,
+    );
+    const run = await page.evaluate((cell) => window.nb.run(cell), cell);
+    const entry = await waitFor(
+      'the run ended',
+      () =>
+        page.evaluate((run) => {
+          const entry = window.nb.execution(run);
+          return !['queued', 'running'].includes(entry.status) && entry;
+        }, run),
+      60_000,
+    );
+    assert.equal(entry.status, 'done', JSON.stringify(entry));
+    const outputs = await page.evaluate((cell) => window.nb.cell(cell).outputs, cell);
+    assert.equal(outputs[0].ename, 'OutputTooLarge', JSON.stringify(outputs[0]).slice(0, 300));
+    assert.match(outputs[0].evalue, /size limit of 2\.0 MB/);
+    assert.equal(outputs[1].text, 'after\n');
+    // Still connected, nothing left unstored: the relay was never sent the image.
+    await synced(page);
+    assert.equal((await status(page)).state, 'synced');
+  } finally {
+    await browser.close();
+    await relay.stop();
+  }
+});

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use inloop_doc::{Notebook, UpdateSubscription};
-use inloop_sync::{ClientEvent, ClientSession, LeaseMessage};
+use inloop_sync::{ClientEvent, ClientSession, LeaseMessage, SizeLimits};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -116,6 +116,7 @@ pub struct Client {
     outgoing: mpsc::UnboundedSender<Outgoing>,
     status: watch::Receiver<Status>,
     lease: watch::Sender<Vec<LeaseMessage>>,
+    limits: watch::Sender<Option<SizeLimits>>,
     paused: watch::Sender<bool>,
     /// Local changes queued for the connection task and not yet counted by the session.
     queued_changes: Arc<AtomicU64>,
@@ -141,6 +142,7 @@ impl Client {
         let (status_tx, status) = watch::channel(Status::Connecting);
         let (paused, paused_rx) = watch::channel(false);
         let lease = watch::Sender::new(Vec::new());
+        let limits = watch::Sender::new(None);
         let sender = outgoing.clone();
         let queued_changes = Arc::new(AtomicU64::new(0));
         let queued = queued_changes.clone();
@@ -160,6 +162,7 @@ impl Client {
             queued_changes: queued_changes.clone(),
             status: status_tx,
             lease: lease.clone(),
+            limits: limits.clone(),
             paused: paused_rx,
         };
         tokio::spawn(connection.run());
@@ -169,6 +172,7 @@ impl Client {
             outgoing,
             status,
             lease,
+            limits,
             paused,
             queued_changes,
             _local_updates: local_updates,
@@ -213,6 +217,11 @@ impl Client {
             },
             _ => None,
         }
+    }
+
+    /// The relay's size limits, once a connection has told them.
+    pub fn relay_limits(&self) -> Option<SizeLimits> {
+        *self.limits.borrow()
     }
 
     /// Local changes the relay has not acknowledged as stored yet (made offline, queued, or in
@@ -294,6 +303,7 @@ struct Connection {
     queued_changes: Arc<AtomicU64>,
     status: watch::Sender<Status>,
     lease: watch::Sender<Vec<LeaseMessage>>,
+    limits: watch::Sender<Option<SizeLimits>>,
     paused: watch::Receiver<bool>,
 }
 
@@ -504,6 +514,9 @@ impl Connection {
                                     }
                                     ClientEvent::Lease(message) => {
                                         self.lease.send_modify(|history| history.push(message));
+                                    }
+                                    ClientEvent::Limits(limits) => {
+                                        self.limits.send_replace(Some(limits));
                                     }
                                     ClientEvent::Refused(reason) => return Ended::Final(None, reason),
                                     ClientEvent::PresenceChanged | ClientEvent::Acknowledged => {}

@@ -61,7 +61,7 @@ impl OutputWriter {
         }
     }
 
-    /// Keeps outputs within the relay's limits (from the lease grant).
+    /// Keeps outputs within the relay's limits.
     pub fn with_relay_limits(mut self, limits: RelayLimits) -> Self {
         self.relay_limits = Some(limits);
         self
@@ -199,7 +199,7 @@ impl OutputWriter {
 /// How much output may be written between two measures of the document.
 const MEASURE_EVERY: usize = 64 << 10;
 
-/// The sizes a relay takes, from its lease grant (`inloop serve --max-document-bytes` and
+/// The sizes a relay takes, as it tells its peers (`inloop serve --max-document-bytes` and
 /// `--max-message-bytes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayLimits {
@@ -208,8 +208,8 @@ pub struct RelayLimits {
 }
 
 impl RelayLimits {
-    /// The limits a lease grant states; `None` if it states none (0, from an older relay).
-    pub fn from_grant(max_document_bytes: u64, max_message_bytes: u64) -> Option<Self> {
+    /// The limits a relay states; `None` if it states none (0) or they do not fit this machine.
+    pub fn from_relay(max_document_bytes: u64, max_message_bytes: u64) -> Option<Self> {
         let max_document_bytes = usize::try_from(max_document_bytes).ok()?;
         let max_message_bytes = usize::try_from(max_message_bytes).ok()?;
         (max_document_bytes > 0 && max_message_bytes > 0).then_some(Self {

@@ -104,8 +104,6 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let mut lease = client.watch_lease();
     let mut seen_lease_messages = 0;
     let mut epoch: Option<u64> = None;
-    // The relay's size limits, from the lease grant: outputs are kept within them.
-    let mut relay_limits: Option<RelayLimits> = None;
     let mut running: Option<Running> = None;
     let (finished_tx, mut finished) = mpsc::unbounded_channel::<()>();
     let mut heartbeat = tokio::time::interval(config.heartbeat);
@@ -144,8 +142,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 seen_lease_messages += messages.len();
                 for message in messages {
                     match message {
-                        LeaseMessage::Granted { epoch: granted, max_document_bytes, max_message_bytes, .. } => {
-                            relay_limits = RelayLimits::from_grant(max_document_bytes, max_message_bytes);
+                        LeaseMessage::Granted { epoch: granted, .. } => {
                             if epoch != Some(granted) {
                                 tracing::info!(epoch = granted, "holding the runtime lease");
                                 let here = running.as_ref().map(|r| r.execution_id.as_str());
@@ -216,7 +213,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 notebook.start_execution(&entry.id, &session_id, Some(epoch), now())?;
                 let execution_id = entry.id.clone();
                 let writer = OutputWriter::new(config.stream_limit);
-                let writer = match relay_limits {
+                // The relay's size limits: outputs are kept within them.
+                let limits = client.relay_limits().and_then(|l| {
+                    RelayLimits::from_relay(l.max_document_bytes, l.max_message_bytes)
+                });
+                let writer = match limits {
                     Some(limits) => writer.with_relay_limits(limits),
                     None => writer,
                 };

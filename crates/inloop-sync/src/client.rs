@@ -27,6 +27,8 @@ pub enum ClientEvent {
     Refused(String),
     /// The relay stored more of our changes: [`ClientSession::unacknowledged`] went down.
     Acknowledged,
+    /// The relay's size limits (sent when the connection opens): keep each update within them.
+    Limits(crate::SizeLimits),
 }
 
 /// The frames to send and the events to act on, after one frame from the relay.
@@ -148,6 +150,7 @@ impl ClientSession {
             Message::Auth(Some(reason)) => received.events.push(ClientEvent::Refused(reason)),
             Message::Auth(None) => {}
             Message::Lease(message) => received.events.push(ClientEvent::Lease(message)),
+            Message::Limits(limits) => received.events.push(ClientEvent::Limits(limits)),
             Message::Ack(count) => {
                 let before = self.stored_changes;
                 while let Some(&(number, stored)) = self.in_flight.front() {

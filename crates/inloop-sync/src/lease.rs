@@ -23,17 +23,8 @@ pub enum LeaseMessage {
     Heartbeat,
     /// Runtime to relay: I give it up.
     Release,
-    /// Relay to runtime: you hold the lease under this epoch; heartbeat within `ttl_ms`. The
-    /// document may not grow past `max_document_bytes`, nor a frame past `max_message_bytes`
-    /// (0: not said): a runtime keeps its outputs within them rather than be disconnected.
-    Granted {
-        epoch: u64,
-        ttl_ms: u64,
-        #[serde(default)]
-        max_document_bytes: u64,
-        #[serde(default)]
-        max_message_bytes: u64,
-    },
+    /// Relay to runtime: you hold the lease under this epoch; heartbeat within `ttl_ms`.
+    Granted { epoch: u64, ttl_ms: u64 },
     /// Relay to runtime: another runtime holds it (under `epoch`); you are next in line.
     Standby { epoch: u64 },
     /// Relay to runtime: you no longer hold the lease of `epoch`.
@@ -220,9 +211,6 @@ impl<P: Copy + Eq> Lease<P> {
         LeaseMessage::Granted {
             epoch: self.epoch,
             ttl_ms: self.ttl_ms,
-            // The room fills these in: the lease knows nothing of documents.
-            max_document_bytes: 0,
-            max_message_bytes: 0,
         }
     }
 
@@ -238,14 +226,8 @@ impl<P: Copy + Eq> Lease<P> {
 mod tests {
     use super::*;
 
-    /// A grant as the lease makes it (the room adds the document's limits).
     fn granted(epoch: u64, ttl_ms: u64) -> LeaseMessage {
-        LeaseMessage::Granted {
-            epoch,
-            ttl_ms,
-            max_document_bytes: 0,
-            max_message_bytes: 0,
-        }
+        LeaseMessage::Granted { epoch, ttl_ms }
     }
 
     fn request(session: &str) -> LeaseMessage {

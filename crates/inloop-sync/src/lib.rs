@@ -60,3 +60,4 @@ pub use error::{Error, Result};
 pub use lease::{Lease, LeaseMessage};
 pub use room::{Outcome, Room, RoomLimits};
 pub use token::{Action, Claims, Role, TokenKey};
+pub use wire::SizeLimits;

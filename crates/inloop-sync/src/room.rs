@@ -52,7 +52,7 @@ impl<P> Default for Outcome<P> {
 pub struct RoomLimits {
     /// The document's encoded size may not grow past this many bytes.
     pub max_document_bytes: usize,
-    /// The largest frame the relay takes (its socket enforces it; the room tells runtimes).
+    /// The largest frame the relay takes (its socket enforces it; the room tells peers).
     pub max_message_bytes: usize,
     pub lease_ttl_ms: u64,
     pub lease_grace_ms: u64,
@@ -252,7 +252,14 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
             Message::Auth(_) => {}
             Message::Ack(_) => {
                 self.acknowledged.entry(peer).or_insert(0);
+                let limits = Message::Limits(crate::SizeLimits {
+                    max_document_bytes: self.limits.max_document_bytes as u64,
+                    max_message_bytes: self.limits.max_message_bytes as u64,
+                });
+                outcome.reply.push(limits.encode());
             }
+            // Relay to peer only.
+            Message::Limits(_) => {}
             Message::Lease(message) => {
                 if !role.allows(Action::HoldLease) {
                     let denied = LeaseMessage::Denied {
@@ -366,16 +373,7 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
         if self.lease.epoch() != epoch_before {
             outcome.lease_epoch = Some(self.lease.epoch());
         }
-        for (to, mut notice) in notices {
-            if let LeaseMessage::Granted {
-                max_document_bytes,
-                max_message_bytes,
-                ..
-            } = &mut notice
-            {
-                *max_document_bytes = self.limits.max_document_bytes as u64;
-                *max_message_bytes = self.limits.max_message_bytes as u64;
-            }
+        for (to, notice) in notices {
             outcome.direct.push((to, Message::Lease(notice).encode()));
         }
     }

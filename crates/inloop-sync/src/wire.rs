@@ -21,6 +21,10 @@ pub const MSG_LEASE: u8 = 100;
 /// clients never ask, so never receive it.
 pub const MSG_ACK: u8 = 101;
 
+/// inloop's relay limits, sent to a peer when it asks for acknowledgements: a peer that writes
+/// big things (kernel outputs) keeps each update within them instead of being disconnected.
+pub const MSG_LIMITS: u8 = 102;
+
 /// One message of a frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -39,6 +43,15 @@ pub enum Message {
     /// the update-carrying messages (sync step 2 and updates) you sent on this connection are
     /// stored.
     Ack(u64),
+    /// From the relay: the sizes it takes.
+    Limits(SizeLimits),
+}
+
+/// The largest document and the largest message a relay takes, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    pub max_document_bytes: u64,
+    pub max_message_bytes: u64,
 }
 
 impl Message {
@@ -56,6 +69,12 @@ impl Message {
                 let mut payload = Vec::new();
                 payload.write_var(count);
                 YMessage::Custom(MSG_ACK, payload)
+            }
+            Message::Limits(limits) => {
+                let mut payload = Vec::new();
+                payload.write_var(limits.max_document_bytes);
+                payload.write_var(limits.max_message_bytes);
+                YMessage::Custom(MSG_LIMITS, payload)
             }
         };
         message.encode_v1()
@@ -91,6 +110,18 @@ pub fn decode(frame: &[u8]) -> Result<Message> {
                 .map_err(|e| Error::Malformed(format!("ack: {e}")))?;
             Message::Ack(count)
         }
+        YMessage::Custom(MSG_LIMITS, data) => {
+            let mut cursor = Cursor::new(&data);
+            let mut read = || {
+                cursor
+                    .read_var()
+                    .map_err(|e| Error::Malformed(format!("limits: {e}")))
+            };
+            Message::Limits(SizeLimits {
+                max_document_bytes: read()?,
+                max_message_bytes: read()?,
+            })
+        }
         YMessage::Custom(tag, _) => {
             return Err(Error::Malformed(format!("unknown message type {tag}")));
         }
@@ -115,6 +146,10 @@ mod tests {
             }),
             Message::Ack(0),
             Message::Ack(u64::from(u32::MAX) + 7),
+            Message::Limits(SizeLimits {
+                max_document_bytes: 256 << 20,
+                max_message_bytes: 16 << 20,
+            }),
         ];
         for message in messages {
             assert_eq!(decode(&message.clone().encode()).unwrap(), message);

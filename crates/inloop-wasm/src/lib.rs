@@ -27,7 +27,7 @@
 //!   browser (or `"server"`); the engine runs its own entries one at a time in request order in
 //!   a Pyodide worker that starts as the engine opens, writes outputs back like any runtime,
 //!   registers itself in `runtimes` (kind `browser`, with a heartbeat), keeps stream text to
-//!   1 MiB per cell (and outputs within the relay's limits when `relayLimits` is given), honours
+//!   1 MiB per cell (and outputs within the relay's size limits, which it tells each peer), honours
 //!   interrupts
 //!   (a `SharedArrayBuffer` interrupt buffer; a new worker when the page is not cross-origin
 //!   isolated) and restarts (a new worker) asked for through the document.
@@ -104,7 +104,8 @@ struct OpenOptions {
     name: Option<String>,
     /// The relay's `--max-document-bytes` and `--max-message-bytes`: outputs of this browser's
     /// runs that would pass either are refused with an error output instead of getting the
-    /// page disconnected. Unknown by default (browsers get no lease grant that states them).
+    /// page disconnected. The relay tells them when the socket opens; this sets them before
+    /// that (an engine working offline).
     #[serde(default)]
     relay_limits: Option<LimitsOption>,
 }
@@ -389,7 +390,7 @@ impl Engine {
             .name
             .unwrap_or_else(|| format!("browser {}", notebook.client_id()));
         let limits = options.relay_limits.and_then(|l| {
-            inloop_kernel::RelayLimits::from_grant(l.max_document_bytes, l.max_message_bytes)
+            inloop_kernel::RelayLimits::from_relay(l.max_document_bytes, l.max_message_bytes)
         });
         let runner = runner::Runner::new(notebook.client_id(), wake, limits);
         let inner = Rc::new(Inner::new(

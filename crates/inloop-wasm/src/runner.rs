@@ -58,7 +58,8 @@ pub(crate) struct Runner {
     running: RefCell<Option<Running>>,
     heartbeat: RefCell<Option<gloo_timers::callback::Interval>>,
     last_request: Cell<f64>,
-    limits: Option<RelayLimits>,
+    /// The relay's size limits (from the open options, then from the relay itself).
+    limits: Cell<Option<RelayLimits>>,
 }
 
 impl Runner {
@@ -72,7 +73,14 @@ impl Runner {
             running: RefCell::new(None),
             heartbeat: RefCell::new(None),
             last_request: Cell::new(0.0),
-            limits,
+            limits: Cell::new(limits),
+        }
+    }
+
+    /// Keeps the outputs of later runs within `limits`, the relay's.
+    pub(crate) fn set_limits(&self, limits: Option<RelayLimits>) {
+        if limits.is_some() {
+            self.limits.set(limits);
         }
     }
 
@@ -318,7 +326,7 @@ async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
     } = entry;
     let Some((notebook, limits)) = weak
         .upgrade()
-        .map(|inner| (inner.notebook.clone(), inner.runner.limits))
+        .map(|inner| (inner.notebook.clone(), inner.runner.limits.get()))
     else {
         return;
     };

@@ -167,6 +167,14 @@ fn message(inner: &Rc<Inner>, data: wasm_bindgen::JsValue) {
                 }
                 inner.set_status(Status::Closed { code: None, reason });
             }
+            ClientEvent::Limits(limits) => {
+                inner
+                    .runner
+                    .set_limits(inloop_kernel::RelayLimits::from_relay(
+                        limits.max_document_bytes,
+                        limits.max_message_bytes,
+                    ))
+            }
             ClientEvent::Lease(_) => {}
         }
     }

@@ -165,6 +165,14 @@ async fn unacknowledged_changes_count_down_once_the_relay_has_stored_them() {
         || async { peer.unacknowledged() == 0 },
     )
     .await;
+    // A peer that asks for acknowledgements is told the relay's limits too.
+    let limits = peer.relay_limits().expect("the relay told its limits");
+    let defaults = inloop_relay::Limits::default();
+    assert_eq!(
+        limits.max_document_bytes,
+        defaults.max_document_bytes as u64
+    );
+    assert_eq!(limits.max_message_bytes, defaults.max_message_bytes as u64);
 
     // The relay goes away: changes made meanwhile stay counted until a relay has them.
     let addr = relay.addr;
