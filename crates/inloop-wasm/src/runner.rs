@@ -21,6 +21,10 @@ const INTERRUPT_RETRY_S: f64 = 1.0;
 /// How often the runtime entry's heartbeat is written while registered.
 const HEARTBEAT_MS: u32 = 15_000;
 
+/// A browser runtime silent for this long is gone (its tab crashed or lost its network without
+/// a `pagehide`): the other browsers end the runs it held.
+const ABANDONED_AFTER_S: f64 = 3.0 * HEARTBEAT_MS as f64 / 1000.0;
+
 /// Seconds since the Unix epoch, as the server runtime stamps the document.
 pub(crate) fn now() -> f64 {
     js_sys::Date::now() / 1000.0
@@ -65,7 +69,7 @@ pub(crate) struct Runner {
 impl Runner {
     pub(crate) fn new(client_id: u64, wake: Rc<Notify>, limits: Option<RelayLimits>) -> Self {
         Self {
-            session_id: format!("browser-{client_id}"),
+            session_id: session_id(client_id),
             target: ExecutionTarget::Browser(client_id.to_string()),
             wake,
             registered: Cell::new(false),
@@ -137,10 +141,76 @@ pub(crate) fn ensure_registered(inner: &Rc<Inner>) {
                 .notebook
                 .runtime_heartbeat(&inner.runner.session_id, Some(status), now());
             inner.runner.reported.set(Some(status));
+            end_abandoned_runs(&inner.notebook, &inner.runner.target, now());
             inner.deliver_soon();
         }
     });
     *runner.heartbeat.borrow_mut() = Some(heartbeat);
+}
+
+/// Ends the runs held by browsers that went away without saying so: no entry stays queued or
+/// running forever for a tab that crashed. Only registered browsers call this (they may run
+/// cells, so the relay lets them write the queue); several doing it at once write the same.
+fn end_abandoned_runs(notebook: &inloop_doc::Notebook, own: &ExecutionTarget, now: f64) {
+    let live = notebook.executions_in(&[ExecutionStatus::Queued, ExecutionStatus::Running]);
+    let browsers: Vec<_> = live
+        .into_iter()
+        .filter(|e| matches!(e.target, ExecutionTarget::Browser(_)) && e.target != *own)
+        .collect();
+    if browsers.is_empty() {
+        return;
+    }
+    let runtimes = notebook.runtimes();
+    for entry in browsers {
+        let ExecutionTarget::Browser(client) = &entry.target else {
+            continue;
+        };
+        let session = session_id(client);
+        let last_seen =
+            runtimes
+                .iter()
+                .find(|r| r.session_id == session)
+                .map_or(entry.requested_at, |r| {
+                    if r.status == RuntimeStatus::Gone {
+                        f64::MIN
+                    } else {
+                        r.heartbeat_at
+                    }
+                });
+        if now - last_seen < ABANDONED_AFTER_S {
+            continue;
+        }
+        end_run(
+            notebook,
+            &entry,
+            "interrupted: the browser tab running it went away",
+            "cancelled: the browser tab that was to run it went away",
+            now,
+        );
+    }
+}
+
+/// Ends a run nobody will finish: a running one `interrupted`, a queued one `cancelled`.
+fn end_run(
+    notebook: &inloop_doc::Notebook,
+    entry: &Execution,
+    if_running: &str,
+    if_queued: &str,
+    now: f64,
+) {
+    let (status, message) = match entry.status {
+        ExecutionStatus::Running => (ExecutionStatus::Interrupted, if_running),
+        _ => (ExecutionStatus::Cancelled, if_queued),
+    };
+    let _ = notebook.finish_execution(&entry.id, status, None, Some(message), None, now);
+    if entry.status == ExecutionStatus::Running {
+        let _ = notebook.set_execution_state(&entry.cell_id, ExecutionState::Idle);
+    }
+}
+
+/// The runtime session id of the browser whose document client id is `client`.
+fn session_id(client: impl std::fmt::Display) -> String {
+    format!("browser-{client}")
 }
 
 /// What this runtime is doing, as its entry says.
@@ -175,20 +245,13 @@ pub(crate) fn leave(inner: &Inner) {
     let notebook = &inner.notebook;
     let live = notebook.executions_in(&[ExecutionStatus::Queued, ExecutionStatus::Running]);
     for entry in live.into_iter().filter(|e| e.target == runner.target) {
-        let (status, message) = match entry.status {
-            ExecutionStatus::Running => (
-                ExecutionStatus::Interrupted,
-                "interrupted: the page running it was closed",
-            ),
-            _ => (
-                ExecutionStatus::Cancelled,
-                "cancelled: the page that was to run it was closed",
-            ),
-        };
-        let _ = notebook.finish_execution(&entry.id, status, None, Some(message), None, now());
-        if entry.status == ExecutionStatus::Running {
-            let _ = notebook.set_execution_state(&entry.cell_id, ExecutionState::Idle);
-        }
+        end_run(
+            notebook,
+            &entry,
+            "interrupted: the page running it was closed",
+            "cancelled: the page that was to run it was closed",
+            now(),
+        );
     }
     let _ = notebook.runtime_heartbeat(&runner.session_id, Some(RuntimeStatus::Gone), now());
     runner.reported.set(Some(RuntimeStatus::Gone));
@@ -415,4 +478,78 @@ fn error_summary(notebook: &inloop_doc::Notebook, cell_id: &str) -> String {
             })
         })
         .unwrap_or_else(|| "the code raised an error".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use inloop_doc::{CellType, Notebook};
+
+    use super::*;
+
+    fn browser_runtime(client: &str, heartbeat_at: f64) -> Runtime {
+        Runtime {
+            session_id: session_id(client),
+            kind: RuntimeKind::Browser,
+            name: client.into(),
+            kernels: vec!["python3".into()],
+            gpu: None,
+            container_image: None,
+            status: RuntimeStatus::Idle,
+            heartbeat_at,
+            lease_epoch: None,
+            restart_requested_at: None,
+            restarted_at: None,
+        }
+    }
+
+    #[test]
+    fn runs_of_browsers_that_went_silent_are_ended_by_the_others() {
+        let notebook = Notebook::blank();
+        let cell = notebook.push_cell(CellType::Code, "1").unwrap();
+        let browser = |client: &str| ExecutionTarget::Browser(client.into());
+        let silent_running = notebook
+            .request_execution(&cell, &browser("7"), "p", 0.0)
+            .unwrap();
+        notebook
+            .start_execution(&silent_running, &session_id(7), None, 1.0)
+            .unwrap();
+        let silent_queued = notebook
+            .request_execution(&cell, &browser("7"), "p", 2.0)
+            .unwrap();
+        let alive = notebook
+            .request_execution(&cell, &browser("8"), "p", 3.0)
+            .unwrap();
+        let unregistered_new = notebook
+            .request_execution(&cell, &browser("6"), "p", 90.0)
+            .unwrap();
+        let own = notebook
+            .request_execution(&cell, &browser("9"), "p", 4.0)
+            .unwrap();
+        notebook.register_runtime(&browser_runtime("7", 50.0));
+        notebook.register_runtime(&browser_runtime("8", 95.0));
+
+        end_abandoned_runs(&notebook, &browser("9"), 100.0);
+        let status = |id: &str| notebook.execution(id).unwrap().status;
+        assert_eq!(status(&silent_running), ExecutionStatus::Interrupted);
+        assert_eq!(status(&silent_queued), ExecutionStatus::Cancelled);
+        assert_eq!(
+            notebook
+                .execution(&silent_queued)
+                .unwrap()
+                .message
+                .as_deref(),
+            Some("cancelled: the browser tab that was to run it went away")
+        );
+        assert_eq!(
+            status(&alive),
+            ExecutionStatus::Queued,
+            "its heartbeat is 5 s old"
+        );
+        assert_eq!(
+            status(&unregistered_new),
+            ExecutionStatus::Queued,
+            "asked for 10 s ago"
+        );
+        assert_eq!(status(&own), ExecutionStatus::Queued, "this browser's own");
+    }
 }
