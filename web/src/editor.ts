@@ -1,0 +1,334 @@
+// A cell's CodeMirror 6 editor, bound to the engine's text through deltas in both directions,
+// with collaborators' cursors and selections drawn from presence.
+
+import { closeBrackets, closeBracketsKeymap } from '@codemirror/autocomplete';
+import { defaultKeymap, indentLess, indentMore } from '@codemirror/commands';
+import { python } from '@codemirror/lang-python';
+import {
+  bracketMatching,
+  defaultHighlightStyle,
+  indentOnInput,
+  indentUnit,
+  syntaxHighlighting,
+} from '@codemirror/language';
+import {
+  Annotation,
+  ChangeSet,
+  Compartment,
+  EditorSelection,
+  EditorState,
+  Prec,
+  StateEffect,
+  StateField,
+  Transaction,
+  type ChangeSpec,
+  type Extension,
+  type Range,
+} from '@codemirror/state';
+import {
+  Decoration,
+  type DecorationSet,
+  EditorView,
+  WidgetType,
+  drawSelection,
+  highlightSpecialChars,
+  keymap,
+  placeholder,
+} from '@codemirror/view';
+import type { TextDelta } from '/engine/inloop_wasm.js';
+
+/** Marks transactions that come from the document (peers, undo): not sent back. */
+export const fromDocument = Annotation.define<boolean>();
+
+export type EditorCommand =
+  | 'run-next' // Shift+Enter
+  | 'run' // Ctrl/Cmd+Enter
+  | 'run-insert' // Alt+Enter
+  | 'escape'
+  | 'undo'
+  | 'redo'
+  | 'up-out' // ArrowUp on the first line
+  | 'down-out'; // ArrowDown on the last line
+
+export interface EditorHooks {
+  /** A local change, as a delta against the text before it. */
+  change(delta: TextDelta[]): void;
+  /** The selection moved (or the editor gained or lost focus). */
+  selection(anchor: number, head: number, focused: boolean): void;
+  focus(): void;
+  blur(): void;
+  command(name: EditorCommand): boolean;
+}
+
+/** A peer's caret and selection in this cell. */
+export interface RemoteCaret {
+  clientId: number;
+  name: string;
+  colour: string;
+  anchor: number;
+  head: number;
+}
+
+const setCarets = StateEffect.define<RemoteCaret[]>();
+
+class CaretWidget extends WidgetType {
+  constructor(
+    readonly name: string,
+    readonly colour: string,
+  ) {
+    super();
+  }
+  eq(other: CaretWidget) {
+    return other.name === this.name && other.colour === this.colour;
+  }
+  toDOM() {
+    const caret = document.createElement('span');
+    caret.className = 'cm-remote-cursor';
+    caret.style.borderLeftColor = this.colour;
+    const label = document.createElement('span');
+    label.className = 'cm-remote-cursor-label';
+    label.textContent = this.name;
+    label.style.backgroundColor = this.colour;
+    caret.append(label);
+    return caret;
+  }
+  ignoreEvent() {
+    return true;
+  }
+}
+
+function caretDecorations(carets: RemoteCaret[], length: number): DecorationSet {
+  const ranges: Range<Decoration>[] = [];
+  for (const c of carets) {
+    const anchor = Math.max(0, Math.min(c.anchor, length));
+    const head = Math.max(0, Math.min(c.head, length));
+    const from = Math.min(anchor, head);
+    const to = Math.max(anchor, head);
+    if (to > from) {
+      ranges.push(
+        Decoration.mark({
+          class: 'cm-remote-selection',
+          attributes: { style: `background-color: ${c.colour}33`, 'data-peer': c.name },
+        }).range(from, to),
+      );
+    }
+    ranges.push(Decoration.widget({ widget: new CaretWidget(c.name, c.colour), side: 1 }).range(head));
+  }
+  return Decoration.set(ranges, true);
+}
+
+const caretField = StateField.define<DecorationSet>({
+  create: () => Decoration.none,
+  update(value, tr) {
+    value = value.map(tr.changes);
+    for (const effect of tr.effects) {
+      if (effect.is(setCarets)) value = caretDecorations(effect.value, tr.state.doc.length);
+    }
+    return value;
+  },
+  provide: (f) => EditorView.decorations.from(f),
+});
+
+/** The delta of a CodeMirror change set (UTF-16 offsets, as the engine counts). */
+export function changesToDelta(changes: ChangeSet): TextDelta[] {
+  const delta: TextDelta[] = [];
+  let pos = 0;
+  changes.iterChanges((fromA, toA, _fromB, _toB, inserted) => {
+    if (fromA > pos) delta.push({ retain: fromA - pos });
+    if (toA > fromA) delta.push({ delete: toA - fromA });
+    const text = inserted.toString();
+    if (text) delta.push({ insert: text });
+    pos = toA;
+  });
+  return delta;
+}
+
+/** The CodeMirror changes of a delta; null if it does not fit a text of `length`. */
+export function deltaToChanges(delta: TextDelta[], length: number): ChangeSpec[] | null {
+  const changes: ChangeSpec[] = [];
+  let pos = 0;
+  for (const op of delta) {
+    if ('retain' in op) pos += op.retain;
+    else if ('insert' in op) changes.push({ from: pos, insert: op.insert });
+    else if ('delete' in op) {
+      changes.push({ from: pos, to: pos + op.delete });
+      pos += op.delete;
+    }
+    if (pos > length) return null;
+  }
+  return changes;
+}
+
+const theme = EditorView.theme({
+  '&': { fontSize: '13.5px', backgroundColor: 'transparent' },
+  '.cm-content': { fontFamily: 'var(--mono)', padding: '6px 0', caretColor: 'var(--fg)' },
+  '.cm-line': { padding: '0 8px' },
+  '&.cm-focused': { outline: 'none' },
+  '.cm-scroller': { fontFamily: 'var(--mono)', lineHeight: '1.45' },
+});
+
+export interface EditorOptions {
+  doc: string;
+  language: 'python' | 'markdown' | 'raw';
+  readOnly: boolean;
+  hooks: EditorHooks;
+}
+
+/** A cell editor: CodeMirror with no history of its own (the engine's undo is the one history). */
+export class CellEditor {
+  readonly view: EditorView;
+  private readonly language = new Compartment();
+  private readonly readOnly = new Compartment();
+  private caretsKey = '';
+
+  constructor(parent: HTMLElement, options: EditorOptions) {
+    const hooks = options.hooks;
+    const run = (name: EditorCommand) => () => hooks.command(name);
+    const cellKeys = Prec.highest(
+      keymap.of([
+        { key: 'Shift-Enter', run: run('run-next') },
+        { key: 'Mod-Enter', run: run('run') },
+        { key: 'Alt-Enter', run: run('run-insert') },
+        { key: 'Escape', run: run('escape') },
+        { key: 'Mod-z', run: run('undo'), preventDefault: true },
+        { key: 'Mod-Shift-z', run: run('redo'), preventDefault: true },
+        { key: 'Mod-y', run: run('redo'), preventDefault: true },
+        {
+          key: 'ArrowUp',
+          run: (view) => {
+            const sel = view.state.selection.main;
+            if (!sel.empty || view.state.doc.lineAt(sel.head).number !== 1) return false;
+            return hooks.command('up-out');
+          },
+        },
+        {
+          key: 'ArrowDown',
+          run: (view) => {
+            const sel = view.state.selection.main;
+            const doc = view.state.doc;
+            if (!sel.empty || doc.lineAt(sel.head).number !== doc.lines) return false;
+            return hooks.command('down-out');
+          },
+        },
+        { key: 'Tab', run: (v) => (v.state.selection.ranges.some((r) => !r.empty) ? indentMore(v) : (v.dispatch(v.state.replaceSelection('    ')), true)) },
+        { key: 'Shift-Tab', run: indentLess },
+      ]),
+    );
+    const extensions: Extension[] = [
+      cellKeys,
+      EditorState.lineSeparator.of('\n'),
+      indentUnit.of('    '),
+      EditorState.tabSize.of(4),
+      highlightSpecialChars(),
+      drawSelection(),
+      indentOnInput(),
+      bracketMatching(),
+      closeBrackets(),
+      syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
+      keymap.of([...closeBracketsKeymap, ...defaultKeymap]),
+      EditorView.lineWrapping,
+      theme,
+      caretField,
+      this.language.of(languageOf(options.language)),
+      this.readOnly.of(readOnlyOf(options.readOnly)),
+      placeholder(options.language === 'markdown' ? 'Markdown text' : ''),
+      EditorView.updateListener.of((update) => {
+        for (const tr of update.transactions) {
+          if (!tr.docChanged || tr.annotation(fromDocument)) continue;
+          hooks.change(changesToDelta(tr.changes));
+        }
+        if (update.selectionSet || update.focusChanged) {
+          const main = update.state.selection.main;
+          hooks.selection(main.anchor, main.head, update.view.hasFocus);
+        }
+      }),
+      EditorView.domEventHandlers({
+        focus: () => {
+          hooks.focus();
+          return false;
+        },
+        blur: () => {
+          hooks.blur();
+          return false;
+        },
+      }),
+    ];
+    this.view = new EditorView({
+      parent,
+      state: EditorState.create({ doc: options.doc, extensions }),
+    });
+  }
+
+  get text(): string {
+    return this.view.state.doc.toString();
+  }
+
+  /**
+   * Applies a change that is already in the document (a peer's, an undo): selection and
+   * carets are mapped through it. Returns false when the delta does not fit (the caller then
+   * resets the text).
+   */
+  applyDelta(delta: TextDelta[]): boolean {
+    const changes = deltaToChanges(delta, this.view.state.doc.length);
+    if (!changes) return false;
+    this.view.dispatch({
+      changes,
+      annotations: [fromDocument.of(true), Transaction.addToHistory.of(false)],
+    });
+    return true;
+  }
+
+  /** Makes the text equal to `text`, replacing only the span that differs. */
+  setText(text: string) {
+    const old = this.text;
+    if (old === text) return;
+    let start = 0;
+    while (start < old.length && start < text.length && old[start] === text[start]) start++;
+    let endOld = old.length;
+    let endNew = text.length;
+    while (endOld > start && endNew > start && old[endOld - 1] === text[endNew - 1]) {
+      endOld--;
+      endNew--;
+    }
+    this.view.dispatch({
+      changes: { from: start, to: endOld, insert: text.slice(start, endNew) },
+      annotations: [fromDocument.of(true), Transaction.addToHistory.of(false)],
+    });
+  }
+
+  setCarets(carets: RemoteCaret[]) {
+    const key = JSON.stringify(carets);
+    if (key === this.caretsKey) return;
+    this.caretsKey = key;
+    this.view.dispatch({ effects: setCarets.of(carets) });
+  }
+
+  setLanguage(language: 'python' | 'markdown' | 'raw') {
+    this.view.dispatch({ effects: this.language.reconfigure(languageOf(language)) });
+  }
+
+  setReadOnly(readOnly: boolean) {
+    this.view.dispatch({ effects: this.readOnly.reconfigure(readOnlyOf(readOnly)) });
+  }
+
+  focus(at?: 'start' | 'end') {
+    if (at) {
+      const pos = at === 'start' ? 0 : this.view.state.doc.length;
+      this.view.dispatch({ selection: EditorSelection.cursor(pos), scrollIntoView: true });
+    }
+    this.view.focus();
+  }
+
+  destroy() {
+    this.view.destroy();
+  }
+}
+
+function languageOf(language: 'python' | 'markdown' | 'raw'): Extension {
+  return language === 'python' ? python() : [];
+}
+
+function readOnlyOf(readOnly: boolean): Extension {
+  // Still focusable and selectable (copy, keys); typing changes nothing.
+  return EditorState.readOnly.of(readOnly);
+}

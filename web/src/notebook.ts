@@ -1,0 +1,1307 @@
+// The notebook page, /n/{doc_id}?token=T: a view over the engine (inloop-wasm). The engine owns
+// the document, sync, kernels and execution; this renders and forwards what the user asks.
+
+import init, { Notebook } from '/engine/inloop_wasm.js';
+import type { Cell, ChangeBatch, Execution, Presence, Runtime, Status, TextDelta } from '/engine/inloop_wasm.js';
+import { CellView, type CellHost, type CellType, type Peer, initials } from './cell';
+import {
+  COLOUR_KEY,
+  NAME_KEY,
+  adminToken,
+  byId,
+  h,
+  roleAtLeast,
+  storageGet,
+  storageSet,
+  toast,
+  tokenClaims,
+} from './common';
+import type { EditorCommand, RemoteCaret } from './editor';
+
+declare global {
+  interface Window {
+    startedWorker?: Worker | null;
+    inloopPage?: { nb: Notebook; page?: NotebookPage };
+  }
+}
+
+type Mode = 'command' | 'edit';
+type Target = 'browser' | 'server';
+
+const params = new URLSearchParams(location.search);
+const docId = decodeURIComponent(location.pathname.match(/^\/n\/([^/]+)/)?.[1] ?? params.get('doc') ?? '');
+const token = params.get('token');
+const claims = tokenClaims(token);
+// A token the page cannot read: let the relay decide, show everything.
+const canEdit = claims ? roleAtLeast(claims.role, 'edit') : true;
+const canRun = claims ? roleAtLeast(claims.role, 'execute') : true;
+
+const COLOURS = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#0f9d9a', '#f032e6', '#9a6324', '#800000', '#2f6f3e', '#000075', '#c2185b'];
+
+function myIdentity(): { name: string; colour: string; asked: boolean } {
+  const fromUrl = params.get('name');
+  if (fromUrl) storageSet(NAME_KEY, fromUrl);
+  let name = fromUrl ?? storageGet(NAME_KEY);
+  const asked = !!name;
+  if (!name) name = `Guest ${Math.floor(100 + Math.random() * 900)}`;
+  let colour = storageGet(COLOUR_KEY);
+  if (!colour) {
+    colour = COLOURS[Math.floor(Math.random() * COLOURS.length)];
+    storageSet(COLOUR_KEY, colour);
+  }
+  return { name, colour, asked };
+}
+
+function presenceName(state: Presence['state']): string {
+  const user = state.user as { name?: string } | undefined;
+  return String(state.name ?? user?.name ?? 'Anonymous');
+}
+
+function presenceColour(state: Presence['state']): string {
+  const user = state.user as { color?: string; colour?: string } | undefined;
+  return String(state.colour ?? user?.color ?? user?.colour ?? '#888');
+}
+
+function presenceKind(state: Presence['state']): 'person' | 'runtime' | 'agent' {
+  if (state.runtime) return 'runtime';
+  if (state.agent || state.kind === 'agent') return 'agent';
+  return 'person';
+}
+
+export class NotebookPage implements CellHost {
+  readonly readOnly = !canEdit;
+  readonly canRun = canRun;
+  private readonly views = new Map<string, CellView>();
+  private order: string[] = [];
+  private readonly container = byId('cells');
+  private selected: string | null = null;
+  private mode: Mode = 'command';
+  /** The cell whose editor is sending its own edit to the engine (not echoed back). */
+  private echo: string | null = null;
+  private readonly execByCell = new Map<string, Execution>();
+  private presenceList: Presence[] = [];
+  private caretsByCell = new Map<string, RemoteCaret[]>();
+  private peerCells = new Set<string>();
+  private mySelection: { anchor: number; head: number } | null = null;
+  private readonly me = myIdentity();
+  private lastKey = { key: '', at: 0 };
+  private clipboard: { type: CellType; source: string }[] = [];
+  private frame = 0;
+  private dirtyCells = new Set<string>();
+  private dirtyOutputs = new Set<string>();
+  private statusDirty = false;
+  private presenceDirty = false;
+  private presenceTimer = 0;
+  private status: Status = { state: 'connecting', unacknowledged: 0 };
+  private everSynced = false;
+  private probed = false;
+  private readonly observer: IntersectionObserver;
+  private shareLinks: Record<string, string> | null = null;
+
+  constructor(readonly nb: Notebook) {
+    this.observer = new IntersectionObserver(
+      (entries) => {
+        for (const entry of entries) {
+          if (!entry.isIntersecting) continue;
+          const id = (entry.target as HTMLElement).dataset.cellId!;
+          const view = this.views.get(id);
+          if (view && !(view.type === 'markdown' && view.rendered)) view.mount();
+          this.observer.unobserve(entry.target);
+        }
+      },
+      { rootMargin: '800px 0px' },
+    );
+    this.wireToolbar();
+    this.wireKeys();
+    this.wireDrop();
+    nb.onChange((batch) => this.onChange(batch));
+    nb.onStatus((status) => this.onStatus(status));
+    nb.onPresence((presence) => {
+      this.presenceList = presence;
+      this.presenceDirty = true;
+      this.schedule();
+    });
+    this.reconcile();
+    this.loadExecutions();
+    if (this.order.length) this.select(this.order[0], 'command', { focus: false });
+    this.presenceList = nb.presence();
+    this.sendPresence();
+    this.renderPresence();
+    this.renderRuntimeChoice();
+    this.renderStatus();
+    setInterval(() => this.tick(), 250);
+    this.mountWhenIdle();
+  }
+
+  // ---- CellHost ----------------------------------------------------------------------------
+
+  source(id: string): string {
+    try {
+      return this.nb.source(id);
+    } catch {
+      return '';
+    }
+  }
+
+  localEdit(id: string, delta: TextDelta[]) {
+    if (delta.length === 0) return;
+    this.echo = id;
+    try {
+      this.nb.editSource(id, delta);
+    } catch (error) {
+      // Refused (closed engine, a cell deleted meanwhile): show the document's text again.
+      toast(`Edit not saved: ${message(error)}`, 'error');
+      queueMicrotask(() => this.views.get(id)?.resync());
+    } finally {
+      this.echo = null;
+    }
+    this.updateUndoButtons();
+  }
+
+  selection(id: string, anchor: number, head: number, focused: boolean) {
+    if (!focused) return;
+    this.mySelection = { anchor, head };
+    if (this.selected !== id) this.select(id, 'edit', { focus: false });
+    this.sendPresence();
+  }
+
+  editorFocused(id: string) {
+    if (this.selected !== id || this.mode !== 'edit') this.select(id, 'edit', { focus: false });
+  }
+
+  editorBlurred(id: string) {
+    // Leaving for a control of the page (a menu, the toolbar) or another window: command mode.
+    setTimeout(() => {
+      const active = document.activeElement;
+      if (active?.closest('.cm-editor')) return;
+      if (this.selected === id && this.mode === 'edit') {
+        this.mode = 'command';
+        this.renderSelection();
+        const view = this.views.get(id);
+        if (view?.type === 'markdown') view.setRendered(true);
+      }
+    }, 0);
+  }
+
+  command(id: string, name: EditorCommand): boolean {
+    switch (name) {
+      case 'run-next':
+        this.runAndAdvance(id);
+        return true;
+      case 'run':
+        this.runInPlace(id);
+        return true;
+      case 'run-insert':
+        this.runAndInsert(id);
+        return true;
+      case 'escape':
+        this.select(id, 'command');
+        return true;
+      case 'undo':
+        this.undo();
+        return true;
+      case 'redo':
+        this.redo();
+        return true;
+      case 'up-out': {
+        const prev = this.neighbour(id, -1);
+        if (!prev) return false;
+        this.select(prev, 'edit', { at: 'end' });
+        return true;
+      }
+      case 'down-out': {
+        const next = this.neighbour(id, 1);
+        if (!next) return false;
+        this.select(next, 'edit', { at: 'start' });
+        return true;
+      }
+    }
+    return false;
+  }
+
+  cellAction(id: string, action: string, value?: string) {
+    switch (action) {
+      case 'run':
+        this.select(id, this.mode, { focus: false });
+        this.runCell(id);
+        break;
+      case 'edit':
+        this.select(id, 'edit');
+        break;
+      case 'target':
+        this.setCellTarget(id, value ?? '');
+        break;
+      case 'move-up':
+      case 'move-down': {
+        const index = this.order.indexOf(id);
+        const to = index + (action === 'move-up' ? -1 : 1);
+        if (index < 0 || to < 0 || to >= this.order.length) return;
+        this.structural(() => this.nb.moveCell(id, to));
+        this.select(id, 'command');
+        break;
+      }
+      case 'delete-cell':
+        this.deleteCell(id);
+        break;
+    }
+  }
+
+  carets(id: string): RemoteCaret[] {
+    return this.caretsByCell.get(id) ?? [];
+  }
+
+  // ---- the document -------------------------------------------------------------------------
+
+  private onChange(batch: ChangeBatch) {
+    let structural = false;
+    const inserted: string[] = [];
+    for (const change of batch.changes) {
+      switch (change.kind) {
+        case 'cell_inserted':
+          inserted.push(change.cell_id);
+          structural = true;
+          break;
+        case 'cell_deleted':
+        case 'cell_moved':
+          structural = true;
+          break;
+        case 'source_edited': {
+          if (batch.origin === 'local' && this.echo === change.cell_id) break;
+          const view = this.views.get(change.cell_id);
+          if (view) {
+            view.sourceEdited(change.delta);
+            this.dirtyCells.add(change.cell_id);
+          }
+          break;
+        }
+        case 'outputs_changed':
+          this.dirtyOutputs.add(change.cell_id);
+          break;
+        case 'cell_changed': {
+          const view = this.views.get(change.cell_id);
+          if (!view) break;
+          const field = change.field;
+          if (field === 'cell_type' || field === 'metadata' || field === 'attachments') {
+            this.refreshCell(view);
+          } else if (field === 'execution_count' || field === 'execution_state') {
+            this.dirtyOutputs.add(change.cell_id);
+          } else if (field === 'source') {
+            view.resync();
+          }
+          break;
+        }
+        case 'notebook_metadata_changed':
+          this.renderRuntimeChoice();
+          break;
+        case 'execution_changed':
+          this.executionChanged(change.execution_id);
+          break;
+        case 'runtime_changed':
+          this.statusDirty = true;
+          break;
+      }
+    }
+    if (structural) this.reconcile(inserted);
+    this.updateUndoButtons();
+    this.schedule();
+  }
+
+  private refreshCell(view: CellView) {
+    try {
+      view.update(this.nb.cell(view.id));
+    } catch {
+      /* deleted meanwhile */
+    }
+    if (view.id === this.selected) this.renderSelection();
+  }
+
+  /** Makes the cell list match the document's order: O(cells) DOM checks, few moves. */
+  private reconcile(inserted: string[] = []) {
+    const ids = this.nb.cellIds();
+    const seen = new Set<string>();
+    const order: string[] = [];
+    for (const id of ids) {
+      if (seen.has(id)) continue; // two copies after concurrent moves: show the first
+      seen.add(id);
+      order.push(id);
+    }
+    for (const [id, view] of this.views) {
+      if (!seen.has(id)) {
+        this.observer.unobserve(view.el);
+        view.destroy();
+        this.views.delete(id);
+      }
+    }
+    const reinserted = new Set(inserted);
+    let previous: Element | null = null;
+    for (const id of order) {
+      let view = this.views.get(id);
+      if (!view) {
+        let cell: Cell;
+        try {
+          cell = this.nb.cell(id);
+        } catch {
+          continue;
+        }
+        view = new CellView(this, id, cell);
+        view.setReadOnly(this.readOnly);
+        const ex = this.execByCell.get(id);
+        if (ex) view.setExecution(ex);
+        this.views.set(id, view);
+        this.observer.observe(view.el);
+      } else if (reinserted.has(id)) {
+        // Re-inserted under the same id (a move is a delete and an insert of a copy).
+        this.refreshCell(view);
+        view.resync();
+      }
+      const expected: Element | null = previous ? previous.nextElementSibling : this.container.firstElementChild;
+      if (expected !== view.el) this.container.insertBefore(view.el, expected);
+      previous = view.el;
+    }
+    this.order = order;
+    byId('empty').hidden = order.length > 0;
+    if (this.selected && !this.views.has(this.selected)) this.selected = null;
+    if (!this.selected && order.length) this.select(order[0], 'command', { focus: false });
+    this.presenceDirty = true;
+  }
+
+  private executionChanged(executionId: string) {
+    let ex: Execution;
+    try {
+      ex = this.nb.execution(executionId);
+    } catch {
+      return;
+    }
+    const current = this.execByCell.get(ex.cell_id);
+    if (current && current.id !== ex.id && current.requested_at > ex.requested_at) return;
+    this.execByCell.set(ex.cell_id, ex);
+    this.views.get(ex.cell_id)?.setExecution(ex);
+    this.statusDirty = true;
+  }
+
+  private loadExecutions() {
+    for (const ex of this.nb.executions()) {
+      const current = this.execByCell.get(ex.cell_id);
+      if (!current || current.requested_at <= ex.requested_at) this.execByCell.set(ex.cell_id, ex);
+    }
+    for (const [id, ex] of this.execByCell) this.views.get(id)?.setExecution(ex);
+  }
+
+  /** One frame's worth of rendering: text, outputs, presence, status. */
+  private schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      for (const id of this.dirtyCells) this.views.get(id)?.refresh();
+      this.dirtyCells.clear();
+      for (const id of this.dirtyOutputs) {
+        const view = this.views.get(id);
+        if (!view) continue;
+        try {
+          const cell = this.nb.cell(id);
+          view.setOutputs(cell.outputs ?? []);
+          view.setExecutionCount(cell.execution_count ?? null);
+        } catch {
+          /* deleted */
+        }
+      }
+      this.dirtyOutputs.clear();
+      if (this.presenceDirty) this.renderPresence();
+      if (this.statusDirty) this.renderStatus();
+    });
+  }
+
+  private tick() {
+    for (const ex of this.execByCell.values()) {
+      if (ex.status === 'running') this.views.get(ex.cell_id)?.tick();
+    }
+    this.renderStatus();
+  }
+
+  /** Mounts the editors of cells not seen yet while the browser is idle, a few at a time. */
+  private mountWhenIdle() {
+    const idle = (window.requestIdleCallback ?? ((f: IdleRequestCallback) => setTimeout(() => f({ timeRemaining: () => 8, didTimeout: false }), 50))) as typeof requestIdleCallback;
+    const step = (deadline: IdleDeadline) => {
+      for (const id of this.order) {
+        if (deadline.timeRemaining() < 4) break;
+        const view = this.views.get(id);
+        if (view && !view.mounted && !(view.type === 'markdown' && view.rendered)) view.mount();
+      }
+      const left = this.order.some((id) => {
+        const v = this.views.get(id);
+        return v && !v.mounted && !(v.type === 'markdown' && v.rendered);
+      });
+      if (left) idle(step, { timeout: 2000 });
+      else setTimeout(() => idle(step), 3000); // new cells from peers
+    };
+    idle(step, { timeout: 2000 });
+  }
+
+  // ---- selection and modes -----------------------------------------------------------------
+
+  private select(id: string, mode: Mode = this.mode, opts: { focus?: boolean; at?: 'start' | 'end' } = {}) {
+    const view = this.views.get(id);
+    if (!view) return;
+    if (this.selected !== id) {
+      this.nb.undoBoundary();
+      const old = this.selected ? this.views.get(this.selected) : undefined;
+      if (old?.type === 'markdown' && !old.rendered) old.setRendered(true);
+      this.mySelection = null;
+    }
+    this.selected = id;
+    const wasEdit = this.mode === 'edit';
+    this.mode = mode;
+    this.renderSelection();
+    if (opts.focus !== false) {
+      if (mode === 'edit') view.edit(opts.at);
+      else {
+        if (view.type === 'markdown' && !view.rendered) view.setRendered(true);
+        view.el.focus({ preventScroll: true });
+        view.el.scrollIntoView({ block: 'nearest' });
+      }
+    } else if (mode === 'command' && wasEdit && view.type === 'markdown') {
+      view.setRendered(true);
+    }
+    this.sendPresence();
+  }
+
+  private renderSelection() {
+    for (const el of this.container.querySelectorAll('.cell.selected')) {
+      if ((el as HTMLElement).dataset.cellId !== this.selected) el.classList.remove('selected', 'editing');
+    }
+    const view = this.selected ? this.views.get(this.selected) : undefined;
+    if (!view) return;
+    view.el.classList.add('selected');
+    view.el.classList.toggle('editing', this.mode === 'edit');
+    document.body.dataset.mode = this.mode;
+    const typeSelect = byId<HTMLSelectElement>('cell-type');
+    typeSelect.value = view.type;
+  }
+
+  private neighbour(id: string, step: number): string | undefined {
+    const index = this.order.indexOf(id);
+    return index < 0 ? undefined : this.order[index + step];
+  }
+
+  // ---- running -----------------------------------------------------------------------------
+
+  private notebookTarget(): Target {
+    try {
+      const meta = this.nb.notebookMetadata() as { inloop?: { target?: string } };
+      if (meta.inloop?.target === 'server') return 'server';
+      if (meta.inloop?.target === 'browser') return 'browser';
+    } catch {
+      /* closed */
+    }
+    return (storageGet(`inloop.target.${docId}`) as Target) ?? 'browser';
+  }
+
+  private runCell(id: string): boolean {
+    const view = this.views.get(id);
+    if (!view) return false;
+    if (view.type === 'markdown') {
+      view.setRendered(true);
+      return true;
+    }
+    if (view.type !== 'code') return true;
+    if (!this.canRun) {
+      toast('This link can view or edit but not run cells.', 'error');
+      return false;
+    }
+    const target: Target = view.target === 'browser' || view.target === 'server' ? view.target : this.notebookTarget();
+    try {
+      this.nb.run(id, target);
+    } catch (error) {
+      toast(`Could not run the cell: ${message(error)}`, 'error');
+      return false;
+    }
+    return true;
+  }
+
+  private runAndAdvance(id: string) {
+    this.runCell(id);
+    const next = this.neighbour(id, 1);
+    if (next) {
+      this.select(next, 'command');
+    } else if (!this.readOnly) {
+      const created = this.insertCell(this.order.length, 'code');
+      if (created) this.select(created, 'edit');
+    } else {
+      this.select(id, 'command');
+    }
+  }
+
+  private runInPlace(id: string) {
+    this.runCell(id);
+    this.select(id, 'command');
+  }
+
+  private runAndInsert(id: string) {
+    this.runCell(id);
+    if (this.readOnly) return;
+    const created = this.insertCell(this.order.indexOf(id) + 1, 'code');
+    if (created) this.select(created, 'edit');
+  }
+
+  private runAll() {
+    for (const id of this.order) {
+      const view = this.views.get(id);
+      if (view?.type === 'code') {
+        if (!this.runCell(id)) return;
+      } else if (view?.type === 'markdown') view.setRendered(true);
+    }
+  }
+
+  private interruptAll() {
+    let stopped = 0;
+    for (const ex of this.nb.executions()) {
+      if (ex.status !== 'queued' && ex.status !== 'running') continue;
+      try {
+        this.nb.interrupt(ex.id);
+        stopped++;
+      } catch (error) {
+        toast(`Could not interrupt: ${message(error)}`, 'error');
+        return;
+      }
+    }
+    if (!stopped) toast('Nothing is running.');
+  }
+
+  private restart() {
+    try {
+      if (this.notebookTarget() === 'server') {
+        const server = this.serverRuntime();
+        if (!server) {
+          toast('No server runtime is connected.', 'error');
+          return;
+        }
+        this.nb.restartRuntime(server.session_id);
+        toast(`Restarting ${server.name}…`);
+      } else {
+        this.nb.restart();
+        toast('Restarting the browser kernel…');
+      }
+    } catch (error) {
+      toast(`Could not restart: ${message(error)}`, 'error');
+    }
+  }
+
+  private setCellTarget(id: string, target: string) {
+    try {
+      const cell = this.nb.cell(id);
+      const inloop = { ...((cell.metadata?.inloop ?? {}) as Record<string, unknown>) };
+      if (target) inloop.target = target;
+      else delete inloop.target;
+      this.nb.setCellMetadata(id, 'inloop', inloop);
+    } catch (error) {
+      toast(`Could not change the runtime: ${message(error)}`, 'error');
+    }
+  }
+
+  // ---- editing cells -----------------------------------------------------------------------
+
+  private structural<T>(f: () => T): T | undefined {
+    this.nb.undoBoundary();
+    try {
+      return f();
+    } catch (error) {
+      toast(message(error), 'error');
+      return undefined;
+    } finally {
+      this.nb.undoBoundary();
+    }
+  }
+
+  private insertCell(index: number, type: CellType, source = ''): string | undefined {
+    if (this.readOnly) return undefined;
+    return this.structural(() => this.nb.insertCell(Math.max(0, Math.min(index, this.order.length)), type, source));
+  }
+
+  private deleteCell(id: string) {
+    if (this.readOnly) return;
+    const next = this.neighbour(id, 1) ?? this.neighbour(id, -1);
+    this.structural(() => this.nb.deleteCell(id));
+    if (next) this.select(next, 'command');
+  }
+
+  private setType(id: string, type: CellType) {
+    const view = this.views.get(id);
+    if (!view || view.type === type || this.readOnly) return;
+    this.structural(() => this.nb.setCellType(id, type));
+  }
+
+  private undo() {
+    try {
+      if (!this.nb.undo()) toast('Nothing to undo.');
+    } catch (error) {
+      toast(message(error), 'error');
+    }
+    this.afterHistory();
+  }
+
+  private redo() {
+    try {
+      if (!this.nb.redo()) toast('Nothing to redo.');
+    } catch (error) {
+      toast(message(error), 'error');
+    }
+    this.afterHistory();
+  }
+
+  private afterHistory() {
+    this.updateUndoButtons();
+    if (this.selected && !this.views.has(this.selected) && this.order.length) this.select(this.order[0], 'command');
+  }
+
+  private updateUndoButtons() {
+    const undo = document.querySelector<HTMLButtonElement>('[data-action="undo"]');
+    const redo = document.querySelector<HTMLButtonElement>('[data-action="redo"]');
+    if (undo) undo.disabled = this.readOnly || !this.nb.canUndo();
+    if (redo) redo.disabled = this.readOnly || !this.nb.canRedo();
+  }
+
+  // ---- keys --------------------------------------------------------------------------------
+
+  private wireKeys() {
+    document.addEventListener('keydown', (e) => {
+      const target = e.target as HTMLElement;
+      if (target.closest?.('.cm-editor')) return; // the editor's own keymap
+      if (target.closest?.('input, textarea, select, [contenteditable="true"], .share-menu, .name-prompt')) return;
+      if (target.tagName === 'BUTTON' && (e.key === 'Enter' || e.key === ' ')) return;
+      if (this.commandKey(e)) {
+        e.preventDefault();
+        e.stopPropagation();
+      }
+    });
+    this.container.addEventListener('mousedown', (e) => {
+      const cellEl = (e.target as HTMLElement).closest<HTMLElement>('.cell');
+      if (!cellEl) return;
+      const id = cellEl.dataset.cellId!;
+      if ((e.target as HTMLElement).closest('.cm-editor, .cell-input, button, select, iframe, a')) return;
+      if (this.selected !== id || this.mode === 'edit') {
+        e.preventDefault();
+        this.select(id, 'command');
+      }
+    });
+  }
+
+  /** Jupyter's command mode. Returns whether the key was handled. */
+  private commandKey(e: KeyboardEvent): boolean {
+    const id = this.selected;
+    const mod = e.ctrlKey || e.metaKey;
+    const key = e.key;
+    if (key === 'Enter') {
+      if (!id) return false;
+      if (e.shiftKey) this.runAndAdvance(id);
+      else if (mod) this.runInPlace(id);
+      else if (e.altKey) this.runAndInsert(id);
+      else this.select(id, 'edit');
+      return true;
+    }
+    if (mod && (key === 'z' || key === 'Z')) {
+      if (e.shiftKey) this.redo();
+      else this.undo();
+      return true;
+    }
+    if (mod && (key === 'y' || key === 'Y')) {
+      this.redo();
+      return true;
+    }
+    if (mod || e.altKey) return false;
+    const now = Date.now();
+    const twice = this.lastKey.key === key && now - this.lastKey.at < 800;
+    this.lastKey = { key, at: twice ? 0 : now };
+    const index = id ? this.order.indexOf(id) : -1;
+    switch (key) {
+      case 'ArrowUp':
+      case 'k':
+      case 'K':
+        if (index > 0) this.select(this.order[index - 1], 'command');
+        return true;
+      case 'ArrowDown':
+      case 'j':
+      case 'J':
+        if (index >= 0 && index < this.order.length - 1) this.select(this.order[index + 1], 'command');
+        return true;
+      case 'a':
+      case 'A': {
+        const created = this.insertCell(Math.max(index, 0), 'code');
+        if (created) this.select(created, 'command');
+        return true;
+      }
+      case 'b':
+      case 'B': {
+        const created = this.insertCell(index + 1, 'code');
+        if (created) this.select(created, 'command');
+        return true;
+      }
+      case 'd':
+      case 'D':
+        if (twice && id) this.deleteCell(id);
+        return true;
+      case 'm':
+      case 'M':
+        if (id) this.setType(id, 'markdown');
+        return true;
+      case 'y':
+      case 'Y':
+        if (id) this.setType(id, 'code');
+        return true;
+      case 'r':
+      case 'R':
+        if (id) this.setType(id, 'raw');
+        return true;
+      case 'i':
+      case 'I':
+        if (twice) this.interruptAll();
+        return true;
+      case '0':
+        if (twice) this.restart();
+        return true;
+      case 'c':
+      case 'C':
+      case 'x':
+      case 'X':
+        if (!id) return true;
+        this.clipboard = [{ type: this.views.get(id)!.type, source: this.source(id) }];
+        if (key.toLowerCase() === 'x') this.deleteCell(id);
+        return true;
+      case 'v':
+      case 'V': {
+        let at = key === 'V' ? index : index + 1;
+        let last: string | undefined;
+        for (const c of this.clipboard) {
+          last = this.insertCell(at++, c.type, c.source) ?? last;
+        }
+        if (last) this.select(last, 'command');
+        return true;
+      }
+      case 'z':
+        this.undo();
+        return true;
+      case 'Escape':
+        return true;
+    }
+    return false;
+  }
+
+  // ---- toolbar -----------------------------------------------------------------------------
+
+  private wireToolbar() {
+    const toolbar = byId('toolbar');
+    toolbar.addEventListener('click', (e) => {
+      const button = (e.target as HTMLElement).closest<HTMLButtonElement>('button[data-action]');
+      if (!button) return;
+      const id = this.selected;
+      switch (button.dataset.action) {
+        case 'add-cell': {
+          const index = id ? this.order.indexOf(id) + 1 : this.order.length;
+          const created = this.insertCell(index, 'code');
+          if (created) this.select(created, 'edit');
+          break;
+        }
+        case 'run':
+          if (id) this.runAndAdvance(id);
+          break;
+        case 'run-all':
+          this.runAll();
+          break;
+        case 'interrupt':
+          this.interruptAll();
+          break;
+        case 'restart':
+          this.restart();
+          break;
+        case 'undo':
+          this.undo();
+          break;
+        case 'redo':
+          this.redo();
+          break;
+        case 'download':
+          this.download();
+          break;
+      }
+    });
+    byId('empty-add').addEventListener('click', () => {
+      const created = this.insertCell(0, 'code');
+      if (created) this.select(created, 'edit');
+    });
+    const typeSelect = byId<HTMLSelectElement>('cell-type');
+    typeSelect.addEventListener('change', () => {
+      if (this.selected) this.setType(this.selected, typeSelect.value as CellType);
+      if (this.selected) this.select(this.selected, 'command');
+    });
+    const runtime = byId<HTMLSelectElement>('runtime');
+    runtime.addEventListener('change', () => {
+      const target = runtime.value as Target;
+      storageSet(`inloop.target.${docId}`, target);
+      if (!this.readOnly) {
+        try {
+          const meta = this.nb.notebookMetadata() as { inloop?: Record<string, unknown> };
+          this.nb.setNotebookMetadata('inloop', { ...(meta.inloop ?? {}), target });
+        } catch (error) {
+          toast(message(error), 'error');
+        }
+      }
+      this.renderStatus();
+    });
+    const upload = byId<HTMLInputElement>('upload');
+    upload.addEventListener('change', async () => {
+      const file = upload.files?.[0];
+      upload.value = '';
+      if (file) await this.importFile(file);
+    });
+    this.wireShare();
+    for (const el of document.querySelectorAll<HTMLElement>('[data-needs="edit"]')) {
+      if (this.readOnly) (el as HTMLButtonElement).disabled = true;
+    }
+    for (const el of document.querySelectorAll<HTMLElement>('[data-needs="run"]')) {
+      if (!this.canRun) (el as HTMLButtonElement).disabled = true;
+    }
+    if (this.readOnly) upload.disabled = true;
+    const badge = byId('role');
+    badge.textContent = claims?.role ? `${claims.role === 'execute' ? 'can run' : claims.role === 'edit' ? 'can edit' : claims.role === 'read' ? 'view only' : claims.role}` : '';
+    badge.hidden = !claims?.role;
+  }
+
+  private download() {
+    const text = this.nb.toIpynb();
+    const blob = new Blob([text], { type: 'application/x-ipynb+json' });
+    const a = h('a', { href: URL.createObjectURL(blob), download: `${docId}.ipynb` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  }
+
+  /** Replaces the notebook by an .ipynb (asking first unless the notebook is empty). */
+  private async importFile(file: File) {
+    if (this.readOnly) {
+      toast('This link cannot change the notebook.', 'error');
+      return;
+    }
+    const text = await file.text();
+    const blank = this.order.every((id) => !this.source(id).trim());
+    if (!blank && !confirm(`Replace this notebook by ${file.name}? Everyone here sees the change.`)) return;
+    try {
+      this.nb.replaceFromIpynb(text);
+      toast(`Imported ${file.name}`);
+      if (this.order.length) this.select(this.order[0], 'command');
+    } catch (error) {
+      toast(`Could not import ${file.name}: ${message(error)}`, 'error');
+    }
+  }
+
+  private wireDrop() {
+    let depth = 0;
+    const overlay = byId('drop');
+    const files = (e: DragEvent) => Array.from(e.dataTransfer?.items ?? []).some((i) => i.kind === 'file');
+    document.addEventListener('dragenter', (e) => {
+      if (!files(e)) return;
+      depth++;
+      overlay.hidden = false;
+    });
+    document.addEventListener('dragleave', () => {
+      depth = Math.max(0, depth - 1);
+      if (!depth) overlay.hidden = true;
+    });
+    document.addEventListener('dragover', (e) => {
+      if (files(e)) e.preventDefault();
+    });
+    document.addEventListener('drop', async (e) => {
+      depth = 0;
+      overlay.hidden = true;
+      const file = e.dataTransfer?.files?.[0];
+      if (!file) return;
+      e.preventDefault();
+      if (!file.name.endsWith('.ipynb')) {
+        toast('Drop an .ipynb file to import it.', 'error');
+        return;
+      }
+      await this.importFile(file);
+    });
+  }
+
+  // ---- share -------------------------------------------------------------------------------
+
+  private wireShare() {
+    const button = document.querySelector<HTMLButtonElement>('[data-action="share"]')!;
+    const menu = byId('share-menu');
+    const admin = adminToken(token);
+    byId('share-current').setAttribute('value', location.href);
+    (byId('share-current') as HTMLInputElement).value = location.href;
+    byId('share-mint').hidden = !admin;
+    byId('share-nomint').hidden = !!admin;
+    button.addEventListener('click', async (e) => {
+      e.stopPropagation();
+      menu.hidden = !menu.hidden;
+      if (!menu.hidden && admin && !this.shareLinks) await this.mintLinks(admin);
+    });
+    document.addEventListener('mousedown', (e) => {
+      if (!menu.hidden && !(e.target as HTMLElement).closest('#share-menu, [data-action="share"]')) menu.hidden = true;
+    });
+    menu.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') menu.hidden = true;
+    });
+    menu.addEventListener('click', async (e) => {
+      const copy = (e.target as HTMLElement).closest<HTMLButtonElement>('button[data-copy]');
+      if (!copy) return;
+      const input = byId<HTMLInputElement>(copy.dataset.copy!);
+      try {
+        await navigator.clipboard.writeText(input.value);
+        toast('Link copied');
+      } catch {
+        input.select();
+        document.execCommand('copy');
+      }
+    });
+  }
+
+  private async mintLinks(admin: string) {
+    const status = byId('share-status');
+    status.textContent = 'Making links…';
+    try {
+      const links: Record<string, string> = {};
+      await Promise.all(
+        (['read', 'edit', 'execute'] as const).map(async (role) => {
+          const response = await fetch(`/api/docs/${encodeURIComponent(docId)}/tokens`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ role, name: `${role} link` }),
+          });
+          if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+          const body = (await response.json()) as { token: string; page?: string };
+          const page = body.page ?? `/n/${encodeURIComponent(docId)}?token=${encodeURIComponent(body.token)}`;
+          links[role] = new URL(page, location.origin).href;
+        }),
+      );
+      for (const role of ['read', 'edit', 'execute']) {
+        const input = byId<HTMLInputElement>(`share-${role}`);
+        input.value = links[role];
+        input.setAttribute('value', links[role]);
+      }
+      this.shareLinks = links;
+      status.textContent = '';
+    } catch (error) {
+      status.textContent = `Could not make links: ${message(error)}. The admin token may have expired: open the admin URL that \`inloop serve\` printed.`;
+    }
+  }
+
+  // ---- presence ----------------------------------------------------------------------------
+
+  private sendPresence() {
+    if (this.presenceTimer) return;
+    this.presenceTimer = window.setTimeout(() => {
+      this.presenceTimer = 0;
+      try {
+        this.nb.setPresence({
+          name: this.me.name,
+          colour: this.me.colour,
+          cellId: this.selected,
+          selection: this.mode === 'edit' ? this.mySelection : null,
+          // JupyterLab's awareness shape, for Jupyter clients.
+          user: { name: this.me.name, color: this.me.colour },
+        });
+      } catch {
+        /* closed */
+      }
+    }, 40);
+  }
+
+  private renderPresence() {
+    this.presenceDirty = false;
+    const box = byId('presence');
+    const chips: HTMLElement[] = [];
+    const runtimesInPresence = new Set<string>();
+    const carets = new Map<string, RemoteCaret[]>();
+    const peersByCell = new Map<string, Peer[]>();
+    for (const p of this.presenceList) {
+      if (p.local) continue;
+      const state = p.state ?? {};
+      const name = presenceName(state);
+      const colour = presenceColour(state);
+      const kind = presenceKind(state);
+      if (state.runtime) runtimesInPresence.add(String(state.runtime));
+      const cellId = typeof state.cellId === 'string' ? state.cellId : null;
+      const cellIndex = cellId ? this.order.indexOf(cellId) : -1;
+      const chip = h(
+        'span',
+        {
+          class: `presence-chip presence-${kind}`,
+          'data-testid': 'presence-user',
+          'data-kind': kind,
+          'data-client-id': String(p.clientId),
+          title: `${name}${kind !== 'person' ? ` (${kind})` : ''}${cellIndex >= 0 ? ` · in cell ${cellIndex + 1}` : ''}`,
+        },
+        kind === 'runtime' ? '⚙' : kind === 'agent' ? '✦' : initials(name),
+      );
+      chip.style.backgroundColor = colour;
+      chip.addEventListener('click', () => {
+        if (cellId && this.views.has(cellId)) this.views.get(cellId)!.el.scrollIntoView({ block: 'center' });
+      });
+      chips.push(chip);
+      if (cellId && this.views.has(cellId)) {
+        if (!peersByCell.has(cellId)) peersByCell.set(cellId, []);
+        peersByCell.get(cellId)!.push({ name, colour });
+        const sel = state.selection as { anchor?: number; head?: number } | null | undefined;
+        if (sel && typeof sel.head === 'number') {
+          if (!carets.has(cellId)) carets.set(cellId, []);
+          carets.get(cellId)!.push({
+            clientId: p.clientId,
+            name,
+            colour,
+            anchor: typeof sel.anchor === 'number' ? sel.anchor : sel.head,
+            head: sel.head,
+          });
+        }
+      }
+    }
+    let runtimes: Runtime[] = [];
+    try {
+      runtimes = this.nb.runtimes();
+    } catch {
+      /* closed */
+    }
+    for (const r of runtimes) {
+      if (r.kind !== 'server' || r.status === 'gone' || runtimesInPresence.has(r.session_id)) continue;
+      const chip = h('span', { class: 'presence-chip presence-runtime', 'data-testid': 'presence-runtime', 'data-kind': 'runtime', title: `${r.name} (server runtime, ${r.status})` }, '⚙');
+      chips.push(chip);
+    }
+    const self = h('span', { class: 'presence-chip presence-self', 'data-testid': 'presence-self', title: `You: ${this.me.name} (click to rename)` }, initials(this.me.name));
+    self.style.backgroundColor = this.me.colour;
+    self.addEventListener('click', () => this.askName(true));
+    box.replaceChildren(...chips, self);
+    byId('presence-count').textContent = chips.length ? `${chips.length + 1} here` : '';
+
+    this.caretsByCell = carets;
+    const touched = new Set<string>([...this.peerCells, ...peersByCell.keys()]);
+    for (const id of touched) this.views.get(id)?.setPeers(peersByCell.get(id) ?? [], carets.get(id) ?? []);
+    this.peerCells = new Set(peersByCell.keys());
+  }
+
+  askName(force = false) {
+    if (this.me.asked && !force) return;
+    const prompt = byId('name-prompt');
+    const input = byId<HTMLInputElement>('name-input');
+    input.value = this.me.asked ? this.me.name : '';
+    input.placeholder = this.me.name;
+    prompt.hidden = false;
+    if (force) input.focus();
+    const done = (save: boolean) => {
+      prompt.hidden = true;
+      const name = input.value.trim();
+      if (save && name) this.me.name = name;
+      this.me.asked = true;
+      storageSet(NAME_KEY, this.me.name);
+      this.sendPresence();
+      this.renderPresence();
+    };
+    byId('name-form').onsubmit = (e) => {
+      e.preventDefault();
+      done(true);
+    };
+    byId('name-dismiss').onclick = () => done(false);
+  }
+
+  // ---- status ------------------------------------------------------------------------------
+
+  private onStatus(status: Status) {
+    this.status = status;
+    if (status.state === 'synced') this.everSynced = true;
+    if (status.state === 'offline' && !this.everSynced && !this.probed) {
+      this.probed = true;
+      void this.probeAccess();
+    }
+    this.renderConnection();
+  }
+
+  /** Offline before ever syncing: is it the network, or a refused token? */
+  private async probeAccess() {
+    try {
+      const url = `/api/docs/${encodeURIComponent(docId)}/ipynb${token ? `?token=${encodeURIComponent(token)}` : ''}`;
+      const response = await fetch(url, { method: 'HEAD' });
+      if (response.status === 401 || response.status === 403 || response.status === 404) {
+        this.refusal = response.status === 404 ? 'no such notebook' : token ? 'the link’s token was refused (wrong, expired or for another notebook)' : 'this link has no token';
+        this.renderConnection();
+      }
+    } catch {
+      /* really offline */
+    }
+  }
+
+  private refusal: string | null = null;
+
+  private renderConnection() {
+    const el = byId('status-connection');
+    const s = this.status;
+    const n = s.unacknowledged;
+    let text: string;
+    let state: string = s.state;
+    switch (s.state) {
+      case 'connecting':
+        text = 'Connecting…';
+        break;
+      case 'syncing':
+        text = 'Syncing…';
+        break;
+      case 'synced':
+        text = n ? `Online · saving ${n} change${n === 1 ? '' : 's'}` : 'Online · all changes saved';
+        break;
+      case 'offline':
+        text = `Offline · ${n} unsent change${n === 1 ? '' : 's'} (kept in this browser)`;
+        if (this.refusal) {
+          text = `Cannot connect: ${this.refusal}`;
+          state = 'closed';
+        }
+        break;
+      case 'closed':
+      default: {
+        const reason = s.reason || (s.code ? `code ${s.code}` : 'closed');
+        text = `Disconnected: ${s.code === 4403 ? 'this link may not make that change' : reason}${s.code ? ` (${s.code})` : ''}`;
+        break;
+      }
+    }
+    el.dataset.state = state;
+    el.textContent = text;
+    el.title = s.reason ? `${s.reason}${s.code ? ` (close code ${s.code})` : ''}` : '';
+    document.body.dataset.connection = state;
+  }
+
+  private serverRuntime(): Runtime | undefined {
+    let runtimes: Runtime[] = [];
+    try {
+      runtimes = this.nb.runtimes();
+    } catch {
+      return undefined;
+    }
+    const live = runtimes.filter((r) => r.kind === 'server' && r.status !== 'gone');
+    live.sort((a, b) => (b.lease_epoch ?? -1) - (a.lease_epoch ?? -1) || b.heartbeat_at - a.heartbeat_at);
+    return live[0];
+  }
+
+  private renderRuntimeChoice() {
+    const select = byId<HTMLSelectElement>('runtime');
+    const target = this.notebookTarget();
+    if (select.value !== target) select.value = target;
+  }
+
+  private renderStatus() {
+    this.statusDirty = false;
+    const server = this.serverRuntime();
+    // The runtime choice: the server's kernel, GPU and status.
+    const serverOption = document.querySelector<HTMLOptionElement>('#runtime option[value="server"]')!;
+    const label = server
+      ? `Server: ${server.name} · ${server.kernels.join(', ') || 'kernel'}${server.gpu ? ` · GPU ${server.gpu}` : ''} · ${server.status}`
+      : 'Server runtime (starts on first run)';
+    if (serverOption.textContent !== label) serverOption.textContent = label;
+    this.renderRuntimeChoice();
+
+    // Kernel state.
+    const kernel = byId('status-kernel');
+    let text: string;
+    let state: string;
+    if (this.notebookTarget() === 'server') {
+      state = server ? server.status : 'none';
+      text = server ? `Server kernel (${server.kernels[0] ?? 'python'}): ${server.status}` : 'Server kernel: not started';
+    } else {
+      const ks = this.nb.kernelState();
+      let mine: Runtime | undefined;
+      try {
+        mine = this.nb.runtimes().find((r) => r.session_id === this.nb.runtimeId);
+      } catch {
+        mine = undefined;
+      }
+      if (ks === 'ready') state = mine?.status === 'busy' ? 'busy' : mine?.status === 'restarting' ? 'restarting' : 'idle';
+      else if (ks.startsWith('failed')) state = 'failed';
+      else if (ks === 'none') state = 'none';
+      else state = ks === 'starting' ? 'starting' : ks;
+      text = state === 'none' ? 'No kernel (this link cannot run)' : `Python in this browser: ${state === 'failed' ? ks : state}`;
+    }
+    kernel.dataset.state = state;
+    if (kernel.textContent !== text) kernel.textContent = text;
+
+    // The runtime lease.
+    const lease = byId('status-lease');
+    const holder = server && server.lease_epoch != null ? server : undefined;
+    const leaseText = holder ? `Runtime lease: ${holder.name} (epoch ${holder.lease_epoch})` : 'Runtime lease: nobody';
+    lease.dataset.state = holder ? 'held' : 'none';
+    if (lease.textContent !== leaseText) lease.textContent = leaseText;
+
+    const running = [...this.execByCell.values()].some((e) => e.status === 'queued' || e.status === 'running');
+    const interrupt = document.querySelector<HTMLButtonElement>('[data-action="interrupt"]');
+    if (interrupt) interrupt.classList.toggle('active', running);
+  }
+}
+
+function message(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
+async function main() {
+  document.title = `${docId || 'notebook'} · inloop`;
+  byId('title').textContent = docId || 'notebook';
+  if (!docId) {
+    fatal('No notebook id in this address: open a notebook from the list.');
+    return;
+  }
+  if (!token) {
+    byId('banner').textContent = 'This address has no ?token=: the relay will refuse it. Open the notebook from the list, or use a share link.';
+    byId('banner').hidden = false;
+  }
+  const identity = myIdentity();
+  try {
+    await init();
+    const nb = await Notebook.open({
+      docId,
+      token: token ?? undefined,
+      worker: canRun ? '/kernel/worker.js' : null,
+      startedWorker: canRun ? (window.startedWorker ?? undefined) : undefined,
+      name: identity.name,
+    });
+    window.inloopPage = { nb };
+    const start = () => {
+      const page = new NotebookPage(nb);
+      window.inloopPage = { nb, page };
+      pageReady(page, nb);
+    };
+    // Show what IndexedDB had at once; an empty copy waits for the first sync (or a failure).
+    if (nb.cellIds().length > 0) {
+      start();
+    } else {
+      let started = false;
+      const go = () => {
+        if (started) return;
+        started = true;
+        nb.off(watcher);
+        start();
+      };
+      const watcher = nb.onStatus((s) => {
+        if (s.state === 'synced' || s.state === 'offline' || s.state === 'closed') queueMicrotask(go);
+      });
+      setTimeout(go, 4000);
+    }
+  } catch (error) {
+    fatal(`Could not open the notebook: ${message(error)}`);
+  }
+}
+
+function pageReady(page: NotebookPage, nb: Notebook) {
+  requestAnimationFrame(() => {
+    document.body.dataset.ready = 'true';
+    performance.mark('inloop:ready');
+    page.askName();
+    void nb;
+  });
+}
+
+function fatal(text: string) {
+  const banner = byId('banner');
+  banner.textContent = text;
+  banner.hidden = false;
+  banner.classList.add('banner-error');
+  document.body.dataset.ready = 'error';
+}
+
+void main();
