@@ -35,14 +35,13 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use inloop_doc::{Notebook, UpdateSubscription};
-use inloop_sync::{ClientEvent, ClientSession, LeaseMessage, SizeLimits};
+pub use inloop_sync::Status;
+use inloop_sync::{ClientEvent, ClientSession, LeaseMessage, MERGE_BYTES, SizeLimits};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Queued local changes are merged into one message up to about this size.
-const MERGE_BYTES: usize = 1 << 20;
+const FIRST_BACKOFF: Duration = Duration::from_millis(inloop_sync::FIRST_BACKOFF_MS as u64);
+const MAX_BACKOFF: Duration = Duration::from_millis(inloop_sync::MAX_BACKOFF_MS as u64);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,27 +58,6 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Where the connection stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    Connecting,
-    /// Connected; the relay's state has not all arrived yet.
-    Syncing,
-    Synced,
-    /// Disconnected; trying again. `code` and `reason` say what ended the last connection
-    /// (the relay's close code, when it sent one).
-    Offline {
-        code: Option<u16>,
-        reason: String,
-    },
-    /// Disconnected for good: refused, or closed with a code that forbids retrying, or
-    /// [`Client::close`]d.
-    Closed {
-        code: Option<u16>,
-        reason: String,
-    },
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
@@ -527,9 +505,7 @@ impl Connection {
                             let (code, reason) = frame
                                 .map(|f| (u16::from(f.code), f.reason.to_string()))
                                 .unwrap_or((1005, String::new()));
-                            // y-websocket's convention: 4400 to 4499 mean "do not come back";
-                            // except 4429 (too many messages): backing off and resyncing is fine.
-                            return if (4400..4500).contains(&code) && code != 4429 {
+                            return if inloop_sync::close_is_final(code) {
                                 Ended::Final(Some(code), reason)
                             } else {
                                 Ended::Dropped(Some(code), reason)

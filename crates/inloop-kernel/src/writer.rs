@@ -196,6 +196,21 @@ impl OutputWriter {
     }
 }
 
+/// `ename: evalue` of the cell's last error output: what an execution entry says when it ended
+/// in an error.
+pub fn error_summary(notebook: &Notebook, cell_id: &str) -> String {
+    notebook
+        .cell(cell_id)
+        .ok()
+        .and_then(|cell| {
+            cell.outputs.iter().rev().find_map(|output| match output {
+                Output::Error { ename, evalue, .. } => Some(format!("{ename}: {evalue}")),
+                _ => None,
+            })
+        })
+        .unwrap_or_else(|| "the code raised an error".to_owned())
+}
+
 /// How much output may be written between two measures of the document.
 const MEASURE_EVERY: usize = 64 << 10;
 

@@ -288,7 +288,7 @@ async fn run_entry(
             ReplyStatus::Error => (
                 ExecutionStatus::Error,
                 reply.execution_count,
-                Some(error_summary(&notebook, &cell_id)),
+                Some(inloop_kernel::error_summary(&notebook, &cell_id)),
             ),
             ReplyStatus::Aborted => (
                 ExecutionStatus::Cancelled,
@@ -314,22 +314,6 @@ async fn run_entry(
         tracing::warn!(%error, execution_id, "could not end the entry");
     }
     let _ = finished.send(());
-}
-
-/// `ename: evalue` of the cell's last error output, for the entry's message.
-fn error_summary(notebook: &Notebook, cell_id: &str) -> String {
-    notebook
-        .cell(cell_id)
-        .ok()
-        .and_then(|cell| {
-            cell.outputs.iter().rev().find_map(|output| match output {
-                inloop_doc::Output::Error { ename, evalue, .. } => {
-                    Some(format!("{ename}: {evalue}"))
-                }
-                _ => None,
-            })
-        })
-        .unwrap_or_else(|| "the code raised an error".to_owned())
 }
 
 /// A session id for this run of the runtime: random, so two runtimes never share one.

@@ -15,6 +15,44 @@ use crate::lease::LeaseMessage;
 use crate::wire::{self, Message};
 use crate::{Error, Result};
 
+/// Where a peer's connection to the relay stands (serialized for pages as
+/// `{state: "offline", code, reason}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    Connecting,
+    /// Connected; the relay's state has not all arrived yet.
+    Syncing,
+    Synced,
+    /// Disconnected; trying again. `code` and `reason` say what ended the last connection
+    /// (the relay's close code, when it sent one).
+    Offline {
+        code: Option<u16>,
+        reason: String,
+    },
+    /// Disconnected for good: refused (a close code for which [`close_is_final`]), or closed
+    /// by this peer.
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+/// Whether a close code forbids reconnecting. y-websocket's convention: 4400 to 4499 mean "do
+/// not come back" (the relay uses 4400 + an HTTP status: a bad token, a refused write), except
+/// 4429 (too many messages), where backing off and resyncing is right.
+pub fn close_is_final(code: u16) -> bool {
+    (4400..4500).contains(&code) && code != 4429
+}
+
+/// Queued local changes are merged into one message up to about this size: the relay limits
+/// the size of a message.
+pub const MERGE_BYTES: usize = 1 << 20;
+
+/// The first wait before reconnecting; each failed attempt doubles it, up to [`MAX_BACKOFF_MS`].
+pub const FIRST_BACKOFF_MS: u32 = 100;
+pub const MAX_BACKOFF_MS: u32 = 5_000;
+
 /// What the caller should know after a frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {

@@ -55,7 +55,10 @@ mod room;
 pub mod token;
 pub mod wire;
 
-pub use client::{ClientEvent, ClientSession, Received};
+pub use client::{
+    ClientEvent, ClientSession, FIRST_BACKOFF_MS, MAX_BACKOFF_MS, MERGE_BYTES, Received, Status,
+    close_is_final,
+};
 pub use error::{Error, Result};
 pub use lease::{Lease, LeaseMessage};
 pub use room::{Outcome, Room, RoomLimits};

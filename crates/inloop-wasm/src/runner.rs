@@ -435,7 +435,7 @@ async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
             ReplyStatus::Error => (
                 ExecutionStatus::Error,
                 reply.execution_count,
-                Some(error_summary(&notebook, &cell_id)),
+                Some(inloop_kernel::error_summary(&notebook, &cell_id)),
             ),
             ReplyStatus::Aborted => (
                 ExecutionStatus::Cancelled,
@@ -462,22 +462,6 @@ async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
     inner.runner.running.borrow_mut().take();
     inner.runner.wake();
     inner.deliver_soon();
-}
-
-/// `ename: evalue` of the cell's last error output, for the entry's message.
-fn error_summary(notebook: &inloop_doc::Notebook, cell_id: &str) -> String {
-    notebook
-        .cell(cell_id)
-        .ok()
-        .and_then(|cell| {
-            cell.outputs.iter().rev().find_map(|output| match output {
-                inloop_doc::Output::Error { ename, evalue, .. } => {
-                    Some(format!("{ename}: {evalue}"))
-                }
-                _ => None,
-            })
-        })
-        .unwrap_or_else(|| "the code raised an error".to_owned())
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 
 use std::rc::{Rc, Weak};
 
-use inloop_sync::ClientEvent;
+pub use inloop_sync::Status;
+use inloop_sync::{ClientEvent, MERGE_BYTES};
+pub(crate) use inloop_sync::{FIRST_BACKOFF_MS, MAX_BACKOFF_MS};
 use js_sys::{ArrayBuffer, Uint8Array};
 use serde::Serialize;
 use wasm_bindgen::JsCast;
@@ -12,33 +14,6 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::engine::Inner;
 use crate::error::js_message;
-
-pub(crate) const FIRST_BACKOFF_MS: u32 = 100;
-pub(crate) const MAX_BACKOFF_MS: u32 = 5_000;
-/// Queued local changes are merged into one message up to about this size (the relay limits
-/// the size of a message).
-const MERGE_BYTES: usize = 1 << 20;
-
-/// Where the connection to the relay stands.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum Status {
-    Connecting,
-    /// Connected; the relay's state has not all arrived yet.
-    Syncing,
-    Synced,
-    /// Disconnected; trying again. `code` and `reason` say what ended the last connection.
-    Offline {
-        code: Option<u16>,
-        reason: String,
-    },
-    /// Disconnected for good: refused by the relay (closes 4400 to 4499 but 4429, an AUTH
-    /// denial), closed by `close()`, or never connected (`connect: false`).
-    Closed {
-        code: Option<u16>,
-        reason: String,
-    },
-}
 
 /// What a status callback receives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -187,9 +162,7 @@ fn closed(inner: &Rc<Inner>, code: u16, reason: String) {
     if inner.closed.get() {
         return;
     }
-    // y-websocket's convention: 4400 to 4499 mean "do not come back", except 4429 (too many
-    // messages), where backing off and resyncing is right.
-    if (4400..4500).contains(&code) && code != 4429 {
+    if inloop_sync::close_is_final(code) {
         inner.set_status(Status::Closed {
             code: Some(code),
             reason,
