@@ -13,19 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { launchChromium, startRelay } from './harness.mjs';
-
-/** Polls `check` (async) every 50 ms until it returns something truthy. */
-async function waitFor(what, check, timeout = 20_000) {
-  const started = Date.now();
-  let last;
-  for (;;) {
-    last = await check();
-    if (last) return last;
-    if (Date.now() - started > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+import { launchChromium, startRelay, waitFor } from './harness.mjs';
 
 /** A page of `relay` running the engine on `docId`, as `window.nb`; statuses in `window.statuses`. */
 async function openEngine(context, relay, docId, token, options = {}) {
@@ -45,6 +33,14 @@ async function openEngine(context, relay, docId, token, options = {}) {
     { docId, token, relay: relay.wsUrl, options },
   );
   return page;
+}
+
+/** Two pages on `docId` without kernels, both synced; and the document's first cell. */
+async function twoSyncedPages(context, relay, docId, token) {
+  const a = await openEngine(context, relay, docId, token, { worker: null });
+  const b = await openEngine(context, relay, docId, token, { worker: null });
+  await Promise.all([synced(a), synced(b)]);
+  return { a, b, cell: await a.evaluate(() => window.nb.cellIds()[0]) };
 }
 
 const status = (page) => page.evaluate(() => window.nb.status());
@@ -80,10 +76,7 @@ test('two engines in two pages converge on concurrent edits of one cell', async 
   try {
     const docId = await relay.createDoc();
     const token = await relay.mint(docId, 'edit');
-    const a = await openEngine(browser.context, relay, docId, token, { worker: null });
-    const b = await openEngine(browser.context, relay, docId, token, { worker: null });
-    await Promise.all([synced(a), synced(b)]);
-    const cell = await a.evaluate(() => window.nb.cellIds()[0]);
+    const { a, b, cell } = await twoSyncedPages(browser.context, relay, docId, token);
     assert.ok(cell, 'a new document has one cell');
     assert.equal(await b.evaluate(() => window.nb.cellIds()[0]), cell);
 
@@ -140,10 +133,7 @@ test('engines cut off from the relay edit offline and merge with no edit lost', 
   try {
     const docId = await relay.createDoc();
     const token = await relay.mint(docId, 'edit');
-    const a = await openEngine(browser.context, relay, docId, token, { worker: null });
-    const b = await openEngine(browser.context, relay, docId, token, { worker: null });
-    await Promise.all([synced(a), synced(b)]);
-    const cell = await a.evaluate(() => window.nb.cellIds()[0]);
+    const { a, b, cell } = await twoSyncedPages(browser.context, relay, docId, token);
     await a.evaluate((cell) => window.nb.setSource(cell, 'shared:'), cell);
     await waitFor('the text on b', async () => (await source(b, cell)) === 'shared:');
     await Promise.all([synced(a), synced(b)]);
