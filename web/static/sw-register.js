@@ -1,9 +1,8 @@
 // Registers inloop's service worker (/sw.js), which keeps the page, the engine and Pyodide for
 // offline use. Included by the pages as <script src="/sw-register.js" defer>.
 //
-// Once the page has loaded and been idle for a moment, it asks the worker to fetch the large
-// files (Pyodide, its snapshot) in the background, so they never compete with the page's own
-// first load. `window.inloopOffline` exposes the worker's state:
+// Once the page's kernel is up (its own first load done), it asks the worker to fetch the large
+// files (Pyodide, its snapshot) in the background, so they never compete with that load. `window.inloopOffline` exposes the worker's state:
 //   await inloopOffline.status()   -> {version, files, cached, totalBytes, cachedBytes, complete}
 //   await inloopOffline.precache() -> the same, once everything is cached (or {error})
 // and <html data-offline-ready="true"> is set once everything is cached.
@@ -13,12 +12,18 @@
     const registration = await navigator.serviceWorker.ready;
     const worker = registration.active;
     if (!worker) return { error: 'no active service worker' };
+    // A worker being replaced by a new version drops the message: give up after a while (a
+    // precache may take minutes on a slow network; a status answers at once).
     return new Promise((resolve) => {
-      const listener = (event) => {
-        if (event.data?.type !== type) return;
+      const done = (result) => {
+        clearTimeout(timer);
         navigator.serviceWorker.removeEventListener('message', listener);
-        resolve(event.data);
+        resolve(result);
       };
+      const listener = (event) => {
+        if (event.data?.type === type) done(event.data);
+      };
+      const timer = setTimeout(() => done({ type, error: 'no answer from the service worker' }), type === 'status' ? 5_000 : 300_000);
       navigator.serviceWorker.addEventListener('message', listener);
       worker.postMessage({ type });
     });
@@ -31,11 +36,31 @@
     status: () => ask('status').then(mark),
     precache: () => ask('precache').then(mark),
   };
+  // The page's own first load goes first: the kernel worker fetches Pyodide and its snapshot as
+  // the page opens; once it is up (or failed, or after 30 s, or on a page without a kernel) the
+  // service worker fetches the large files, mostly revalidated from the HTTP cache by then.
+  const settled = () =>
+    new Promise((resolve) => {
+      const started = Date.now();
+      const check = () => {
+        let kernel;
+        try {
+          kernel = window.inloopPage?.nb?.kernelState?.();
+        } catch {
+          kernel = 'gone';
+        }
+        const loading = kernel === undefined || kernel === 'starting';
+        if (!loading || Date.now() - started > 30_000) resolve();
+        else setTimeout(check, 500);
+      };
+      check();
+    });
   const register = () => {
     navigator.serviceWorker.register('/sw.js', { scope: '/' }).then(
-      () => {
+      async () => {
+        await settled();
         const idle = window.requestIdleCallback ?? ((callback) => setTimeout(callback, 1));
-        setTimeout(() => idle(() => window.inloopOffline.precache(), { timeout: 5_000 }), 2_000);
+        idle(() => window.inloopOffline.precache(), { timeout: 2_000 });
       },
       (error) => console.warn('inloop: no offline support, the service worker did not register', error),
     );

@@ -23,8 +23,8 @@
 // Install precaches only the small files (everything under LARGE_BYTES: the shell, the engine, the
 // kernel, the wheels), so the new worker is ready within moments; the large ones (Pyodide's wasm,
 // its stdlib, the 31 MB snapshot) are fetched afterwards in the background, never blocking a page:
-// when the page asks (sw-register.js posts {type: 'precache'} once it has loaded and been idle),
-// and on activation. {type: 'status'} answers with what is cached.
+// when the page asks (sw-register.js posts {type: 'precache'} once its kernel is up), or as a
+// controlled page requests them. {type: 'status'} answers with what is cached.
 
 const VERSION = '__INLOOP_SW_VERSION__'; // replaced by scripts/build-web.sh
 const PREFIX = 'inloop-';
@@ -156,10 +156,11 @@ self.addEventListener('install', (event) => {
 });
 
 self.addEventListener('activate', (event) => {
+  // The large files are not fetched here: activation would wait for them (and a page's requests
+  // for activation), and they would compete with the first visit's own load of Pyodide. The
+  // page asks for them once its kernel is up ({type: 'precache'}, which also keeps this worker
+  // alive while they download); a controlled page's own requests fill the cache meanwhile.
   event.waitUntil(self.clients.claim());
-  // The large files, in the background: activation does not wait for them (a page's requests
-  // would wait for activation). A page's {type: 'precache'} keeps the worker alive meanwhile.
-  fillAll();
 });
 
 self.addEventListener('message', (event) => {
