@@ -205,8 +205,8 @@ impl TryFrom<String> for ExecutionTarget {
     }
 }
 
-/// An entry of the execution queue. Times are milliseconds since the Unix epoch, as the caller
-/// supplied them (the document model does no I/O, not even reading the clock).
+/// An entry of the execution queue. Times are seconds since the Unix epoch (fractional, as Python's
+/// `time.time()`), as the caller supplied them: the document model does no I/O, not even the clock.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     pub id: String,
