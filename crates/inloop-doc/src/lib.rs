@@ -56,6 +56,7 @@ mod observe;
 mod path;
 mod pyjson;
 mod schema;
+mod undo;
 
 pub use error::{Error, Result};
 pub use model::{

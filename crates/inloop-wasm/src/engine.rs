@@ -8,6 +8,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use inloop_doc::{ChangeBatch, Notebook, Subscription, UpdateSubscription};
 use inloop_sync::ClientSession;
@@ -70,6 +72,11 @@ pub(crate) struct Inner {
     pub(crate) kernel: Option<Rc<PyodideKernel>>,
     pub(crate) runner: crate::runner::Runner,
 
+    /// Undo and redo of this page's user edits (not its runtime's output writes, never peers').
+    pub(crate) undo: RefCell<yrs::UndoManager>,
+    /// Set while a user edit runs, so the undo manager records it.
+    pub(crate) user_edit: Arc<AtomicBool>,
+
     events: RefCell<VecDeque<Event>>,
     delivering: Cell<bool>,
     microtask: Cell<bool>,
@@ -113,8 +120,16 @@ impl Inner {
                 reason: "not connecting to a relay".into(),
             },
         };
+        let user_edit = Arc::new(AtomicBool::new(false));
+        let capturing = user_edit.clone();
+        let undo = notebook.undo_manager(
+            move || capturing.load(Ordering::Relaxed),
+            || js_sys::Date::now() as u64,
+        );
         Self {
             doc_id,
+            undo: RefCell::new(undo),
+            user_edit,
             session: RefCell::new(ClientSession::new(notebook.clone())),
             notebook,
             name,
@@ -152,6 +167,14 @@ impl Inner {
         } else {
             Ok(())
         }
+    }
+
+    /// Runs `f` as a user edit: the undo manager records what it changes in the cells.
+    pub(crate) fn as_user_edit<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = self.user_edit.swap(true, Ordering::Relaxed);
+        let result = f();
+        self.user_edit.store(was, Ordering::Relaxed);
+        result
     }
 
     pub(crate) fn status(&self) -> StatusReport {

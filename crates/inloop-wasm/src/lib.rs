@@ -497,23 +497,23 @@ impl Engine {
         cell_type: &str,
         source: &str,
     ) -> Result<String, JsValue> {
-        self.edit(|nb| Ok(nb.insert_cell(index, parse_cell_type(cell_type)?, source)?))
+        self.user_edit(|nb| Ok(nb.insert_cell(index, parse_cell_type(cell_type)?, source)?))
     }
 
     #[wasm_bindgen(js_name = deleteCell)]
     pub fn delete_cell(&self, id: &str) -> Result<(), JsValue> {
-        self.edit(|nb| Ok(nb.delete_cell(id)?))
+        self.user_edit(|nb| Ok(nb.delete_cell(id)?))
     }
 
     /// Moves a cell to index `to` (as the list is once it has left its place).
     #[wasm_bindgen(js_name = moveCell)]
     pub fn move_cell(&self, id: &str, to: u32) -> Result<(), JsValue> {
-        self.edit(|nb| Ok(nb.move_cell(id, to)?))
+        self.user_edit(|nb| Ok(nb.move_cell(id, to)?))
     }
 
     #[wasm_bindgen(js_name = setCellType)]
     pub fn set_cell_type(&self, id: &str, cell_type: &str) -> Result<(), JsValue> {
-        self.edit(|nb| Ok(nb.set_cell_type(id, parse_cell_type(cell_type)?)?))
+        self.user_edit(|nb| Ok(nb.set_cell_type(id, parse_cell_type(cell_type)?)?))
     }
 
     /// Applies a Yjs-style delta to a cell's source: `[{retain: n}, {insert: 'x'},
@@ -524,7 +524,7 @@ impl Engine {
         id: &str,
         #[wasm_bindgen(unchecked_param_type = "TextDelta[]")] delta: JsValue,
     ) -> Result<(), JsValue> {
-        self.edit(|nb| {
+        self.user_edit(|nb| {
             let delta: Vec<TextDelta> = serde_wasm_bindgen::from_value(delta)?;
             Ok(nb.edit_source(id, &delta)?)
         })
@@ -533,7 +533,7 @@ impl Engine {
     /// Replaces a cell's source, changing only the span that differs.
     #[wasm_bindgen(js_name = setSource)]
     pub fn set_source(&self, id: &str, source: &str) -> Result<(), JsValue> {
-        self.edit(|nb| Ok(nb.set_source(id, source)?))
+        self.user_edit(|nb| Ok(nb.set_source(id, source)?))
     }
 
     /// Sets one key of a cell's metadata to a JSON value.
@@ -544,7 +544,7 @@ impl Engine {
         key: &str,
         #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
     ) -> Result<(), JsValue> {
-        self.edit(|nb| {
+        self.user_edit(|nb| {
             let value: serde_json::Value = serde_wasm_bindgen::from_value(value)?;
             Ok(nb.set_cell_metadata(id, key, &value)?)
         })
@@ -554,6 +554,63 @@ impl Engine {
     #[wasm_bindgen(js_name = clearOutputs)]
     pub fn clear_outputs(&self, id: &str) -> Result<(), JsValue> {
         self.edit(|nb| Ok(nb.clear_outputs(id)?))
+    }
+
+    /// Takes back this page's last user edit (cell inserts, deletes, moves, type, source and
+    /// metadata changes; edits within 500 ms of each other are one step), leaving peers' edits
+    /// and this page's run outputs alone. `true` if it changed something. Peers see it like any
+    /// edit; this page's `onChange` reports it with origin `remote` (the view applies it).
+    pub fn undo(&self) -> Result<bool, JsValue> {
+        self.inner.check_open()?;
+        let changed = self.inner.undo.borrow_mut().undo_blocking();
+        self.inner.deliver();
+        Ok(changed)
+    }
+
+    /// Puts back what `undo()` took back, unless a new edit was made since.
+    pub fn redo(&self) -> Result<bool, JsValue> {
+        self.inner.check_open()?;
+        let changed = self.inner.undo.borrow_mut().redo_blocking();
+        self.inner.deliver();
+        Ok(changed)
+    }
+
+    #[wasm_bindgen(js_name = canUndo)]
+    pub fn can_undo(&self) -> bool {
+        self.inner.undo.borrow().can_undo()
+    }
+
+    #[wasm_bindgen(js_name = canRedo)]
+    pub fn can_redo(&self) -> bool {
+        self.inner.undo.borrow().can_redo()
+    }
+
+    /// Ends the current undo step: the next edit starts a new one even within 500 ms (a view
+    /// calls it when the user moves to another cell or does something else than typing).
+    #[wasm_bindgen(js_name = undoBoundary)]
+    pub fn undo_boundary(&self) {
+        self.inner.undo.borrow_mut().reset();
+    }
+
+    /// The notebook's metadata (nbformat's `metadata`, e.g. `kernelspec`, `inloop`).
+    #[wasm_bindgen(js_name = notebookMetadata, unchecked_return_type = "Record<string, unknown>")]
+    pub fn notebook_metadata(&self) -> JsValue {
+        to_js(&self.inner.notebook.metadata())
+    }
+
+    /// Sets one key of the notebook's metadata to a JSON value (e.g. `inloop` →
+    /// `{target: 'server'}`, the notebook's runtime choice).
+    #[wasm_bindgen(js_name = setNotebookMetadata)]
+    pub fn set_notebook_metadata(
+        &self,
+        key: &str,
+        #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
+    ) -> Result<(), JsValue> {
+        self.edit(|nb| {
+            let value: serde_json::Value = serde_wasm_bindgen::from_value(value)?;
+            nb.set_notebook_metadata(key, &value);
+            Ok(())
+        })
     }
 
     /// The notebook as `.ipynb` text (nbformat 4.5).
@@ -756,6 +813,14 @@ impl Engine {
 }
 
 impl Engine {
+    /// Runs a user's edit (one `undo()` can take back), then delivers the events it caused.
+    fn user_edit<T>(
+        &self,
+        f: impl FnOnce(&inloop_doc::Notebook) -> Result<T>,
+    ) -> Result<T, JsValue> {
+        self.edit(|nb| self.inner.as_user_edit(|| f(nb)))
+    }
+
     /// Runs an edit, then delivers the events it caused.
     fn edit<T>(&self, f: impl FnOnce(&inloop_doc::Notebook) -> Result<T>) -> Result<T, JsValue> {
         self.inner.check_open()?;

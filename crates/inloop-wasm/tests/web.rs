@@ -570,3 +570,49 @@ async fn outputs_past_the_relays_limits_are_refused_with_an_error_output() {
         "{outputs}"
     );
 }
+
+#[wasm_bindgen_test]
+async fn undo_and_redo_take_back_only_this_pages_own_edits() {
+    let a =
+        open(json!({"docId": unique("undo"), "connect": false, "worker": null, "store": false}))
+            .await;
+    let b =
+        open(json!({"docId": unique("undo"), "connect": false, "worker": null, "store": false}))
+            .await;
+    assert!(!a.can_undo());
+    let cell = a.insert_cell(0, "code", "x = 1").unwrap();
+    a.undo_boundary();
+    a.edit_source(&cell, js(&json!([{"retain": 5}, {"insert": "0"}])))
+        .unwrap();
+    a.undo_boundary();
+    // Not a user edit: no undo step.
+    a.clear_outputs(&cell).unwrap();
+    // A peer's edit arrives.
+    b.apply_update(&a.encode_state()).unwrap();
+    b.edit_source(&cell, js(&json!([{"insert": "# b\n"}])))
+        .unwrap();
+    a.apply_update(&b.encode_state()).unwrap();
+    assert_eq!(a.source(&cell).unwrap(), "# b\nx = 10");
+
+    let changes = Recorder::new();
+    a.on_change(changes.function());
+    assert!(a.undo().unwrap());
+    assert_eq!(
+        a.source(&cell).unwrap(),
+        "# b\nx = 1",
+        "the peer's line stays"
+    );
+    // The view learns of it as a change to apply to its editor.
+    assert!(kinds(&changes.all()).contains(&"source_edited".to_string()));
+    assert!(a.can_redo());
+    assert!(a.redo().unwrap());
+    assert_eq!(a.source(&cell).unwrap(), "# b\nx = 10");
+    assert!(a.undo().unwrap());
+    assert!(a.undo().unwrap());
+    assert!(a.cell_ids().is_empty(), "the insert is undone too");
+    assert!(!a.can_undo());
+    assert!(!a.undo().unwrap());
+    // The undo is an edit like any other: the peer gets it.
+    b.apply_update(&a.encode_state()).unwrap();
+    assert!(b.cell_ids().is_empty());
+}
