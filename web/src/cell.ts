@@ -161,6 +161,8 @@ export class CellView {
     const inloop = (cell.metadata?.inloop ?? {}) as { target?: string };
     this.target = inloop.target === 'browser' || inloop.target === 'server' ? inloop.target : '';
     this.targetSelect.value = this.target;
+    this.targetSelect.classList.toggle('overridden', this.target !== '');
+    this.targetSelect.title = this.target ? `This cell always runs in ${this.target === 'server' ? 'the server runtime' : 'this browser'}` : 'Where this cell runs';
     this.setOutputs(cell.outputs ?? []);
     this.renderState();
   }

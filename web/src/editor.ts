@@ -190,9 +190,22 @@ export class CellEditor {
         { key: 'Mod-Enter', run: run('run') },
         { key: 'Alt-Enter', run: run('run-insert') },
         { key: 'Escape', run: run('escape') },
-        { key: 'Mod-z', run: run('undo'), preventDefault: true },
-        { key: 'Mod-Shift-z', run: run('redo'), preventDefault: true },
-        { key: 'Mod-y', run: run('redo'), preventDefault: true },
+        {
+          // Ctrl/Cmd+Z undoes, with Shift redoes, whatever case the key reports.
+          any: (_view, event) => {
+            if (!(event.ctrlKey || event.metaKey) || event.altKey) return false;
+            const key = event.key.toLowerCase();
+            if (key === 'z') {
+              event.preventDefault();
+              return hooks.command(event.shiftKey ? 'redo' : 'undo');
+            }
+            if (key === 'y' && !event.shiftKey) {
+              event.preventDefault();
+              return hooks.command('redo');
+            }
+            return false;
+          },
+        },
         {
           key: 'ArrowUp',
           run: (view) => {

@@ -123,7 +123,7 @@ function htmlFrame(html: string): HTMLIFrameElement {
   frame.setAttribute('referrerpolicy', 'no-referrer');
   frame.setAttribute('title', 'HTML output');
   const reporter = `<script>(function(){var id=${JSON.stringify(id)};function h(){var d=document.documentElement,b=document.body;parent.postMessage({inloopFrame:id,height:Math.max(d.scrollHeight,b?b.scrollHeight:0)},'*')}addEventListener('load',h);if(window.ResizeObserver){new ResizeObserver(h).observe(document.documentElement)}h();setTimeout(h,100)})()</script>`;
-  const style = `<style>html,body{margin:0;padding:0;font:13px/1.45 system-ui,sans-serif;color:#1f2328;overflow-y:hidden}table{border-collapse:collapse}th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style>`;
+  const style = `<style>html{margin:0;padding:0;overflow-y:hidden}body{margin:0;padding:0 4px 0 8px;font:13px/1.45 system-ui,sans-serif;color:#1f2328}table{border-collapse:collapse}th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style>`;
   frame.srcdoc = `<!doctype html><html><head><meta charset="utf-8">${style}</head><body>${html}${reporter}</body></html>`;
   frame.style.height = '24px';
   frames.set(id, frame);
