@@ -1168,16 +1168,37 @@ export class NotebookPage implements CellHost {
     document.body.dataset.connection = state;
   }
 
-  private serverRuntime(): Runtime | undefined {
-    let runtimes: Runtime[] = [];
+  private liveServers(): Runtime[] {
     try {
-      runtimes = this.nb.runtimes();
+      return this.nb.runtimes().filter((r) => r.kind === 'server' && r.status !== 'gone');
     } catch {
-      return undefined;
+      return [];
     }
-    const live = runtimes.filter((r) => r.kind === 'server' && r.status !== 'gone');
-    live.sort((a, b) => (b.lease_epoch ?? -1) - (a.lease_epoch ?? -1) || b.heartbeat_at - a.heartbeat_at);
-    return live[0];
+  }
+
+  /**
+   * Who holds the runtime lease: a live server runtime that states its epoch, else the one
+   * that started the newest entry under an epoch, else the only live server runtime.
+   */
+  private leaseHolder(): { runtime: Runtime; epoch: number | null } | undefined {
+    const live = this.liveServers();
+    const stated = live.filter((r) => r.lease_epoch != null).sort((a, b) => b.lease_epoch! - a.lease_epoch!)[0];
+    if (stated) return { runtime: stated, epoch: stated.lease_epoch };
+    let best: Execution | undefined;
+    for (const ex of this.execByCell.values()) {
+      if (ex.lease_epoch == null || !ex.runtime || !live.some((r) => r.session_id === ex.runtime)) continue;
+      if (!best || ex.lease_epoch > best.lease_epoch! || (ex.lease_epoch === best.lease_epoch && (ex.started_at ?? 0) > (best.started_at ?? 0))) best = ex;
+    }
+    if (best) return { runtime: live.find((r) => r.session_id === best!.runtime)!, epoch: best.lease_epoch };
+    if (live.length === 1) return { runtime: live[0], epoch: null };
+    return undefined;
+  }
+
+  /** The server runtime cells go to: the lease holder, else the freshest live one. */
+  private serverRuntime(): Runtime | undefined {
+    const holder = this.leaseHolder();
+    if (holder) return holder.runtime;
+    return this.liveServers().sort((a, b) => b.heartbeat_at - a.heartbeat_at)[0];
   }
 
   private renderRuntimeChoice() {
@@ -1223,9 +1244,12 @@ export class NotebookPage implements CellHost {
 
     // The runtime lease.
     const lease = byId('status-lease');
-    const holder = server && server.lease_epoch != null ? server : undefined;
-    const leaseText = holder ? `Runtime lease: ${holder.name} (epoch ${holder.lease_epoch})` : 'Runtime lease: nobody';
+    const holder = this.leaseHolder();
+    const leaseText = holder
+      ? `Runtime lease: ${holder.runtime.name}${holder.epoch != null ? ` (epoch ${holder.epoch})` : ''}`
+      : 'Runtime lease: nobody';
     lease.dataset.state = holder ? 'held' : 'none';
+    lease.title = holder ? `${holder.runtime.name} runs this notebook's server cells (${holder.runtime.kernels.join(', ')}${holder.runtime.gpu ? `, GPU ${holder.runtime.gpu}` : ''})` : 'No server runtime holds the lease: one starts when a cell is sent to the server';
     if (lease.textContent !== leaseText) lease.textContent = leaseText;
 
     const running = [...this.execByCell.values()].some((e) => e.status === 'queued' || e.status === 'running');
