@@ -1158,7 +1158,8 @@ export class NotebookPage implements CellHost {
       case 'closed':
       default: {
         const reason = s.reason || (s.code ? `code ${s.code}` : 'closed');
-        text = `Disconnected: ${s.code === 4403 ? 'this link may not make that change' : reason}${s.code ? ` (${s.code})` : ''}`;
+        const refused = s.code === 4401 || s.code === 4403;
+        text = `Disconnected: ${s.reason || (s.code === 4403 ? 'access refused' : reason)}${s.code ? ` (${s.code})` : ''}${refused ? ' · ask for a new link' : ''}`;
         break;
       }
     }

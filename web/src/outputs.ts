@@ -126,6 +126,9 @@ function htmlFrame(html: string): HTMLIFrameElement {
   const style = `<style>html{margin:0;padding:0;overflow-y:hidden}body{margin:0;padding:0 4px 0 8px;font:13px/1.45 system-ui,sans-serif;color:#1f2328}table{border-collapse:collapse}th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style>`;
   frame.srcdoc = `<!doctype html><html><head><meta charset="utf-8">${style}</head><body>${html}${reporter}</body></html>`;
   frame.style.height = '24px';
+  if (frames.size > 100) {
+    for (const [key, f] of frames) if (!f.isConnected) frames.delete(key);
+  }
   frames.set(id, frame);
   return frame;
 }
