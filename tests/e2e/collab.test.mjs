@@ -35,8 +35,8 @@ test('two contexts type into one cell: live text, remote cursors, nothing lost',
     );
     const token = await relay.mint(docId, 'execute');
     const url = notebookUrl(relay.url, docId, token);
-    const pageA = await openNotebook(a.context, url);
-    const pageB = await openNotebook(b.context, url);
+    const pageA = await openNotebook(a.context, url, { name: 'Ada' });
+    const pageB = await openNotebook(b.context, url, { name: 'Bob' });
     await Promise.all([synced(pageA), synced(pageB)]);
 
     // The list of notebooks at / lists this one.
@@ -55,8 +55,11 @@ test('two contexts type into one cell: live text, remote cursors, nothing lost',
     await waitFor('the text in b\'s editor', async () => (await editorText(pageB, 'shared')) === 'hello from a');
     console.log(`typed in a -> shown in b's editor ${Date.now() - typedAt} ms after the first key`);
     await waitFor('a\'s cursor in b\'s editor', () => cell(pageB, 'shared').locator('.cm-remote-cursor').count(), 10_000);
+    assert.match(await cell(pageB, 'shared').locator('.cm-remote-cursor').first().innerText(), /Ada/, 'named after a');
     // Presence: each sees the other in the list of who is here.
-    await waitFor('two people in b\'s presence list', async () => (await pageB.locator('[data-testid="presence-user"]').count()) >= 2, 10_000);
+    // (the page lists the others as presence-user and itself as presence-self)
+    await waitFor('a in b\'s presence list', async () => (await pageB.locator('[data-testid="presence"] [data-testid="presence-user"]').count()) >= 1, 10_000);
+    await waitFor('b in a\'s presence list', async () => (await pageA.locator('[data-testid="presence"] [data-testid="presence-user"]').count()) >= 1, 10_000);
     await cell(pageB, 'shared').locator('.cm-content').click();
     await waitFor('b\'s cursor in a\'s editor', () => cell(pageA, 'shared').locator('.cm-remote-cursor').count(), 10_000);
     await screenshot(pageB, 'collab-remote-cursor');

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 
-import { cellIds, notebookUrl, openContext, ready, repo, screenshot, startRelay, synced, waitFor } from './lib.mjs';
+import { cellIds, notebookUrl, openContext, openNotebook, ready, repo, screenshot, startRelay, synced, waitFor } from './lib.mjs';
 
 const python = path.join(repo, '.venv/bin/python');
 const fixtures = ['outputs-all-types.ipynb', 'unicode-everywhere.ipynb', 'raw-cells.ipynb'];
@@ -45,9 +45,7 @@ test('upload a fixture .ipynb, download it, nbformat validates it', { timeout: 1
 
       // Upload on a blank notebook's page (the toolbar's file input).
       const docId = await relay.createDoc();
-      const page = await browser.context.newPage();
-      await page.goto(notebookUrl(relay.url, docId, relay.adminToken));
-      await ready(page);
+      const page = await openNotebook(browser.context, notebookUrl(relay.url, docId, relay.adminToken));
       await synced(page);
       await page.locator('input[type="file"][data-testid="upload"]').setInputFiles(fixture);
       // The upload may replace this notebook or open a new one: either way the page ends up

@@ -12,9 +12,12 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
-import { launchChromium, outDir, waitFor } from '../browser/harness.mjs';
+import { launchChromium, outDir, startRelay as startHarnessRelay, waitFor } from '../browser/harness.mjs';
 
-export { launchChromium, startProxy, startRelay, waitFor, repo } from '../browser/harness.mjs';
+export { launchChromium, startProxy, waitFor, repo } from '../browser/harness.mjs';
+
+/** The relay of tests/browser/harness.mjs, serving `E2E_WEB` when set (else web/dist). */
+export const startRelay = (options = {}) => startHarnessRelay({ web: process.env.E2E_WEB || undefined, ...options });
 
 export const screenshotDir = path.join(outDir, 'screenshots');
 
@@ -52,12 +55,28 @@ export function notebookUrl(base, docId, token) {
   return `${base}/n/${docId}?token=${encodeURIComponent(token)}`;
 }
 
-/** Opens `url` in a new page of `context` and waits for the first render. */
-export async function openNotebook(context, url, { timeout = 30_000 } = {}) {
+/**
+ * Opens `url` in a new page of `context` and waits for the first render; answers the page's
+ * "your name" prompt with `name` when it asks (a first visit does; it covers the toolbar).
+ */
+export async function openNotebook(context, url, { timeout = 30_000, name = 'Tester' } = {}) {
   const page = await context.newPage();
   await page.goto(url);
   await ready(page, timeout);
+  await answerNamePrompt(page, name);
   return page;
+}
+
+/** Fills in the name prompt (#name-prompt, [data-testid=name-input]) if the page shows it. */
+export async function answerNamePrompt(page, name = 'Tester') {
+  const prompt = page.locator('#name-prompt');
+  if (!(await prompt.isVisible().catch(() => false))) {
+    await prompt.waitFor({ state: 'visible', timeout: 500 }).catch(() => {});
+  }
+  if (!(await prompt.isVisible().catch(() => false))) return;
+  await page.locator('[data-testid="name-input"]').fill(name);
+  await page.locator('[data-testid="name-input"]').press('Enter');
+  await prompt.waitFor({ state: 'hidden', timeout: 5_000 });
 }
 
 /** Waits for the page's first render (body[data-ready=true]) and its engine. */
@@ -93,11 +112,19 @@ export function cell(page, which) {
 /** The engine's source of cell `id`. */
 export const engineSource = (page, id) => page.evaluate((id) => window.inloopPage.nb.source(id), id);
 
-/** The text the editor of cell `id` shows. */
+/** The text the editor of cell `id` shows (without widgets such as remote cursors' labels). */
 export const editorText = (page, id) =>
   cell(page, id)
     .locator('.cm-content')
-    .evaluate((content) => [...content.querySelectorAll('.cm-line')].map((line) => line.textContent).join('\n'));
+    .evaluate((content) =>
+      [...content.querySelectorAll('.cm-line')]
+        .map((line) => {
+          const copy = line.cloneNode(true);
+          for (const widget of copy.querySelectorAll('[contenteditable="false"], .cm-widgetBuffer')) widget.remove();
+          return copy.textContent;
+        })
+        .join('\n'),
+    );
 
 /**
  * Replaces the source of cell `id` by typing into its editor (select all, then type). Resolves

@@ -50,12 +50,14 @@ test('a context offline reloads, edits and runs; the merge keeps both sides', { 
     assert.deepEqual(await cellIds(pageA), ['first', 'second']);
 
     // The service worker has everything (sw-register.js marks <html data-offline-ready>).
-    const precached = await pageA
-      .waitForFunction(async () => {
+    const precached = await waitFor(
+      'the service worker to have everything',
+      () => pageA.evaluate(async () => {
         const status = await window.inloopOffline?.status();
         return status?.complete && status;
-      }, null, { timeout: 60_000, polling: 500 })
-      .then((handle) => handle.jsonValue());
+      }),
+      60_000,
+    );
     console.log(`service worker ${precached.version}: ${precached.cached} files, ${(precached.cachedBytes / 1e6).toFixed(1)} MB cached`);
 
     // A goes offline: the network is off and the relay unreachable.
