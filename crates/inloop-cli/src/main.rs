@@ -46,6 +46,9 @@ enum Command {
     /// streaming their outputs into the notebook. Keeps going with no browser open; stops
     /// cleanly on Ctrl+C or SIGTERM.
     Runtime(RuntimeArgs),
+    /// Run notebooks headless, many at once, with parameters (the papermill way).
+    #[command(long_about = RUN_ABOUT, after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
     /// Convert an .ipynb notebook (nbformat 4.0 to 4.5) into a .ydoc document.
     Import {
         /// The notebook to read.
@@ -154,6 +157,193 @@ struct RuntimeArgs {
     gpus: Option<String>,
 }
 
+const RUN_ABOUT: &str = "\
+Run notebooks headless, many at once, with parameters (the papermill way).
+
+Each run executes the notebook's cells in order in a fresh Jupyter kernel of its own, stops at the
+first error (unless --allow-errors), and writes the executed notebook: outputs, execution counts,
+nbclient's per-cell timing (metadata.execution) and papermill's metadata (metadata.papermill:
+start, end, duration, status, exception, on every cell and on the notebook). Kernels are started
+ahead of need (one more than --parallel), never shared between runs, and killed when their run
+ends. A failing or timed-out run stops alone; the others go on.
+
+Parameters: the cell tagged `parameters` (cell metadata tags) is followed by a cell tagged
+`injected-parameters` assigning the values as Python literals (at the top when no cell has the
+tag; an injected cell from an earlier run is replaced).
+
+Progress bars go to stderr (one per running notebook with its current cell, and a total); a
+summary table goes to stdout. The exit status is 1 if any run failed or timed out.";
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  # One notebook, two parameters (typed: 0.5 is a float, 10 an int, True a bool):
+  inloop run analysis.ipynb -p alpha=0.5 -p epochs=10
+
+  # Every notebook of a folder, 4 at a time, each cell limited to 10 minutes:
+  inloop run reports/*.ipynb --parallel 4 --timeout 600
+
+  # One notebook, one run per parameter set (lists and dicts are fine in YAML):
+  #   sets.yaml:  - {region: north, weights: [1, 2]}
+  #               - {region: south, _name: south, weights: [3]}
+  # writes inloop-runs/model-0.ipynb and inloop-runs/model-south.ipynb
+  inloop run model.ipynb -f sets.yaml --parallel 4
+
+  # Over the input files themselves:
+  inloop run a.ipynb b.ipynb --inplace
+
+  # Watch each run live on a relay (`inloop serve` prints its admin token):
+  inloop run sweep.ipynb -f sets.yaml --relay 'ws://127.0.0.1:8787?token=ADMIN'";
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The notebooks (.ipynb) to run.
+    #[arg(required = true, value_name = "NOTEBOOK")]
+    notebooks: Vec<PathBuf>,
+    /// Runs at a time [default: the number of CPUs].
+    #[arg(long, short = 'j', env = "INLOOP_PARALLEL", value_parser = clap::value_parser!(u32).range(1..))]
+    parallel: Option<u32>,
+    /// A parameter, NAME=VALUE (repeatable). Typed as papermill types `-p`: True, False, None,
+    /// integers and floats; anything else is a string. Use -y or -f for lists and dicts.
+    #[arg(
+        short = 'p',
+        long = "parameter",
+        value_name = "NAME=VALUE",
+        env = "INLOOP_PARAMETER"
+    )]
+    parameters: Vec<String>,
+    /// Parameters as an inline YAML mapping, e.g. -y '{sizes: [1, 2], opts: {fast: true}}'
+    /// (repeatable).
+    #[arg(
+        short = 'y',
+        long = "parameters-yaml",
+        value_name = "YAML",
+        env = "INLOOP_PARAMETERS_YAML"
+    )]
+    parameters_yaml: Vec<String>,
+    /// A YAML file of parameters (repeatable). A mapping applies to every run; a list of mappings
+    /// makes one run of each notebook per entry, written to {stem}-{index}.ipynb, or to
+    /// {stem}-{_name}.ipynb when the entry has a `_name` key (not injected). Later sources win:
+    /// files, then the run's own entry, then -y, then -p.
+    #[arg(
+        short = 'f',
+        long = "parameters-file",
+        value_name = "FILE",
+        env = "INLOOP_PARAMETERS_FILE"
+    )]
+    parameters_files: Vec<PathBuf>,
+    /// Folder for the executed notebooks (created if missing).
+    #[arg(
+        long,
+        short = 'o',
+        env = "INLOOP_OUTPUT",
+        default_value = "inloop-runs",
+        conflicts_with = "inplace"
+    )]
+    output: PathBuf,
+    /// Write each executed notebook over its input instead.
+    #[arg(long, env = "INLOOP_INPLACE")]
+    inplace: bool,
+    /// Seconds one cell may run; then the kernel is interrupted, then killed, and the run counts
+    /// as timed out [default: no limit].
+    #[arg(long, env = "INLOOP_TIMEOUT", value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Seconds a whole run may take, from its first cell [default: no limit].
+    #[arg(long, env = "INLOOP_RUN_TIMEOUT", value_name = "SECONDS")]
+    run_timeout: Option<f64>,
+    /// Go on after a cell raises; the error stays in its outputs and the run counts as ok
+    /// (cells tagged `raises-exception` may always raise).
+    #[arg(long, env = "INLOOP_ALLOW_ERRORS")]
+    allow_errors: bool,
+    /// The kernelspec for every notebook [default: each notebook's metadata.kernelspec.name, or
+    /// python3].
+    #[arg(long, env = "INLOOP_KERNEL")]
+    kernel: Option<String>,
+    /// An environment whose `share/jupyter` holds kernelspecs, besides $VIRTUAL_ENV and the
+    /// usual Jupyter directories (repeatable) [default: ./.venv when present].
+    #[arg(long = "kernel-prefix", env = "INLOOP_KERNEL_PREFIX")]
+    kernel_prefixes: Vec<PathBuf>,
+    /// The kernels' working directory [default: each notebook's folder].
+    #[arg(long, env = "INLOOP_CWD")]
+    cwd: Option<PathBuf>,
+    /// Also make each run a live document on this relay, e.g. 'ws://127.0.0.1:8787?token=ADMIN',
+    /// and print its page URL (with a read-only token) to watch it run.
+    #[arg(long, env = "INLOOP_RELAY", value_name = "URL")]
+    relay: Option<String>,
+    /// A token that may create documents on the relay (an admin token), if not in --relay's URL.
+    #[arg(long, env = "INLOOP_TOKEN", requires = "relay")]
+    token: Option<String>,
+    /// Bytes of stream output kept per cell; the rest is cut with a note.
+    #[arg(long, env = "INLOOP_STREAM_LIMIT", default_value_t = inloop_kernel::DEFAULT_STREAM_LIMIT)]
+    stream_limit: usize,
+    /// No progress bars or lines on stderr (the summary is still printed).
+    #[arg(long, short = 'q', env = "INLOOP_QUIET")]
+    quiet: bool,
+}
+
+impl RunArgs {
+    fn config(self) -> Result<inloop_batch::Config> {
+        let output = if self.inplace {
+            inloop_batch::OutputMode::InPlace
+        } else {
+            inloop_batch::OutputMode::Dir(self.output)
+        };
+        let sources = inloop_batch::ParameterSources {
+            files: self.parameters_files,
+            yaml: self.parameters_yaml,
+            values: self.parameters,
+        };
+        let runs = inloop_batch::plan(&self.notebooks, &sources, &output)?;
+        let mut prefixes = self.kernel_prefixes;
+        if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
+            prefixes.push(PathBuf::from(".venv"));
+        }
+        let seconds = |s: Option<f64>, flag: &str| -> Result<Option<Duration>> {
+            s.map(|s| {
+                Duration::try_from_secs_f64(s)
+                    .map_err(|_| anyhow::anyhow!("{flag} {s}: give a number of seconds"))
+            })
+            .transpose()
+        };
+        let mut config = inloop_batch::Config::new(runs);
+        config.parallel = match self.parallel {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        config.cell_timeout = seconds(self.timeout, "--timeout")?;
+        config.run_timeout = seconds(self.run_timeout, "--run-timeout")?;
+        config.allow_errors = self.allow_errors;
+        config.kernel = self.kernel;
+        config.kernel_search = inloop_kernel::SearchPath::from_env(prefixes);
+        config.stream_limit = Some(self.stream_limit);
+        config.working_dir = self.cwd;
+        config.relay = self
+            .relay
+            .map(|url| inloop_batch::RelayTarget::parse(&url, self.token.as_deref()))
+            .transpose()?;
+        Ok(config)
+    }
+}
+
+async fn run_notebooks(config: inloop_batch::Config, quiet: bool) -> Result<()> {
+    let bars = std::sync::Arc::new(inloop_batch::Bars::new(config.runs.len(), !quiet));
+    let reports = tokio::select! {
+        reports = inloop_batch::run_all(config, bars.clone()) => reports,
+        () = shutdown_signal() => anyhow::bail!("stopped; the running kernels were killed"),
+    };
+    bars.finish();
+    print!("{}", inloop_batch::summary(&reports));
+    let failed = reports
+        .iter()
+        .filter(|r| r.status != inloop_batch::RunStatus::Ok)
+        .count();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} runs did not succeed",
+        reports.len()
+    );
+    Ok(())
+}
+
 impl RuntimeArgs {
     fn config(self) -> Result<inloop_runtime::agent::Config> {
         let mut prefixes = self.kernel_prefixes;
@@ -258,6 +448,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => block_on(serve(args.config()?)),
         Command::Runtime(args) => block_on(runtime(args.config()?)),
+        Command::Run(args) => {
+            let quiet = args.quiet;
+            block_on(run_notebooks(args.config()?, quiet))
+        }
         Command::Import { input, out } => {
             let bytes = fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let update = Notebook::ipynb_to_update_v1(&bytes)

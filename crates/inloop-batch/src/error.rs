@@ -1,0 +1,39 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Why a batch could not be planned, or why one run could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a notebook: {source}")]
+    Notebook {
+        path: PathBuf,
+        source: inloop_doc::Error,
+    },
+    #[error(transparent)]
+    Doc(#[from] inloop_doc::Error),
+    #[error(transparent)]
+    Kernel(#[from] inloop_kernel::Error),
+    /// A parameter given on the command line or in a file that cannot be used.
+    #[error("{0}")]
+    Parameters(String),
+    /// The runs asked for do not fit together (two writing the same file, say).
+    #[error("{0}")]
+    Plan(String),
+    /// The relay could not be reached, or refused.
+    #[error("relay: {0}")]
+    Relay(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

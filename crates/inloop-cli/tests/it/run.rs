@@ -1,0 +1,386 @@
+//! `inloop run`: the real binary running real notebooks in real ipykernels, many at once.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/run")
+        .join(name)
+        .canonicalize()
+        .unwrap()
+}
+
+fn venv() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
+    assert!(
+        venv.join("bin/python").is_file(),
+        "no venv at {}: run scripts/setup.sh to create it with ipykernel",
+        venv.display()
+    );
+    venv.canonicalize().unwrap()
+}
+
+/// `inloop run ARGS` with the venv's kernels, to its end.
+fn inloop_run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_inloop"))
+        .arg("run")
+        .args(args)
+        .arg("--kernel-prefix")
+        .arg(venv())
+        .stdin(Stdio::null())
+        .output()
+        .expect("inloop run starts")
+}
+
+fn read(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Checks every file with `nbformat.validate`, in one Python process.
+fn assert_valid(paths: &[PathBuf]) {
+    let output = Command::new(venv().join("bin/python"))
+        .args([
+            "-c",
+            "import nbformat, sys\nfor p in sys.argv[1:]:\n    \
+             nbformat.validate(nbformat.read(p, as_version=4))\nprint('valid', len(sys.argv) - 1)",
+        ])
+        .args(paths)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "nbformat.validate: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The text of a code cell's stdout.
+fn stdout_of(cell: &Value) -> String {
+    cell["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["output_type"] == "stream" && o["name"] == "stdout")
+        .flat_map(|o| o["text"].as_array().unwrap().iter())
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+fn tags(cell: &Value) -> Vec<&str> {
+    cell["metadata"]["tags"]
+        .as_array()
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a process with this id still exists.
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.contains(") Z "))
+}
+
+#[test]
+fn twenty_runs_four_at_a_time_each_with_its_own_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = dir.path().join("sets.yaml");
+    let mut yaml = String::new();
+    for n in 0..20 {
+        let mode = match n {
+            7 => "fail",
+            13 => "hang",
+            _ => "ok",
+        };
+        yaml.push_str(&format!("- {{n: {n}, mode: {mode}}}\n"));
+    }
+    std::fs::write(&sets, yaml).unwrap();
+    let out = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let run = inloop_run(&[
+        fixture("params.ipynb").to_str().unwrap(),
+        "-f",
+        sets.to_str().unwrap(),
+        "--parallel",
+        "4",
+        "--timeout",
+        "3",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stdout}{stderr}took {elapsed:?}");
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "a failed run makes the exit status 1"
+    );
+    assert!(
+        stdout.contains("20 runs: 18 ok, 1 failed, 1 timed out"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("params-07 failed: ValueError: failing on purpose for n=7"));
+    assert!(stderr.contains("params-13 timeout: cell 6 timed out after 3.0 s"));
+
+    let mut pids = HashSet::new();
+    let mut files = Vec::new();
+    for n in 0..20i64 {
+        let path = out.join(format!("params-{n:02}.ipynb"));
+        let notebook = read(&path);
+        files.push(path);
+        let cells = notebook["cells"].as_array().unwrap();
+        let papermill = &notebook["metadata"]["papermill"];
+        assert_eq!(papermill["parameters"]["n"], n);
+        // The injected cell comes right after the `parameters` cell.
+        assert_eq!(tags(&cells[1]), ["parameters"]);
+        assert_eq!(tags(&cells[2]), ["injected-parameters"]);
+        let mode = if n == 7 {
+            "fail"
+        } else if n == 13 {
+            "hang"
+        } else {
+            "ok"
+        };
+        assert_eq!(
+            cells[2]["source"].as_array().unwrap().concat_strs(),
+            format!("# Parameters\nn = {n}\nmode = \"{mode}\"\n")
+        );
+        // Its own parameter's result, from its own kernel.
+        let printed = stdout_of(&cells[3]);
+        let prefix = format!("n={n} square={} pid=", n * n);
+        let pid: u32 = printed
+            .trim()
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("run {n} printed {printed:?}"))
+            .parse()
+            .unwrap();
+        assert!(pids.insert(pid), "pid {pid} ran two notebooks");
+        assert!(
+            !alive(pid),
+            "the kernel of run {n} (pid {pid}) was not killed"
+        );
+        // nbclient's timing and papermill's status on every executed code cell.
+        let timing = &cells[3]["metadata"]["execution"];
+        for key in [
+            "iopub.status.busy",
+            "iopub.execute_input",
+            "shell.execute_reply",
+            "iopub.status.idle",
+        ] {
+            assert!(
+                timing[key].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{timing}"
+            );
+        }
+        assert_eq!(cells[3]["metadata"]["papermill"]["status"], "completed");
+        assert!(cells[3]["metadata"]["papermill"]["duration"].is_f64());
+        match n {
+            7 => {
+                assert_eq!(papermill["status"], "failed");
+                assert_eq!(papermill["exception"], true);
+                assert_eq!(cells[4]["metadata"]["papermill"]["status"], "failed");
+                assert_eq!(cells[4]["outputs"][0]["ename"], "ValueError");
+                // Nothing ran after the error.
+                assert_eq!(cells[5]["metadata"]["papermill"]["status"], "pending");
+                assert_eq!(cells[6]["execution_count"], Value::Null);
+            }
+            13 => {
+                assert_eq!(papermill["status"], "timeout");
+                let enames: Vec<&Value> = cells[5]["outputs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| &o["ename"])
+                    .collect();
+                assert!(
+                    enames.contains(&&Value::from("CellTimeoutError")),
+                    "{enames:?}"
+                );
+                assert_eq!(cells[6]["metadata"]["papermill"]["status"], "pending");
+            }
+            _ => {
+                assert_eq!(papermill["status"], "ok");
+                assert_eq!(papermill["exception"], false);
+                let result = &cells[6]["outputs"][0];
+                assert_eq!(result["output_type"], "execute_result");
+                let text = result["data"]["text/plain"]
+                    .as_array()
+                    .unwrap()
+                    .concat_strs();
+                assert_eq!(
+                    text,
+                    format!("{{'n': {n}, 'square': {}, 'pid': {pid}}}", n * n)
+                );
+                assert_eq!(cells[6]["execution_count"], 6);
+            }
+        }
+    }
+    assert_eq!(pids.len(), 20);
+    assert_valid(&files);
+}
+
+trait ConcatStrs {
+    fn concat_strs(&self) -> String;
+}
+
+impl ConcatStrs for Vec<Value> {
+    fn concat_strs(&self) -> String {
+        self.iter().filter_map(Value::as_str).collect()
+    }
+}
+
+#[test]
+fn parameters_arrive_as_python_values_of_their_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = inloop_run(&[
+        fixture("types.ipynb").to_str().unwrap(),
+        "-y",
+        "{i: 3, f: 2.5, b: true, s: 'it''s \"q\"', l: [1, two, 3.0], d: {a: 1, b: [true, null]}}",
+        "-p",
+        "pi=7",
+        "-p",
+        "pf=0.25",
+        "-p",
+        "pb=False",
+        "-p",
+        "ps=some text",
+        "-p",
+        "pn=None",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let path = out.join("types.ipynb");
+    let notebook = read(&path);
+    let printed = stdout_of(&notebook["cells"][2]);
+    let seen: Value = serde_json::from_str(printed.trim()).unwrap();
+    let expect = |name: &str, ty: &str, repr: &str| {
+        assert_eq!(seen[name], serde_json::json!([ty, repr]), "{name}: {seen}");
+    };
+    expect("i", "int", "3");
+    expect("f", "float", "2.5");
+    expect("b", "bool", "True");
+    expect("s", "str", "'it\\'s \"q\"'");
+    expect("l", "list", "[1, 'two', 3.0]");
+    expect("d", "dict", "{'a': 1, 'b': [True, None]}");
+    expect("pi", "int", "7");
+    expect("pf", "float", "0.25");
+    expect("pb", "bool", "False");
+    expect("ps", "str", "'some text'");
+    expect("pn", "NoneType", "None");
+
+    // With no `parameters` cell the values go on top; --inplace writes over the input.
+    let copy = dir.path().join("untagged.ipynb");
+    std::fs::copy(fixture("untagged.ipynb"), &copy).unwrap();
+    let run = inloop_run(&[copy.to_str().unwrap(), "-p", "greeting=hello", "--inplace"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let notebook = read(&copy);
+    assert_eq!(tags(&notebook["cells"][0]), ["injected-parameters"]);
+    assert_eq!(stdout_of(&notebook["cells"][1]), "hello\n");
+    assert_valid(&[path, copy]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_relay_each_run_is_a_live_document() {
+    use inloop_client::{Client, ClientOptions};
+    use std::io::{BufRead, BufReader};
+
+    let data = tempfile::tempdir().unwrap();
+    let relay = crate::Serve::start(data.path(), std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let admin = crate::token(inloop_sync::Role::Admin);
+    let out = data.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inloop"))
+        .arg("run")
+        .arg(fixture("live.ipynb"))
+        .args(["--relay", &format!("ws://{}?token={admin}", relay.addr)])
+        .arg("--output")
+        .arg(&out)
+        .arg("--kernel-prefix")
+        .arg(venv())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stderr says where to watch: http://ADDR/n/ID?token=READ_TOKEN
+    let stderr = child.stderr.take().unwrap();
+    let (page_tx, page_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some((_, url)) = line.split_once("live at ") {
+                let _ = page_tx.send(url.to_owned());
+            }
+        }
+    });
+    let page = page_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("inloop run prints the run's page");
+    let rest = page
+        .strip_prefix(&format!("http://{}/n/", relay.addr))
+        .unwrap_or_else(|| panic!("page {page}"));
+    let (doc, read_token) = rest.split_once("?token=").unwrap();
+    // Watch with the page's own (read-only) token.
+    let url = format!("ws://{}/api/docs/{doc}/ws?token={read_token}", relay.addr);
+    let watcher = Client::connect(&url, inloop_doc::Notebook::new(), ClientOptions::new());
+    watcher.wait_synced(Duration::from_secs(10)).await.unwrap();
+    let notebook = watcher.notebook().clone();
+    let text = |index: usize| -> String {
+        notebook
+            .cells()
+            .get(index)
+            .map(|cell| {
+                cell.outputs
+                    .iter()
+                    .filter_map(|o| match o {
+                        inloop_doc::Output::Stream { text, .. } => Some(text.as_str()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The first cell's output arrives while the run is still going (its second cell sleeps).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while text(0) != "first\n" {
+        assert!(std::time::Instant::now() < deadline, "no live output");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run was over already"
+    );
+    assert_eq!(text(2), "", "the last cell has not run yet");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while text(2) != "second\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the end never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = notebook.metadata()["papermill"]["status"].clone();
+    assert_eq!(status, "ok");
+    // The file written and the live document agree.
+    let written = read(&out.join("live.ipynb"));
+    assert_eq!(written["cells"][2]["outputs"][0]["text"][0], "second\n");
+    assert_valid(&[out.join("live.ipynb")]);
+}
