@@ -859,7 +859,10 @@ export class NotebookPage implements CellHost {
     for (const el of document.querySelectorAll<HTMLElement>('[data-needs="run"]')) {
       if (!this.canRun) (el as HTMLButtonElement).disabled = true;
     }
-    if (this.readOnly) upload.disabled = true;
+    if (this.readOnly) {
+      upload.disabled = true;
+      runtime.disabled = true;
+    }
     const badge = byId('role');
     badge.textContent = claims?.role ? `${claims.role === 'execute' ? 'can run' : claims.role === 'edit' ? 'can edit' : claims.role === 'read' ? 'view only' : claims.role}` : '';
     badge.hidden = !claims?.role;
@@ -1312,13 +1315,26 @@ async function main() {
   }
 }
 
+/**
+ * Marks the page ready once the first render is painted and the connection has left
+ * 'connecting' (it says online or offline; at most 3 s later).
+ */
 function pageReady(page: NotebookPage, nb: Notebook) {
-  requestAnimationFrame(() => {
-    document.body.dataset.ready = 'true';
-    performance.mark('inloop:ready');
-    page.askName();
-    void nb;
+  let done = false;
+  const ready = () => {
+    if (done) return;
+    done = true;
+    nb.off(watcher);
+    requestAnimationFrame(() => {
+      document.body.dataset.ready = 'true';
+      performance.mark('inloop:ready');
+      page.askName();
+    });
+  };
+  const watcher = nb.onStatus((s) => {
+    if (s.state !== 'connecting') queueMicrotask(ready);
   });
+  setTimeout(ready, 3000);
 }
 
 function fatal(text: string) {
