@@ -664,6 +664,13 @@ export class NotebookPage implements CellHost {
 
   private wireKeys() {
     document.addEventListener('keydown', (e) => {
+      // Ctrl/Cmd+S: every change is saved as it is made (no browser "save page" dialog).
+      if ((e.ctrlKey || e.metaKey) && !e.altKey && e.key.toLowerCase() === 's') {
+        e.preventDefault();
+        const n = this.status.unacknowledged;
+        toast(n ? `${n} change${n === 1 ? '' : 's'} not saved on the relay yet (kept in this browser)` : 'Every change is saved as you make it.');
+        return;
+      }
       const target = e.target as HTMLElement;
       if (target.closest?.('.cm-editor')) return; // the editor's own keymap
       if (target.closest?.('input, textarea, select, [contenteditable="true"], .share-menu, .name-prompt')) return;
