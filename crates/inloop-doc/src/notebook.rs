@@ -927,6 +927,22 @@ impl Notebook {
         self.set_runtime_field(session_id, rk::RESTARTED_AT, now)
     }
 
+    /// Records the lease epoch a server runtime holds (`None`: it holds none), so peers can show
+    /// which runtime runs the `server` cells.
+    pub fn set_runtime_lease(&self, session_id: &str, epoch: Option<u64>) -> Result<()> {
+        match epoch {
+            Some(epoch) => self.set_runtime_field(session_id, rk::LEASE_EPOCH, epoch as f64),
+            None => {
+                let mut txn = self.write();
+                let Some(Out::YMap(entry)) = self.runtimes.get(&txn, session_id) else {
+                    return Err(Error::RuntimeNotFound(session_id.to_owned()));
+                };
+                entry.remove(&mut txn, rk::LEASE_EPOCH);
+                Ok(())
+            }
+        }
+    }
+
     fn set_runtime_field(&self, session_id: &str, key: &str, value: f64) -> Result<()> {
         let mut txn = self.write();
         let Some(Out::YMap(entry)) = self.runtimes.get(&txn, session_id) else {

@@ -161,6 +161,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                         _ => {}
                     }
                 }
+                // Peers show which runtime holds the lease from its entry.
+                let _ = notebook.set_runtime_lease(&session_id, epoch);
             }
             _ = heartbeat.tick() => {
                 if epoch.is_some() {

@@ -61,6 +61,12 @@ async fn server_cells_run_in_order_with_every_kind_of_output() {
         ended.iter().all(|e| e.lease_epoch == Some(1)),
         "stamped with the lease epoch"
     );
+    let holder = notebook.runtimes();
+    assert_eq!(
+        holder.iter().map(|r| r.lease_epoch).collect::<Vec<_>>(),
+        [Some(1)],
+        "the runtime's entry says it holds the lease: {holder:?}"
+    );
     assert_eq!(
         ended[4].message.as_deref(),
         Some("ZeroDivisionError: division by zero")
