@@ -19,6 +19,7 @@ cargo test --workspace
 # The page's files (Pyodide, wheels, kernel worker, engine) and the browser tests against a real
 # relay: the Pyodide kernel, and engines in pages syncing, merging offline edits and running cells.
 scripts/build-web.sh
+npx --no-install tsc -p tsconfig.json
 node --test tests/browser/*.test.mjs
 # The stock-Yjs test peer the relay tests drive, checked against the Node y-websocket server.
 node tests/node/smoke.mjs
