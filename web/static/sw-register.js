@@ -55,12 +55,22 @@
       };
       check();
     });
+  // Asks for the precache until a worker answers it (one being replaced drops the question), and
+  // again when a new version takes over this page.
+  const precache = async () => {
+    for (let attempt = 0; attempt < 5; attempt += 1) {
+      const result = await window.inloopOffline.precache();
+      if (!result?.error) return;
+      await new Promise((resolve) => setTimeout(resolve, 1_000 * (attempt + 1)));
+    }
+  };
   const register = () => {
     navigator.serviceWorker.register('/sw.js', { scope: '/' }).then(
-      async () => {
-        await settled();
+      () => {
         const idle = window.requestIdleCallback ?? ((callback) => setTimeout(callback, 1));
-        idle(() => window.inloopOffline.precache(), { timeout: 2_000 });
+        const soon = () => settled().then(() => idle(precache, { timeout: 2_000 }));
+        navigator.serviceWorker.addEventListener('controllerchange', soon);
+        soon();
       },
       (error) => console.warn('inloop: no offline support, the service worker did not register', error),
     );

@@ -21,7 +21,8 @@
 // may load.
 //
 // Install precaches only the small files (everything under LARGE_BYTES: the shell, the engine, the
-// kernel, the wheels), so the new worker is ready within moments; the large ones (Pyodide's wasm,
+// kernel, the wheels) and the large ones an older version's cache has with the same hash (copied),
+// so the new worker is ready within moments; the other large ones (Pyodide's wasm,
 // its stdlib, the 31 MB snapshot) are fetched afterwards in the background, never blocking a page:
 // when the page asks (sw-register.js posts {type: 'precache'} once its kernel is up), or as a
 // controlled page requests them. {type: 'status'} answers with what is cached.
@@ -86,18 +87,22 @@ async function fromOlderCache(file) {
   return undefined;
 }
 
-/** Puts `file` in this version's cache unless it is there: from an older cache or the network. */
-async function precacheFile(cache, file) {
+/**
+ * Puts `file` in this version's cache unless it is there: from an older cache or (unless
+ * `copyOnly`) the network.
+ */
+async function precacheFile(cache, file, copyOnly = false) {
   if (await cache.match(file.path)) return;
   let response = await fromOlderCache(file);
   if (!response) {
+    if (copyOnly) return;
     response = await fetch(file.path, { cache: 'no-cache' });
     if (!response.ok) throw new Error(`${file.path}: HTTP ${response.status}`);
   }
   await cache.put(file.path, isolated(response, file.sha256));
 }
 
-async function precache(files) {
+async function precache(files, copyOnly = false) {
   const cache = await caches.open(CACHE);
   // A few at a time: enough to overlap, not so many that the page's own requests wait.
   const queue = [...files];
@@ -105,7 +110,7 @@ async function precache(files) {
   const workers = Array.from({ length: 4 }, async () => {
     while (queue.length) {
       const file = queue.shift();
-      await precacheFile(cache, file).catch((error) => errors.push(error));
+      await precacheFile(cache, file, copyOnly).catch((error) => errors.push(error));
     }
   });
   await Promise.all(workers);
@@ -150,6 +155,8 @@ self.addEventListener('install', (event) => {
     (async () => {
       const { files } = await manifest();
       await precache(files.filter((file) => file.size < LARGE_BYTES));
+      // The large files this build shares with the previous one: copied, no download.
+      await precache(files.filter((file) => file.size >= LARGE_BYTES), true).catch(() => {});
       await self.skipWaiting();
     })(),
   );
