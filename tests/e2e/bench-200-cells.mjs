@@ -124,7 +124,7 @@ try {
       }).observe({ type: 'longtask', buffered: true });
     });
     try {
-      results.cold.push(await measure(browser.context, url, { shot: round === 0 ? 'notebook-200-cells' : undefined }));
+      results.cold.push(await measure(browser.context, url, { shot: round === 0 ? 'bench-200-cells' : undefined }));
       // Let the service worker finish its background precache before the warm run.
       await new Promise((resolve) => setTimeout(resolve, 3_000));
       results.warm.push(await measure(browser.context, url));
