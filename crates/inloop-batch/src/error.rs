@@ -31,6 +31,9 @@ pub enum Error {
     /// The runs asked for do not fit together (two writing the same file, say).
     #[error("{0}")]
     Plan(String),
+    /// The process that forks ipykernels could not start.
+    #[error("the kernel fork server: {0}")]
+    ForkServer(String),
     /// The relay could not be reached, or refused.
     #[error("relay: {0}")]
     Relay(String),

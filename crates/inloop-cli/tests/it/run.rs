@@ -28,6 +28,7 @@ fn venv() -> PathBuf {
 /// `inloop run ARGS` with the venv's kernels, to its end.
 fn inloop_run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_inloop"))
+        .env("INLOOP_TEST_MARK", "set-by-test")
         .arg("run")
         .args(args)
         .arg("--kernel-prefix")
@@ -265,6 +266,9 @@ fn parameters_arrive_as_python_values_of_their_types() {
     let notebook = read(&path);
     let printed = stdout_of(&notebook["cells"][2]);
     let seen: Value = serde_json::from_str(printed.trim()).unwrap();
+    // The kernel (forked by default) runs in the notebook's folder, with inloop's environment.
+    let folder = fixture("types.ipynb").parent().unwrap().display().to_string();
+    assert_eq!(stdout_of(&notebook["cells"][3]), format!("{folder}\nset-by-test\n"));
     let expect = |name: &str, ty: &str, repr: &str| {
         assert_eq!(seen[name], serde_json::json!([ty, repr]), "{name}: {seen}");
     };
@@ -280,10 +284,17 @@ fn parameters_arrive_as_python_values_of_their_types() {
     expect("ps", "str", "'some text'");
     expect("pn", "NoneType", "None");
 
-    // With no `parameters` cell the values go on top; --inplace writes over the input.
+    // With no `parameters` cell the values go on top; --inplace writes over the input; a kernel
+    // launched from its kernelspec (--no-fork) behaves the same.
     let copy = dir.path().join("untagged.ipynb");
     std::fs::copy(fixture("untagged.ipynb"), &copy).unwrap();
-    let run = inloop_run(&[copy.to_str().unwrap(), "-p", "greeting=hello", "--inplace"]);
+    let run = inloop_run(&[
+        copy.to_str().unwrap(),
+        "-p",
+        "greeting=hello",
+        "--inplace",
+        "--no-fork",
+    ]);
     assert!(
         run.status.success(),
         "{}",
@@ -291,7 +302,8 @@ fn parameters_arrive_as_python_values_of_their_types() {
     );
     let notebook = read(&copy);
     assert_eq!(tags(&notebook["cells"][0]), ["injected-parameters"]);
-    assert_eq!(stdout_of(&notebook["cells"][1]), "hello\n");
+    let folder = dir.path().canonicalize().unwrap().display().to_string();
+    assert_eq!(stdout_of(&notebook["cells"][1]), format!("hello\n{folder}\n"));
     assert_valid(&[path, copy]);
 }
 
