@@ -162,13 +162,15 @@ export const chromiumArgs = [
 /**
  * Debian's Chromium with a fresh profile (`userDataDir`, or a temporary one). Every request
  * to a host other than localhost fails, so a test proves it needs no network.
+ * `serviceWorkers: 'block'` keeps the page's service worker from registering.
  */
-export async function launchChromium({ userDataDir } = {}) {
+export async function launchChromium({ userDataDir, serviceWorkers = 'allow' } = {}) {
   const profile = userDataDir ?? mkdtempSync(path.join(tmpdir(), 'inloop-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: chromiumArgs,
     headless: true,
+    serviceWorkers,
   });
   await context.route(
     (url) => !['127.0.0.1', 'localhost'].includes(url.hostname),

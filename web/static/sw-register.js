@@ -1,8 +1,9 @@
 // Registers inloop's service worker (/sw.js), which keeps the page, the engine and Pyodide for
 // offline use. Included by the pages as <script src="/sw-register.js" defer>.
 //
-// Once the page's kernel is up (its own first load done), it asks the worker to fetch the large
-// files (Pyodide, its snapshot) in the background, so they never compete with that load. `window.inloopOffline` exposes the worker's state:
+// It registers once the page's kernel is up (its own first load done), then asks the worker to
+// fetch the large files (Pyodide, its snapshot) in the background, so neither competes with that
+// load. `window.inloopOffline` exposes the worker's state:
 //   await inloopOffline.status()   -> {version, files, cached, totalBytes, cachedBytes, complete}
 //   await inloopOffline.precache() -> the same, once everything is cached (or {error})
 // and <html data-offline-ready="true"> is set once everything is cached.
@@ -64,17 +65,21 @@
       await new Promise((resolve) => setTimeout(resolve, 1_000 * (attempt + 1)));
     }
   };
+  // Registered (or checked for a new version) only once the page's kernel is up too: a first
+  // visit's install downloads the app's small files, which would compete with that load.
+  const idle = window.requestIdleCallback ?? ((callback) => setTimeout(callback, 1));
   const register = () => {
     navigator.serviceWorker.register('/sw.js', { scope: '/' }).then(
       () => {
-        const idle = window.requestIdleCallback ?? ((callback) => setTimeout(callback, 1));
-        const soon = () => settled().then(() => idle(precache, { timeout: 2_000 }));
-        navigator.serviceWorker.addEventListener('controllerchange', soon);
-        soon();
+        navigator.serviceWorker.addEventListener('controllerchange', () => settled().then(() => idle(precache, { timeout: 2_000 })));
+        precache();
       },
       (error) => console.warn('inloop: no offline support, the service worker did not register', error),
     );
   };
-  if (document.readyState === 'complete') register();
-  else window.addEventListener('load', register, { once: true });
+  const loaded = new Promise((resolve) => {
+    if (document.readyState === 'complete') resolve();
+    else window.addEventListener('load', resolve, { once: true });
+  });
+  loaded.then(settled).then(() => idle(register, { timeout: 2_000 }));
 })();

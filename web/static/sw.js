@@ -137,12 +137,13 @@ function fillAll() {
 async function status() {
   const { files } = await manifest();
   const cache = await caches.open(CACHE);
+  const present = new Set((await cache.keys()).map((request) => new URL(request.url).pathname));
   let cached = 0;
   let cachedBytes = 0;
   let totalBytes = 0;
   for (const file of files) {
     totalBytes += file.size;
-    if (await cache.match(file.path)) {
+    if (present.has(file.path)) {
       cached += 1;
       cachedBytes += file.size;
     }
