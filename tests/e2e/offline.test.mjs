@@ -73,7 +73,8 @@ test('a context offline reloads, edits and runs; the merge keeps both sides', { 
     assert.equal(await pageA.evaluate(() => navigator.serviceWorker.controller !== null), true, 'served by the service worker');
     assert.equal(await pageA.evaluate(() => window.crossOriginIsolated), true, 'still cross-origin isolated');
     assert.deepEqual(await cellIds(pageA), ['first', 'second'], 'the last state shown offline');
-    assert.equal(await connection(pageA), 'offline');
+    // (offline, or connecting while the engine tries again)
+    assert.match(await connection(pageA), /^(offline|connecting)$/);
     console.log(`offline reload to a rendered notebook: ${reloadMs} ms`);
 
     // A edits the code cell and runs it in Pyodide, offline.
