@@ -124,6 +124,23 @@ test('the service worker caches the app, serves it offline, and updates with a n
       assert.ok(!swRequests.includes('/pyodide/snapshot.bin'), `unchanged files are not downloaded again: ${swRequests}`);
     }
     console.log(`new build ${updated.version} took over; the service worker fetched: ${[...new Set(swRequests)].join(' ') || '(not reported)'}`);
+
+    // The list page (no kernel) registers the worker at once and caches everything too.
+    const other = await openContext();
+    try {
+      const list = await other.context.newPage();
+      const started = Date.now();
+      await list.goto(`${relay.url}/`);
+      const listed = await waitFor('the list page\'s worker to have everything', async () => {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        const s = await status(list);
+        return s?.complete && s;
+      }, 30_000);
+      assert.equal(listed.version, second.version);
+      console.log(`from the list page alone: everything cached ${Date.now() - started} ms after navigation`);
+    } finally {
+      await other.close();
+    }
     assert.deepEqual(browser.errors, [], 'no page errors');
   } finally {
     await browser.close();

@@ -50,7 +50,9 @@
         } catch {
           kernel = 'gone';
         }
-        const loading = kernel === undefined || kernel === 'starting';
+        // Only a notebook (/n/{id}) starts a kernel; its engine may not be open yet.
+        const notebook = location.pathname.startsWith('/n/');
+        const loading = notebook && (kernel === undefined || kernel === 'starting');
         if (!loading || Date.now() - started > 30_000) resolve();
         else setTimeout(check, 500);
       };
