@@ -21,6 +21,10 @@ cargo test --workspace
 scripts/build-web.sh
 npx --no-install tsc -p tsconfig.json
 node --test tests/browser/*.test.mjs
+# The page end to end, against a real relay and its local server runtime (ipykernel from .venv):
+# live typing and cursors, browser vs server runs, a server run outliving every tab, offline
+# through the service worker, share-link limits, .ipynb round trip; screenshots in tests/out.
+node --test tests/e2e/*.test.mjs
 # The stock-Yjs test peer the relay tests drive, checked against the Node y-websocket server.
 node tests/node/smoke.mjs
 .venv/bin/python -m pytest tests/python -q
