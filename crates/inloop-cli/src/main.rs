@@ -49,6 +49,9 @@ enum Command {
     /// Run notebooks headless, many at once, with parameters (the papermill way).
     #[command(long_about = RUN_ABOUT, after_help = RUN_EXAMPLES)]
     Run(RunArgs),
+    /// Serve notebooks to AI agents over MCP (stdio, or streamable HTTP with --http).
+    #[command(long_about = MCP_ABOUT)]
+    Mcp(McpArgs),
     /// Convert an .ipynb notebook (nbformat 4.0 to 4.5) into a .ydoc document.
     Import {
         /// The notebook to read.
@@ -285,6 +288,85 @@ struct RunArgs {
     quiet: bool,
 }
 
+const MCP_ABOUT: &str = "\
+Serve notebooks to AI agents over the Model Context Protocol.
+
+Tools: notebook_create, notebook_list, notebook_edit_cell (insert, replace, delete, move),
+notebook_execute_cell, notebook_execute_all, notebook_get_state (cells, outputs, status, the
+kernel's variables), notebook_parallel_run (copies with parameters, as `inloop run`) and
+notebook_export (ipynb, Python script, markdown, HTML).
+
+Notebooks are local .ipynb files under --root (saved after every change, each run in a kernel
+of its own kept warm) or, with --relay, live documents on a relay (`relay:DOC_ID`): the agent
+joins them as a peer under --name, and its runs go to the relay's server runtime.
+
+MCP goes over stdin/stdout unless --http ADDR is given (then at http://ADDR/mcp).";
+
+#[derive(Debug, clap::Args)]
+struct McpArgs {
+    /// Serve streamable HTTP at http://ADDR/mcp instead of stdio (port 0 picks a free one;
+    /// the address is printed on stderr).
+    #[arg(long, env = "INLOOP_MCP_HTTP", value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// The folder whose .ipynb files notebook_list shows; relative paths start here.
+    #[arg(long, env = "INLOOP_MCP_ROOT", default_value = ".")]
+    root: PathBuf,
+    /// A relay whose documents the agent may create and work on, e.g.
+    /// 'ws://127.0.0.1:8787?token=ADMIN'.
+    #[arg(long, env = "INLOOP_RELAY", value_name = "URL")]
+    relay: Option<String>,
+    /// A token that may create and list documents on the relay (an admin token), if not in
+    /// --relay's URL.
+    #[arg(long, env = "INLOOP_TOKEN", requires = "relay")]
+    token: Option<String>,
+    /// The name other peers see on relay documents.
+    #[arg(long, env = "INLOOP_NAME", default_value = "agent")]
+    name: String,
+    /// The kernelspec for notebooks that name none.
+    #[arg(long, env = "INLOOP_KERNEL", default_value = "python3")]
+    kernel: String,
+    /// An environment whose `share/jupyter` holds kernelspecs, besides $VIRTUAL_ENV and the
+    /// usual Jupyter directories (repeatable) [default: ./.venv when present].
+    #[arg(long = "kernel-prefix", env = "INLOOP_KERNEL_PREFIX")]
+    kernel_prefixes: Vec<PathBuf>,
+}
+
+impl McpArgs {
+    fn config(self) -> Result<inloop_mcp::Config> {
+        let mut prefixes = self.kernel_prefixes;
+        if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
+            prefixes.push(PathBuf::from(".venv"));
+        }
+        let mut config = inloop_mcp::Config::new(self.root);
+        config.relay = self
+            .relay
+            .map(|url| inloop_mcp::RelayConfig::parse(&url, self.token.as_deref()))
+            .transpose()?;
+        config.name = self.name;
+        config.kernel = self.kernel;
+        config.kernel_search = inloop_kernel::SearchPath::from_env(prefixes);
+        Ok(config)
+    }
+}
+
+async fn mcp(args: McpArgs) -> Result<()> {
+    let http = args.http;
+    let config = args.config()?;
+    match http {
+        None => inloop_mcp::serve_stdio(config).await?,
+        Some(addr) => {
+            inloop_mcp::serve_http(
+                config,
+                addr,
+                |bound| eprintln!("inloop mcp listening on http://{bound}/mcp"),
+                shutdown_signal(),
+            )
+            .await?
+        }
+    }
+    Ok(())
+}
+
 impl RunArgs {
     fn config(self) -> Result<inloop_batch::Config> {
         let output = if self.inplace {
@@ -458,6 +540,7 @@ fn run(cli: Cli) -> Result<()> {
             let quiet = args.quiet;
             block_on(run_notebooks(args.config()?, quiet))
         }
+        Command::Mcp(args) => block_on(mcp(args)),
         Command::Import { input, out } => {
             let bytes = fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let update = Notebook::ipynb_to_update_v1(&bytes)

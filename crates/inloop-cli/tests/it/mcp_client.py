@@ -1,0 +1,231 @@
+"""A real MCP client (the Python `mcp` SDK) calling every tool of `inloop mcp`.
+
+Run by tests/it/mcp.rs, once over stdio and once over streamable HTTP:
+
+    python mcp_client.py --root DIR [--relay-http http://HOST:PORT --token T]
+        (--stdio PROGRAM ARG... | --http URL)
+
+Prints one line `RESULT {json}` at the end: the checks passed and the relay document used.
+"""
+
+import argparse
+import ast
+import asyncio
+import json
+import os
+import sys
+import urllib.request
+
+import nbformat
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+TOOLS = {
+    "notebook_create", "notebook_list", "notebook_edit_cell", "notebook_execute_cell",
+    "notebook_execute_all", "notebook_get_state", "notebook_parallel_run", "notebook_export",
+}
+
+# A 1x1 PNG.
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+checks = 0
+
+
+def field(obj, *names):
+    """A field under its SDK 2.x (snake_case) or 1.x (camelCase) name."""
+    for name in names:
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    raise AttributeError(names)
+
+
+def check(condition, what, detail=None):
+    global checks
+    if not condition:
+        raise AssertionError(f"{what}: {json.dumps(detail, indent=1)[:3000] if detail is not None else ''}")
+    checks += 1
+
+
+async def call(session, tool, expect_error=False, **arguments):
+    result = await session.call_tool(tool, arguments, read_timeout_seconds=300)
+    text = "".join(c.text for c in result.content if getattr(c, "type", "") == "text")
+    if expect_error:
+        check(field(result, "is_error", "isError"), f"{tool} fails", text)
+        return text
+    check(not field(result, "is_error", "isError"), f"{tool} succeeds", text)
+    return json.loads(text)
+
+
+def by_source(state, prefix):
+    return next(c for c in state["cells"] if c["source"].startswith(prefix))
+
+
+async def local_notebook(session, root):
+    nb = "work/nb.ipynb"
+    created = await call(session, "notebook_create", path=nb, cells=[
+        {"cell_type": "markdown", "source": "# A test notebook"},
+        {"source": "x = 6 * 7"},
+        {"source": "y = [1, 2, 3]\ns = 'hello'"},
+        {"source": "print(6*7)"},
+    ])
+    check(created["notebook"] == nb and len(created["cells"]) == 4, "created with 4 cells", created)
+    check(os.path.exists(os.path.join(root, nb)), "the file exists")
+    again = await call(session, "notebook_create", expect_error=True, path=nb)
+    check("already exists" in again, "no overwrite", again)
+
+    listed = await call(session, "notebook_list")
+    check(any(n["notebook"] == nb for n in listed["local"]), "listed", listed)
+
+    # insert, move, replace, delete
+    inserted = await call(session, "notebook_edit_cell", notebook=nb, action="insert", index=0,
+                          source="tmp = 1")
+    tmp = inserted["cell_id"]
+    check(inserted["cells"][0]["id"] == tmp, "inserted at 0", inserted)
+    moved = await call(session, "notebook_edit_cell", notebook=nb, action="move", cell_id=tmp,
+                       to_index=-1)
+    check(moved["cells"][-1]["id"] == tmp, "moved to the end", moved)
+    replaced = await call(session, "notebook_edit_cell", notebook=nb, action="replace", index=-1,
+                          source="tmp = 2")
+    check(replaced["cell_id"] == tmp, "replaced by index", replaced)
+    on_disk = nbformat.read(os.path.join(root, nb), as_version=4)
+    check(on_disk.cells[-1].source == "tmp = 2", "saved after the edit", on_disk.cells[-1])
+    deleted = await call(session, "notebook_edit_cell", notebook=nb, action="delete", cell_id=tmp)
+    check(len(deleted["cells"]) == 4, "deleted", deleted)
+    bad = await call(session, "notebook_edit_cell", expect_error=True, notebook=nb,
+                     action="replace", cell_id="nope", source="1")
+    check("notebook_get_state" in bad, "a bad id says what to do", bad)
+
+    # one cell, then all
+    run = await call(session, "notebook_execute_cell", notebook=nb, index=3)
+    check(run["status"] == "done" and run["text"] == "42\n", "print(6*7) gives 42", run)
+    everything = await call(session, "notebook_execute_all", notebook=nb)
+    check(everything["status"] == "done" and len(everything["cells"]) == 3, "all ran", everything)
+
+    state = await call(session, "notebook_get_state", notebook=nb)
+    check([c["cell_type"] for c in state["cells"]] == ["markdown", "code", "code", "code"],
+          "cell types", state["cells"])
+    printed = by_source(state, "print")
+    check(printed["outputs"][0]["text"] == "42\n", "outputs in the state", printed)
+    check(printed["execution_count"] == 4, "execution count", printed)
+    variables = {v["name"]: v for v in state["variables"]["variables"]}
+    check(variables["x"]["type"] == "int" and variables["x"]["repr"] == "42", "x", variables)
+    check(variables["y"]["type"] == "list" and variables["y"]["len"] == 3, "y", variables)
+    check(variables["s"]["type"] == "str", "s", variables)
+    check(not any(n.startswith("_") for n in variables), "no hidden names", variables)
+    # The introspection bumped no count: the next run is number 5.
+    await call(session, "notebook_get_state", notebook=nb)
+    run = await call(session, "notebook_execute_cell", notebook=nb, cell_id=printed["id"])
+    check(run["execution_count"] == 5, "introspection left the count alone", run)
+
+    # errors and images
+    await call(session, "notebook_edit_cell", notebook=nb, action="insert", source="1/0")
+    failed = await call(session, "notebook_execute_cell", notebook=nb, index=-1)
+    check(failed["status"] == "error" and "ZeroDivisionError" in failed["message"], "1/0", failed)
+    await call(session, "notebook_edit_cell", notebook=nb, action="replace", index=-1,
+               source="from IPython.display import Image, display\nimport base64\n"
+                      f"display(Image(data=base64.b64decode('{PNG}')))")
+    image = await call(session, "notebook_execute_cell", notebook=nb, index=-1)
+    summary = image["outputs"][0]["data"]["image/png"]
+    check(summary.startswith("<image/png, ") and "bytes" in summary, "image summarized", image)
+    timed = await call(session, "notebook_edit_cell", notebook=nb, action="insert",
+                       source="import time\ntime.sleep(30)")
+    slow = await call(session, "notebook_execute_cell", notebook=nb, cell_id=timed["cell_id"],
+                      timeout_seconds=1)
+    check(slow["status"] == "timeout", "a slow cell is interrupted", slow)
+    await call(session, "notebook_edit_cell", notebook=nb, action="delete", index=-1)
+
+    # exports
+    exported = await call(session, "notebook_export", notebook=nb, format="ipynb")
+    nbformat.validate(nbformat.reads(exported["text"], as_version=4))
+    script = await call(session, "notebook_export", notebook=nb, format="script")
+    ast.parse(script["text"])
+    check("# %%" in script["text"] and "print(6*7)" in script["text"], "script", script)
+    md = await call(session, "notebook_export", notebook=nb, format="markdown")
+    check("# A test notebook" in md["text"] and "```python\nprint(6*7)\n```" in md["text"]
+          and "42" in md["text"], "markdown", md)
+    html = await call(session, "notebook_export", notebook=nb, format="html", path="out/nb.html")
+    page = open(os.path.join(root, "out/nb.html")).read()
+    check(page.startswith("<!DOCTYPE html>") and "data:image/png;base64" in page
+          and "42" in page, "html written", html)
+    nbformat.validate(nbformat.read(os.path.join(root, nb), as_version=4))
+
+    # parallel runs of a notebook with a `parameters` cell
+    params = nbformat.v4.new_notebook()
+    params.cells = [
+        nbformat.v4.new_code_cell("alpha = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print(alpha * 2)"),
+    ]
+    nbformat.write(params, os.path.join(root, "params.ipynb"))
+    runs = await call(session, "notebook_parallel_run", notebook="params.ipynb",
+                      parameter_sets=[{"alpha": 1}, {"alpha": 5}, {"alpha": 10, "_name": "ten"}],
+                      output_dir="runs", parallel=2)
+    check(runs["runs_ok"] == 3, "3 runs ok", runs)
+    for run, expected in zip(runs["runs"], ["2\n", "10\n", "20\n"]):
+        executed = nbformat.read(run["output"], as_version=4)
+        nbformat.validate(executed)
+        check(executed.cells[-1].outputs[0]["text"] == expected, "each run its own result",
+              [run, executed.cells[-1].outputs])
+    check(runs["runs"][2]["output"].endswith("params-ten.ipynb"), "_name names the file", runs)
+
+
+async def relay_notebook(session, relay_http, token):
+    created = await call(session, "notebook_create")
+    ref = created["notebook"]
+    check(ref.startswith("relay:"), "a relay document", created)
+    doc = ref.split(":", 1)[1]
+    listed = await call(session, "notebook_list")
+    check(any(d.get("notebook") == ref for d in listed["relay"]), "listed on the relay", listed)
+    await call(session, "notebook_edit_cell", notebook=ref, action="replace", index=0,
+               source="x = 6 * 7")
+    inserted = await call(session, "notebook_edit_cell", notebook=ref, action="insert",
+                          source="print(6*7)")
+    # A second client (the relay's HTTP export) sees the agent's edits.
+    request = urllib.request.Request(f"{relay_http}/api/docs/{doc}/ipynb",
+                                     headers={"Authorization": f"Bearer {token}"})
+    seen = nbformat.reads(urllib.request.urlopen(request).read().decode(), as_version=4)
+    check([c.source for c in seen.cells] == ["x = 6 * 7", "print(6*7)"], "edit seen", seen.cells)
+    run = await call(session, "notebook_execute_cell", notebook=ref,
+                     cell_id=inserted["cell_id"], timeout_seconds=120)
+    check(run["status"] == "done" and run["text"] == "42\n", "the server runtime ran it", run)
+    state = await call(session, "notebook_get_state", notebook=ref)
+    check(state["recent_executions"][0]["target"] == "server", "a server run", state)
+    check(state["variables"]["available"] is False, "variables say why not", state)
+    everything = await call(session, "notebook_execute_all", notebook=ref, timeout_seconds=120)
+    check(everything["status"] == "done", "all ran on the server", everything)
+    exported = await call(session, "notebook_export", notebook=ref, format="ipynb")
+    nbformat.validate(nbformat.reads(exported["text"], as_version=4))
+    ast.parse((await call(session, "notebook_export", notebook=ref, format="script"))["text"])
+    return doc
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--relay-http")
+    parser.add_argument("--token")
+    parser.add_argument("--http")
+    parser.add_argument("--stdio", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    if args.http:
+        transport = streamable_http_client(args.http)
+    else:
+        transport = stdio_client(StdioServerParameters(command=args.stdio[0], args=args.stdio[1:]))
+    async with transport as streams:
+        read, write = streams[0], streams[1]
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            tools = (await session.list_tools()).tools
+            check({t.name for t in tools} >= TOOLS, "every tool listed", [t.name for t in tools])
+            for tool in tools:
+                check(tool.description and field(tool, "input_schema", "inputSchema").get("type") == "object",
+                      f"{tool.name} has a description and a schema", tool.name)
+            await local_notebook(session, args.root)
+            doc = None
+            if args.relay_http:
+                doc = await relay_notebook(session, args.relay_http, args.token)
+    print("RESULT " + json.dumps({"checks": checks, "relay_doc": doc}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,175 @@
+//! `inloop mcp`: an MCP server (the official Rust SDK, rmcp) whose tools let AI agents create,
+//! edit, run, inspect and export notebooks.
+//!
+//! # Features
+//!
+//! - **Tools**: `notebook_create`, `notebook_list`, `notebook_edit_cell` (insert, replace,
+//!   delete, move, by cell id or index), `notebook_execute_cell`, `notebook_execute_all`,
+//!   `notebook_get_state` (cells, outputs, execution status and the kernel's variables),
+//!   `notebook_parallel_run` (N copies with different parameters through `inloop-batch`) and
+//!   `notebook_export` (ipynb, Python script with `# %%` cells, markdown, standalone HTML).
+//!   Every argument has a JSON schema with a description; a mistake comes back as a tool error
+//!   whose message says what to do instead.
+//! - **Local notebooks** (`.ipynb` under [`Config::root`]): read when first used (and again
+//!   whenever the file changed on disk), written back after every change. Each has its own
+//!   Jupyter kernel owned by this server, started on first use and kept warm.
+//! - **Relay documents** (`relay:DOC_ID`, with [`Config::relay`]): the agent is a peer like any
+//!   other. It joins with an [`inloop_client::Client`], shows its name and the cell it works on
+//!   as presence, its edits are live, and its runs are `server` entries of the document's
+//!   execution queue: the relay's server runtime runs them and everyone watches the outputs
+//!   stream in; the tool waits for the entry to end and returns the outputs.
+//! - **Variables without a trace**: `notebook_get_state` runs a small introspection snippet in
+//!   the notebook's kernel as a hidden execution (the [`inloop_kernel::Kernel`] trait has no
+//!   `silent` execution): the snippet takes back what running it recorded (its entry in
+//!   IPython's input history, `_i`/`_ii`/`_iii`/`_iN`, and the execution count), so the next
+//!   cell gets the count it would have had.
+//! - **Transports**: stdio ([`serve_stdio`]) and streamable HTTP ([`serve_http`], at `/mcp`).
+
+mod export;
+mod http;
+mod server;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use inloop_kernel::SearchPath;
+use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use tokio_util::sync::CancellationToken;
+
+pub use server::NotebookServer;
+
+/// What can go wrong serving MCP (errors of tools go back to the client as tool errors).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the MCP session failed: {0}")]
+    Mcp(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A relay whose documents the agent may work on, and a token that may create and list them
+/// (an admin token).
+#[derive(Clone)]
+pub struct RelayConfig {
+    /// `host:port`.
+    pub authority: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayConfig {
+    /// From `ws://HOST:PORT` or `http://HOST:PORT` (a path is ignored), the token as `?token=`
+    /// or as `token` (which wins).
+    pub fn parse(url: &str, token: Option<&str>) -> Result<Self> {
+        let target = inloop_batch::RelayTarget::parse(url, token)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let authority = target.http_base().trim_start_matches("http://").to_owned();
+        let (_, query) = url.split_once('?').unwrap_or((url, ""));
+        let token = token
+            .map(str::to_owned)
+            .or_else(|| {
+                query
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("token="))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        Ok(Self { authority, token })
+    }
+}
+
+/// How the MCP server works.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Local notebooks are listed under this folder, and relative paths are taken from it.
+    pub root: PathBuf,
+    pub relay: Option<RelayConfig>,
+    /// The name other peers see on relay documents (and `requested_by` of its runs).
+    pub name: String,
+    /// The kernelspec for local notebooks that name none in their metadata.
+    pub kernel: String,
+    pub kernel_search: SearchPath,
+    /// Longest a cell may run when the tool call gives no timeout.
+    pub default_timeout: Duration,
+}
+
+impl Config {
+    /// Notebooks under `root`, no relay, the name `agent`, `python3` from `./.venv` or
+    /// `$VIRTUAL_ENV`, cells limited to 10 minutes.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            relay: None,
+            name: "agent".into(),
+            kernel: inloop_batch::DEFAULT_KERNEL.into(),
+            kernel_search: SearchPath::from_env([".venv"]),
+            default_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Serves MCP on standard input and output until the client closes them. Kernels started for
+/// the session are killed on return.
+pub async fn serve_stdio(config: Config) -> Result<()> {
+    let store = Arc::new(store::Store::new(config));
+    let server = NotebookServer::new(store.clone());
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| Error::Mcp(e.to_string()))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| Error::Mcp(e.to_string()))?;
+    store.shutdown().await;
+    Ok(())
+}
+
+/// Serves MCP over streamable HTTP at `http://ADDR/mcp` until `shutdown` resolves; `bound` is
+/// told the address listened on (port 0 picks a free one). All sessions share the notebooks
+/// and their kernels.
+pub async fn serve_http(
+    config: Config,
+    addr: SocketAddr,
+    bound: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let store = Arc::new(store::Store::new(config));
+    let shared = store.clone();
+    let cancel = CancellationToken::new();
+    let service: StreamableHttpService<NotebookServer, LocalSessionManager> =
+        StreamableHttpService::new(
+            move || Ok(NotebookServer::new(shared.clone())),
+            Default::default(),
+            StreamableHttpServerConfig::default().with_cancellation_token(cancel.child_token()),
+        );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    bound(listener.local_addr()?);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await?;
+    store.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,672 @@
+//! The notebooks the agent works on: local files (with a kernel each) and relay documents (run
+//! by the relay's server runtime).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use inloop_client::{Client, ClientOptions};
+use inloop_doc::{CellType, ExecutionState, ExecutionStatus, ExecutionTarget, Notebook, Output};
+use inloop_kernel::{
+    ExecEvent, JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, ReplyStatus,
+};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::{Config, http};
+
+/// The prefix of a relay document's reference: `relay:DOC_ID`.
+pub(crate) const RELAY_PREFIX: &str = "relay:";
+
+/// A tool's failure: a message for the agent saying what went wrong and what to do.
+pub(crate) type ToolResult<T> = std::result::Result<T, String>;
+
+/// Where a notebook lives.
+pub(crate) enum Place {
+    Local {
+        path: PathBuf,
+        /// When we last read or wrote the file, to notice edits made by others on disk.
+        modified: std::sync::Mutex<Option<SystemTime>>,
+    },
+    Relay {
+        doc_id: String,
+        client: Client,
+    },
+}
+
+/// A notebook in use: its document, and for a local one the kernel that runs it.
+pub(crate) struct Open {
+    pub(crate) reference: String,
+    pub(crate) place: Place,
+    pub(crate) notebook: Notebook,
+    kernel: Mutex<Option<Arc<JupyterKernel>>>,
+    /// One change or run of this notebook at a time.
+    pub(crate) busy: Mutex<()>,
+}
+
+/// How one cell's run ended.
+#[derive(Debug)]
+pub(crate) struct CellRun {
+    pub(crate) cell_id: String,
+    pub(crate) status: &'static str,
+    pub(crate) execution_count: Option<i64>,
+    pub(crate) outputs: Vec<Output>,
+    pub(crate) message: Option<String>,
+}
+
+impl CellRun {
+    pub(crate) fn to_json(&self, index: usize) -> Value {
+        json!({
+            "index": index,
+            "cell_id": self.cell_id,
+            "status": self.status,
+            "execution_count": self.execution_count,
+            "text": crate::export::strip_ansi(&crate::export::outputs_text(&self.outputs)),
+            "outputs": self.outputs.iter().map(crate::export::summarize_output).collect::<Vec<_>>(),
+            "message": self.message,
+        })
+    }
+}
+
+/// Every notebook the server has open, shared by all MCP sessions.
+pub(crate) struct Store {
+    pub(crate) config: Config,
+    open: Mutex<HashMap<String, Arc<Open>>>,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Store {
+    pub(crate) fn new(config: Config) -> Self {
+        Self {
+            config,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A local path as given (relative to the root), made absolute.
+    pub(crate) fn local_path(&self, reference: &str) -> ToolResult<PathBuf> {
+        let path = Path::new(reference);
+        let path = if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.config.root.join(path)
+        };
+        if path.extension().and_then(|e| e.to_str()) != Some("ipynb") {
+            return Err(format!(
+                "{reference}: a local notebook is an .ipynb file; give a path ending in .ipynb \
+                 (or relay:DOC_ID for a relay document)"
+            ));
+        }
+        std::path::absolute(&path).map_err(|e| format!("{reference}: {e}"))
+    }
+
+    fn relay(&self) -> ToolResult<&crate::RelayConfig> {
+        self.config.relay.as_ref().ok_or_else(|| {
+            "this MCP server was started without --relay, so relay documents are not available; \
+             use a local .ipynb path instead"
+                .to_owned()
+        })
+    }
+
+    /// The notebook `reference` names: `relay:DOC_ID` or a local `.ipynb` path. A local file
+    /// changed on disk since we last saw it is read again.
+    pub(crate) async fn get(&self, reference: &str) -> ToolResult<Arc<Open>> {
+        let reference = reference.trim();
+        let key = match reference.strip_prefix(RELAY_PREFIX) {
+            Some(doc) => format!("{RELAY_PREFIX}{doc}"),
+            None => self.local_path(reference)?.display().to_string(),
+        };
+        let mut open = self.open.lock().await;
+        if let Some(existing) = open.get(&key) {
+            if let Place::Local { path, modified } = &existing.place {
+                let on_disk = mtime(path);
+                let mut seen = modified.lock().unwrap_or_else(|e| e.into_inner());
+                if on_disk.is_some() && on_disk != *seen {
+                    let bytes = std::fs::read(path).map_err(|e| format!("{key}: {e}"))?;
+                    existing
+                        .notebook
+                        .replace_from_ipynb(&bytes)
+                        .map_err(|e| format!("{key} changed on disk and is not a notebook: {e}"))?;
+                    *seen = on_disk;
+                }
+            }
+            return Ok(existing.clone());
+        }
+        let opened = match reference.strip_prefix(RELAY_PREFIX) {
+            Some(doc_id) => self.open_relay(doc_id).await?,
+            None => {
+                let path = PathBuf::from(&key);
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    format!(
+                        "{reference}: cannot read it ({e}); notebook_list shows the notebooks, \
+                         notebook_create makes a new one"
+                    )
+                })?;
+                let notebook = Notebook::from_ipynb_bytes(&bytes)
+                    .map_err(|e| format!("{reference} is not a valid notebook: {e}"))?;
+                Open {
+                    reference: reference.to_owned(),
+                    place: Place::Local {
+                        modified: std::sync::Mutex::new(mtime(&path)),
+                        path,
+                    },
+                    notebook,
+                    kernel: Mutex::new(None),
+                    busy: Mutex::new(()),
+                }
+            }
+        };
+        let opened = Arc::new(opened);
+        open.insert(key, opened.clone());
+        Ok(opened)
+    }
+
+    async fn open_relay(&self, doc_id: &str) -> ToolResult<Open> {
+        let relay = self.relay()?;
+        if doc_id.is_empty()
+            || !doc_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "relay:{doc_id}: not a document id; notebook_list shows the relay's documents"
+            ));
+        }
+        let url = format!(
+            "ws://{}/api/docs/{doc_id}/ws?token={}",
+            relay.authority, relay.token
+        );
+        let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
+        client
+            .wait_synced(Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("relay:{doc_id}: could not join the document: {e}"))?;
+        let notebook = client.notebook().clone();
+        let opened = Open {
+            reference: format!("{RELAY_PREFIX}{doc_id}"),
+            place: Place::Relay {
+                doc_id: doc_id.to_owned(),
+                client,
+            },
+            notebook,
+            kernel: Mutex::new(None),
+            busy: Mutex::new(()),
+        };
+        opened.presence(&self.config.name, None);
+        Ok(opened)
+    }
+
+    /// Creates a notebook: a local file (refusing to overwrite one), or a relay document when
+    /// `path` is `None`. Returns its reference.
+    pub(crate) async fn create(
+        &self,
+        path: Option<&str>,
+        cells: &[(CellType, String)],
+    ) -> ToolResult<String> {
+        // Jupyter's blank notebook (one empty code cell), or the cells asked for.
+        let notebook = Notebook::blank();
+        if !cells.is_empty() {
+            for id in notebook.cell_ids() {
+                notebook.delete_cell(&id).map_err(|e| e.to_string())?;
+            }
+        }
+        for (cell_type, source) in cells {
+            notebook
+                .push_cell(*cell_type, source)
+                .map_err(|e| e.to_string())?;
+        }
+        if let Ok(spec) = KernelSpec::find(&self.config.kernel, &self.config.kernel_search) {
+            notebook.set_notebook_metadata(
+                "kernelspec",
+                &json!({"name": spec.name, "display_name": spec.display_name, "language": spec.language}),
+            );
+        }
+        match path {
+            Some(reference) => {
+                let path = self.local_path(reference)?;
+                if path.exists() {
+                    return Err(format!(
+                        "{reference} already exists; edit it with notebook_edit_cell, or choose \
+                         another path"
+                    ));
+                }
+                write_atomically(&path, notebook.to_ipynb().as_bytes())?;
+                Ok(reference.to_owned())
+            }
+            None => {
+                let relay = self.relay()?;
+                let created = http::call_json(
+                    relay,
+                    "POST",
+                    "/api/docs",
+                    "application/x-ipynb+json",
+                    notebook.to_ipynb().as_bytes(),
+                )
+                .await?;
+                let id = created["id"]
+                    .as_str()
+                    .ok_or_else(|| format!("the relay answered without an id: {created}"))?;
+                Ok(format!("{RELAY_PREFIX}{id}"))
+            }
+        }
+    }
+
+    /// Local notebooks under the root (skipping hidden folders, `node_modules` and
+    /// `target`), and the relay's documents.
+    pub(crate) async fn list(&self) -> ToolResult<Value> {
+        let mut local = Vec::new();
+        let root = &self.config.root;
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || name == "node_modules" || name == "target" {
+                    continue;
+                }
+                if path.is_dir() {
+                    if local.len() < 1000 {
+                        dirs.push(path);
+                    }
+                } else if name.ends_with(".ipynb") {
+                    let relative = path.strip_prefix(root).unwrap_or(&path);
+                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    local.push(json!({"notebook": relative.display().to_string(), "bytes": size}));
+                }
+            }
+        }
+        local.sort_by(|a, b| a["notebook"].as_str().cmp(&b["notebook"].as_str()));
+        let relay = match &self.config.relay {
+            None => Value::Null,
+            Some(relay) => {
+                let docs =
+                    http::call_json(relay, "GET", "/api/docs", "application/json", b"").await?;
+                let docs = docs.as_array().cloned().unwrap_or_default();
+                docs.into_iter()
+                    .map(|mut doc| {
+                        if let Some(id) = doc.get("id").and_then(Value::as_str) {
+                            let reference = format!("{RELAY_PREFIX}{id}");
+                            doc["notebook"] = json!(reference);
+                        }
+                        doc
+                    })
+                    .collect()
+            }
+        };
+        Ok(json!({"root": root.display().to_string(), "local": local, "relay": relay}))
+    }
+
+    /// The kernel of a local notebook, started on first use.
+    pub(crate) async fn kernel(&self, open: &Open) -> ToolResult<Arc<JupyterKernel>> {
+        let Place::Local { path, .. } = &open.place else {
+            return Err("relay documents run in the relay's server runtime".into());
+        };
+        let mut kernel = open.kernel.lock().await;
+        if let Some(kernel) = kernel.as_ref() {
+            return Ok(kernel.clone());
+        }
+        let name = open
+            .notebook
+            .metadata()
+            .get("kernelspec")
+            .and_then(|k| k.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.config.kernel.clone());
+        let spec = KernelSpec::find(&name, &self.config.kernel_search)
+            .or_else(|_| KernelSpec::find(&self.config.kernel, &self.config.kernel_search))
+            .map_err(|e| format!("no kernel to run {}: {e}", open.reference))?;
+        let config = JupyterConfig {
+            working_dir: path.parent().map(Path::to_owned),
+            ..JupyterConfig::default()
+        };
+        let started = Arc::new(
+            JupyterKernel::start(spec, config)
+                .await
+                .map_err(|e| format!("the kernel did not start: {e}"))?,
+        );
+        let info = started.kernel_info();
+        if !info.language_info.is_empty() {
+            open.notebook
+                .set_notebook_metadata("language_info", &Value::Object(info.language_info));
+        }
+        *kernel = Some(started.clone());
+        Ok(started)
+    }
+
+    /// Whether the local notebook's kernel is running (never starts one).
+    pub(crate) async fn running_kernel(&self, open: &Open) -> Option<Arc<JupyterKernel>> {
+        open.kernel.lock().await.clone()
+    }
+
+    /// Runs one code cell (by id) and waits for its end.
+    pub(crate) async fn run_cell(
+        &self,
+        open: &Open,
+        cell_id: &str,
+        timeout: Duration,
+    ) -> ToolResult<CellRun> {
+        let cell = open.notebook.cell(cell_id).map_err(|e| e.to_string())?;
+        if cell.cell_type != CellType::Code {
+            return Err(format!(
+                "cell {cell_id} is a {} cell; only code cells run",
+                cell.cell_type.as_str()
+            ));
+        }
+        open.presence(&self.config.name, Some(cell_id));
+        match &open.place {
+            Place::Local { .. } => self.run_local(open, cell_id, &cell.source, timeout).await,
+            Place::Relay { .. } => self.run_remote(open, cell_id, timeout).await,
+        }
+    }
+
+    async fn run_local(
+        &self,
+        open: &Open,
+        cell_id: &str,
+        code: &str,
+        timeout: Duration,
+    ) -> ToolResult<CellRun> {
+        let kernel = self.kernel(open).await?;
+        let notebook = &open.notebook;
+        notebook.clear_outputs(cell_id).map_err(|e| e.to_string())?;
+        let _ = notebook.set_execution_state(cell_id, ExecutionState::Running);
+        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let mut writer = OutputWriter::new(Some(inloop_kernel::DEFAULT_STREAM_LIMIT));
+        let write = async {
+            while let Some(event) = received.recv().await {
+                if let Err(error) = writer.apply(notebook, cell_id, &event) {
+                    tracing::warn!(%error, cell_id, "an output could not be written");
+                }
+            }
+        };
+        let run = async {
+            let execution = kernel.execute(code, events);
+            tokio::pin!(execution);
+            tokio::select! {
+                reply = &mut execution => Ok(reply),
+                () = tokio::time::sleep(timeout) => {
+                    let _ = kernel.interrupt().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut execution).await;
+                    Err(())
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(run, write);
+        let _ = notebook.set_execution_state(cell_id, ExecutionState::Idle);
+        let (status, message) = match result {
+            Ok(Ok(reply)) => match reply.status {
+                ReplyStatus::Ok => ("done", None),
+                ReplyStatus::Error => (
+                    "error",
+                    Some(inloop_kernel::error_summary(notebook, cell_id)),
+                ),
+                ReplyStatus::Aborted => ("error", Some("the kernel aborted the execution".into())),
+            },
+            Ok(Err(error)) => {
+                // A dead kernel is dropped: the next run starts a fresh one.
+                *open.kernel.lock().await = None;
+                (
+                    "error",
+                    Some(format!("{error}; the next run starts a new kernel")),
+                )
+            }
+            Err(()) => (
+                "timeout",
+                Some(format!(
+                    "the cell ran longer than {:.0} s and was interrupted; give a larger \
+                     timeout_seconds if it needs longer",
+                    timeout.as_secs_f64()
+                )),
+            ),
+        };
+        open.save()?;
+        let cell = notebook.cell(cell_id).map_err(|e| e.to_string())?;
+        Ok(CellRun {
+            cell_id: cell_id.to_owned(),
+            status,
+            execution_count: cell.execution_count,
+            outputs: cell.outputs,
+            message,
+        })
+    }
+
+    /// Asks the document's server runtime to run the cell (a `server` entry of the execution
+    /// queue) and waits for the entry to end.
+    async fn run_remote(
+        &self,
+        open: &Open,
+        cell_id: &str,
+        timeout: Duration,
+    ) -> ToolResult<CellRun> {
+        let notebook = &open.notebook;
+        let exec_id = notebook
+            .request_execution(cell_id, &ExecutionTarget::Server, &self.config.name, now())
+            .map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let execution = loop {
+            let execution = notebook.execution(&exec_id).map_err(|e| e.to_string())?;
+            if execution.status.is_final() {
+                break execution;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = notebook.interrupt_execution(&exec_id, now());
+                let hint = if execution.status == ExecutionStatus::Queued {
+                    " No server runtime picked it up: is a runtime running for this document \
+                     (`inloop serve` starts one unless --no-runtime)?"
+                } else {
+                    " It was asked to stop."
+                };
+                return Ok(CellRun {
+                    cell_id: cell_id.to_owned(),
+                    status: "timeout",
+                    execution_count: None,
+                    outputs: notebook
+                        .cell(cell_id)
+                        .map(|c| c.outputs)
+                        .unwrap_or_default(),
+                    message: Some(format!(
+                        "the run was still {} after {:.0} s.{hint}",
+                        execution.status.as_str(),
+                        timeout.as_secs_f64()
+                    )),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let cell = notebook.cell(cell_id).map_err(|e| e.to_string())?;
+        let status = match execution.status {
+            ExecutionStatus::Done => "done",
+            ExecutionStatus::Error => "error",
+            ExecutionStatus::Cancelled => "cancelled",
+            _ => "interrupted",
+        };
+        let message = execution.message.clone().or_else(|| {
+            (execution.status == ExecutionStatus::Error)
+                .then(|| inloop_kernel::error_summary(notebook, cell_id))
+        });
+        Ok(CellRun {
+            cell_id: cell_id.to_owned(),
+            status,
+            execution_count: execution.execution_count.or(cell.execution_count),
+            outputs: cell.outputs,
+            message,
+        })
+    }
+
+    /// The kernel's variables (local notebooks whose kernel runs), by a hidden execution.
+    pub(crate) async fn variables(&self, open: &Open) -> Value {
+        if let Place::Relay { .. } = open.place {
+            return json!({"available": false, "note": "a relay document's kernel belongs to \
+                the relay's server runtime; its variables are not read from here"});
+        }
+        let Some(kernel) = self.running_kernel(open).await else {
+            return json!({"available": false, "note": "no kernel runs for this notebook yet; \
+                run a cell (notebook_execute_cell or notebook_execute_all) to start one"});
+        };
+        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let collect = async {
+            let mut text = String::new();
+            while let Some(event) = received.recv().await {
+                if let ExecEvent::Output(Output::Stream { text: t, .. }) = event {
+                    text.push_str(&t);
+                }
+            }
+            text
+        };
+        let run = tokio::time::timeout(Duration::from_secs(30), kernel.execute(INTROSPECT, events));
+        let (reply, text) = tokio::join!(run, collect);
+        let found = text
+            .lines()
+            .find_map(|line| line.strip_prefix(MARKER))
+            .and_then(|json| serde_json::from_str::<Value>(json).ok());
+        match (reply, found) {
+            (Ok(Ok(_)), Some(variables)) => json!({"available": true, "variables": variables}),
+            (Ok(Err(error)), _) => {
+                json!({"available": false, "note": format!("the kernel: {error}")})
+            }
+            (Err(_), _) => json!({"available": false, "note": "the kernel is busy (another run \
+                is going on); ask again when it is done"}),
+            (Ok(Ok(_)), None) => json!({"available": false,
+                "note": "the kernel did not answer the introspection (not a Python kernel?)"}),
+        }
+    }
+
+    /// Kills every kernel this server started.
+    pub(crate) async fn shutdown(&self) {
+        let open: Vec<_> = self.open.lock().await.drain().map(|(_, o)| o).collect();
+        for notebook in open {
+            if let Some(kernel) = notebook.kernel.lock().await.take() {
+                let _ = kernel.shutdown().await;
+            }
+            if let Place::Relay { client, .. } = &notebook.place {
+                flush(client).await;
+                client.close();
+            }
+        }
+    }
+}
+
+/// Waits (a little) until the relay has everything this peer wrote.
+pub(crate) async fn flush(client: &Client) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.unacknowledged() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Open {
+    /// Shows the agent's name and the cell it works on to the document's other peers.
+    pub(crate) fn presence(&self, name: &str, cell_id: Option<&str>) {
+        if let Place::Relay { client, .. } = &self.place {
+            client.set_presence(
+                &json!({"user": {"name": name, "colour": "#8a2be2", "agent": true},
+                        "name": name, "cellId": cell_id})
+                .to_string(),
+            );
+        }
+    }
+
+    /// Writes a local notebook back to its file (relay documents are live already).
+    pub(crate) fn save(&self) -> ToolResult<()> {
+        if let Place::Local { path, modified } = &self.place {
+            write_atomically(path, self.notebook.to_ipynb().as_bytes())?;
+            *modified.lock().unwrap_or_else(|e| e.into_inner()) = mtime(path);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn doc_id(&self) -> Option<&str> {
+        match &self.place {
+            Place::Relay { doc_id, .. } => Some(doc_id),
+            Place::Local { .. } => None,
+        }
+    }
+}
+
+/// Writes through a temporary file in the same folder and renames it into place.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> ToolResult<()> {
+    let error = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(error)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.inloop-tmp"));
+    std::fs::write(&tmp, bytes).map_err(error)?;
+    std::fs::rename(&tmp, path).map_err(error)
+}
+
+/// What the introspection snippet prints its answer after.
+const MARKER: &str = "__INLOOP_VARIABLES__";
+
+/// Lists the user's variables with their type and a short repr, as one line of JSON after
+/// [`MARKER`]. It runs as an ordinary execution (the `Kernel` trait has no silent one), so it
+/// first takes back what IPython recorded for it: the execution count (incremented before the
+/// code runs), its input history entry, and the `_i`, `_ii`, `_iii` and `_iN` variables. It
+/// leaves no name behind and has no result (no `Out` entry, no `_`).
+const INTROSPECT: &str = r#"def __inloop_variables():
+    import json, reprlib, types
+    ip = get_ipython()
+    n = ip.execution_count - 1
+    hm = ip.history_manager
+    try:
+        with hm.db_input_cache_lock:
+            if hm.db_input_cache and hm.db_input_cache[-1][0] == n:
+                hm.db_input_cache.pop()
+        if len(hm.input_hist_raw) > 1:
+            hm.input_hist_parsed.pop()
+            hm.input_hist_raw.pop()
+        raw = hm.input_hist_raw
+        hm._i00, hm._i, hm._ii = hm._i, hm._ii, hm._iii
+        hm._iii = raw[-4] if len(raw) >= 4 else ''
+        ns = ip.user_ns
+        ns.pop('_i%d' % n, None)
+        ns.update({'_i': hm._i, '_ii': hm._ii, '_iii': hm._iii})
+    except Exception:
+        pass
+    ip.execution_count = n
+    short = reprlib.Repr()
+    short.maxstring = 100
+    short.maxother = 100
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
+    hidden = getattr(ip, 'user_ns_hidden', {})
+    out = []
+    for name, value in list(ip.user_ns.items()):
+        if name.startswith('_') or name in hidden or name in ('In', 'Out', 'exit', 'quit', 'get_ipython'):
+            continue
+        if isinstance(value, types.ModuleType):
+            continue
+        t = type(value)
+        entry = {'name': name, 'type': t.__name__ if t.__module__ == 'builtins' else t.__module__ + '.' + t.__qualname__}
+        try:
+            entry['repr'] = short.repr(value)
+        except Exception as e:
+            entry['repr'] = '<repr failed: %s>' % type(e).__name__
+        shape = getattr(value, 'shape', None)
+        if isinstance(shape, tuple):
+            entry['shape'] = list(shape)
+        elif isinstance(value, (list, tuple, dict, set, str, bytes)):
+            entry['len'] = len(value)
+        out.append(entry)
+    print('__INLOOP_VARIABLES__' + json.dumps(out, default=str))
+__inloop_variables()
+del __inloop_variables
+"#;
