@@ -1,7 +1,14 @@
 //! `cargo bench -p inloop-batch --bench papermill`: 64 runs of a 10-cell notebook, 4 at a time,
 //! by inloop's batch runner (the library `inloop run` calls) and by papermill (from PyPI,
-//! installed into the repository's `.venv` when missing) in a pool of 4 worker processes; with
-//! the floor, the cells' own compute time. Prints one table.
+//! installed into the repository's `.venv` when missing), with the floor: the cells' own compute
+//! time. Prints one table.
+//!
+//! Rows: inloop with forked ipykernels (the default), inloop `--no-fork` (each kernel launched
+//! from its kernelspec), papermill's `execute_notebook` in a `ProcessPoolExecutor(4)` (papermill
+//! imported once: its best case), and the `papermill` command under `xargs -P 4` (as it is
+//! usually run). Each work cell spends ~20 ms of CPU on arithmetic and prints its CPU time; the
+//! last one also prints its kernel's whole CPU time, so the table can say what a kernel cost
+//! beyond its cells.
 //!
 //! Environment: `BENCH_RUNS` (64), `BENCH_PARALLEL` (4), `BENCH_CELL_MS` (20).
 
@@ -27,18 +34,40 @@ fn python(venv: &Path, code: &str) -> std::process::Output {
         .expect("the venv's python runs")
 }
 
+/// This process's CPU time, and that of its children it waited for (seconds).
+fn cpu_times() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // utime, stime, cutime, cstime, in clock ticks (100 a second on Linux).
+    (
+        (fields[11] + fields[12]) / 100.0,
+        (fields[13] + fields[14]) / 100.0,
+    )
+}
+
 /// A notebook with a `parameters` cell and `cells - 1` cells of `loops` iterations of arithmetic
-/// each, every one printing the CPU time it took (`cpu_ms=`).
+/// each, every one printing the CPU time it took (`cpu_ms=`); the last also prints its kernel
+/// process's CPU time so far (`kernel_ms=`).
 fn notebook(cells: usize, loops: u64) -> Value {
     let mut list = vec![json!({
         "cell_type": "code", "id": "parameters", "metadata": {"tags": ["parameters"]},
         "execution_count": null, "outputs": [], "source": "seed = 0",
     })];
     for i in 1..cells {
-        let source = format!(
+        let mut source = format!(
             "import time\n_t = time.process_time()\n_x = seed\nfor _i in range({loops}):\n    \
-             _x = (_x * 1103515245 + 12345) % 2147483648\nprint(f\"cpu_ms={{(time.process_time() - _t) * 1000:.3f}}\")"
+             _x = (_x * 1103515245 + 12345) % 2147483648\n\
+             print(f\"cpu_ms={{(time.process_time() - _t) * 1000:.3f}}\")"
         );
+        if i == cells - 1 {
+            source.push_str("\nimport os\nprint(f\"kernel_ms={sum(os.times()[:2]) * 1000:.3f}\")");
+        }
         list.push(json!({
             "cell_type": "code", "id": format!("work-{i}"), "metadata": {},
             "execution_count": null, "outputs": [], "source": source,
@@ -51,9 +80,9 @@ fn notebook(cells: usize, loops: u64) -> Value {
     })
 }
 
-/// The sum of the `cpu_ms=` lines in every notebook of `dir` whose name starts with `prefix`,
-/// and how many cells printed one.
-fn cells_cpu(dir: &Path, prefix: &str) -> (Duration, usize) {
+/// The sum of the numbers after `key` in every notebook of `dir` whose name starts with
+/// `prefix` (seconds), and how many there were.
+fn sum_printed(dir: &Path, prefix: &str, key: &str) -> (f64, usize) {
     let mut total = 0.0;
     let mut count = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -63,18 +92,28 @@ fn cells_cpu(dir: &Path, prefix: &str) -> (Duration, usize) {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        for part in text.split("cpu_ms=").skip(1) {
+        for part in text.split(key).skip(1) {
             let number: String = part
                 .chars()
                 .take_while(|c| c.is_ascii_digit() || *c == '.')
                 .collect();
             if let Ok(ms) = number.parse::<f64>() {
-                total += ms;
+                total += ms / 1000.0;
                 count += 1;
             }
         }
     }
-    (Duration::from_secs_f64(total / 1000.0), count)
+    (total, count)
+}
+
+/// One row of the table.
+struct Row {
+    name: String,
+    wall: Duration,
+    /// The kernels' CPU beyond their cells (start-up, protocol, shutdown), per run.
+    kernel: f64,
+    /// The runner's own CPU (its processes, not the kernels), per run.
+    runner: f64,
 }
 
 fn main() {
@@ -87,7 +126,9 @@ fn main() {
     let parallel = env_number("BENCH_PARALLEL", 4) as usize;
     let cell_ms = env_number("BENCH_CELL_MS", 20);
     let cells = 10;
+    let work_cells = runs * (cells - 1);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
     if !python(&venv, "import papermill").status.success() {
         eprintln!(
@@ -122,17 +163,37 @@ fn main() {
     std::fs::write(&sets, yaml).unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
+    let per_run = |total: f64| total / runs as f64;
+    // What the kernels of the runs written as `prefix*` cost beyond their cells, in total.
+    let kernels_beyond_cells = |prefix: &str| -> (f64, f64) {
+        let (cells_cpu, count) = sum_printed(&out, prefix, "cpu_ms=");
+        assert_eq!(
+            count, work_cells,
+            "every work cell of {prefix} printed its CPU time"
+        );
+        let (kernels_cpu, count) = sum_printed(&out, prefix, "kernel_ms=");
+        assert_eq!(count, runs);
+        (cells_cpu, kernels_cpu - cells_cpu)
+    };
+    let mut rows = Vec::new();
+    let mut floor = 0.0;
 
-    // inloop: the library `inloop run` calls, with the same pool and options; kernels forked
-    // from a preloaded process (the default), then launched from the kernelspec (--no-fork).
+    // inloop: the library `inloop run` calls, with the same pool and options.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let inloop = |fork: bool, prefix: &str| -> (Duration, Duration) {
+    for (fork, prefix, name) in [
+        (true, "fork-", "inloop run (forked ipykernels, the default)"),
+        (
+            false,
+            "spawn-",
+            "inloop run --no-fork (each kernel launched)",
+        ),
+    ] {
+        let renamed = dir.path().join(format!("{prefix}bench.ipynb"));
+        std::fs::copy(&input, &renamed).unwrap();
         let sources = ParameterSources {
             files: vec![sets.clone()],
             ..Default::default()
         };
-        let renamed = dir.path().join(format!("{prefix}bench.ipynb"));
-        std::fs::copy(&input, &renamed).unwrap();
         let plan = inloop_batch::plan(
             std::slice::from_ref(&renamed),
             &sources,
@@ -143,100 +204,139 @@ fn main() {
         config.parallel = parallel;
         config.fork_kernels = fork;
         config.kernel_search = SearchPath::from_dirs([venv.join("share/jupyter")]);
+        let before = cpu_times();
         let started = Instant::now();
         let reports = runtime.block_on(inloop_batch::run_all(config, Arc::new(NoProgress)));
         let wall = started.elapsed();
+        let after = cpu_times();
         let failed = reports.iter().filter(|r| r.status != RunStatus::Ok).count();
         assert_eq!(failed, 0, "inloop runs failed: {reports:?}");
-        let (cpu, count) = cells_cpu(&out, &format!("{prefix}bench-"));
-        assert_eq!(count, runs * (cells - 1));
-        (wall, cpu)
-    };
-    let (inloop_wall, inloop_cpu) = inloop(true, "fork-");
-    let (spawn_wall, _) = inloop(false, "spawn-");
+        let (cells_cpu, kernels) = kernels_beyond_cells(&format!("{prefix}bench-"));
+        if fork {
+            floor = cells_cpu;
+        }
+        // Launched kernels are this process's children, counted in its children's time; forked
+        // ones are the fork server's, which the system reaps uncounted.
+        let children = after.1 - before.1 - if fork { 0.0 } else { kernels + cells_cpu };
+        rows.push(Row {
+            name: name.into(),
+            wall,
+            kernel: per_run(kernels),
+            runner: per_run(after.0 - before.0 + children),
+        });
+    }
 
-    // papermill: execute_notebook in a pool of `parallel` worker processes (each imports
-    // papermill once, as a long-lived service would), the same notebook and parameters.
+    // papermill's execute_notebook in a pool of `parallel` worker processes, papermill imported
+    // once before the workers fork: its best case, as a long-lived service would run it.
     let script = format!(
         r#"
-import sys, time
+import resource, time
 from concurrent.futures import ProcessPoolExecutor
 import papermill
 
 def run(i):
-    papermill.execute_notebook({input:?}, {out:?} + f"/pm-{{i}}.ipynb", parameters={{"seed": i}},
+    papermill.execute_notebook({input:?}, {out:?} + f"/pool-{{i}}.ipynb", parameters={{"seed": i}},
                                progress_bar=False, log_output=False, kernel_name="python3")
 
 if __name__ == "__main__":
+    start = time.perf_counter()
     with ProcessPoolExecutor({parallel}) as pool:
-        start = time.perf_counter()
         list(pool.map(run, range({runs})))
-        print(time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    print(wall, sum(u.ru_utime + u.ru_stime for u in usage))
 "#,
         input = input.display().to_string(),
         out = out.display().to_string(),
     );
-    let started = Instant::now();
-    let papermill = Command::new(venv.join("bin/python"))
+    let pool = Command::new(venv.join("bin/python"))
         .args(["-c", &script])
         .current_dir(dir.path())
         .output()
         .expect("python runs");
-    let papermill_process_wall = started.elapsed();
     assert!(
-        papermill.status.success(),
+        pool.status.success(),
         "papermill failed: {}",
-        String::from_utf8_lossy(&papermill.stderr)
+        String::from_utf8_lossy(&pool.stderr)
     );
-    let papermill_wall = Duration::from_secs_f64(
-        String::from_utf8_lossy(&papermill.stdout)
-            .trim()
-            .parse()
-            .expect("the papermill script prints its wall time"),
-    );
-    let (papermill_cpu, papermill_cells) = cells_cpu(&out, "pm-");
-    assert_eq!(papermill_cells, runs * (cells - 1));
+    let printed = String::from_utf8_lossy(&pool.stdout);
+    let numbers: Vec<f64> = printed
+        .split_whitespace()
+        .map(|n| n.parse().expect("the papermill script prints numbers"))
+        .collect();
+    let (cells_cpu, kernels) = kernels_beyond_cells("pool-");
+    rows.push(Row {
+        name: format!("papermill {papermill_version}, ProcessPoolExecutor({parallel})"),
+        wall: Duration::from_secs_f64(numbers[0]),
+        kernel: per_run(kernels),
+        runner: per_run(numbers[1] - kernels - cells_cpu),
+    });
 
-    let per_run = |wall: Duration| wall.as_secs_f64() / runs as f64;
-    let floor = inloop_cpu.as_secs_f64();
-    let ideal = floor / parallel.min(cpus) as f64;
+    // The papermill command, one process per run, `parallel` at a time.
+    let before = cpu_times();
+    let started = Instant::now();
+    let xargs = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "seq 0 {last} | xargs -P {parallel} -I N {papermill} --no-progress-bar --log-level ERROR \
+             -k python3 {input} {out}/cli-N.ipynb -p seed N",
+            last = runs - 1,
+            papermill = venv.join("bin/papermill").display(),
+            input = input.display(),
+            out = out.display(),
+        ))
+        .current_dir(dir.path())
+        .output()
+        .expect("sh runs");
+    let wall = started.elapsed();
+    let after = cpu_times();
+    assert!(
+        xargs.status.success(),
+        "papermill CLI failed: {}",
+        String::from_utf8_lossy(&xargs.stderr)
+    );
+    let (cells_cpu, kernels) = kernels_beyond_cells("cli-");
+    rows.push(Row {
+        name: format!("papermill {papermill_version} CLI, xargs -P {parallel}"),
+        wall,
+        kernel: per_run(kernels),
+        runner: per_run(after.1 - before.1 - kernels - cells_cpu),
+    });
+
+    let inloop = rows[0].wall.as_secs_f64();
     println!();
     println!(
-        "{runs} runs of a {cells}-cell notebook ({} cells of ~{cell_ms} ms CPU each), {parallel} at a time, {cpus} CPUs",
-        cells - 1
+        "{runs} runs of a {cells}-cell notebook ({} cells of ~{cell_ms} ms CPU each), {parallel} at a \
+         time, {cpus} CPUs, load average at start {}",
+        cells - 1,
+        load.split_whitespace().next().unwrap_or("?")
     );
     println!(
-        "{:<58} {:>9} {:>9} {:>9}",
-        "", "wall", "per run", "vs inloop"
+        "{:<48} {:>8} {:>8} {:>9} {:>16} {:>15}",
+        "", "wall", "per run", "vs inloop", "kernel CPU/run*", "runner CPU/run"
     );
-    let row = |name: &str, wall: Duration| {
+    for row in &rows {
         println!(
-            "{:<58} {:>8.2}s {:>8.3}s {:>8.2}x",
-            name,
-            wall.as_secs_f64(),
-            per_run(wall),
-            wall.as_secs_f64() / inloop_wall.as_secs_f64()
+            "{:<48} {:>7.2}s {:>7.3}s {:>8.2}x {:>15.3}s {:>14.3}s",
+            row.name,
+            row.wall.as_secs_f64(),
+            per_run(row.wall.as_secs_f64()),
+            row.wall.as_secs_f64() / inloop,
+            row.kernel,
+            row.runner,
         );
-    };
-    row("inloop run (warm pool of forked ipykernels)", inloop_wall);
-    row("inloop run --no-fork (each kernel launched)", spawn_wall);
-    row(
-        &format!("papermill {papermill_version} (ProcessPoolExecutor({parallel}), imported)"),
-        papermill_wall,
-    );
-    row(
-        "  the same with its Python workers' start-up",
-        papermill_process_wall,
-    );
+    }
+    let spread = floor / parallel.min(cpus) as f64;
     println!(
-        "{:<58} {:>8.2}s   (CPU; {:.2}s spread over min({parallel}, {cpus} CPUs); papermill's cells: {:.2}s)",
+        "{:<48} {:>7.2}s {:>7.3}s   (CPU; {spread:.2}s of wall over min({parallel} runs, {cpus} CPUs))",
         "floor: the cells' own compute time, summed",
         floor,
-        ideal,
-        papermill_cpu.as_secs_f64()
+        per_run(floor),
     );
+    println!("* beyond its cells: start-up, messages, shutdown");
     println!(
-        "inloop is {:.2}x faster than papermill (target: 3x)",
-        papermill_wall.as_secs_f64() / inloop_wall.as_secs_f64()
+        "inloop is {:.2}x faster than papermill's pool and {:.2}x faster than its CLI (target: 3x)",
+        rows[2].wall.as_secs_f64() / inloop,
+        rows[3].wall.as_secs_f64() / inloop,
     );
 }

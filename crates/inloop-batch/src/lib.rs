@@ -13,6 +13,12 @@
 //!   more started ahead, so a run rarely waits for a kernel to boot. Each run gets a fresh
 //!   kernel that no other run touched, and that kernel is killed when the run ends. A failure,
 //!   a timeout (interrupt, then kill) or a dead kernel stops that run only.
+//! - **Cheap kernels**: ipykernels are forked from a Python process that imported ipykernel,
+//!   IPython and the debugger once (`src/forkserver.py`): about 0.1 s of CPU per kernel instead
+//!   of about 0.35 s, which is most of a short run's cost. Each is still a new process with the
+//!   run's working directory, environment and streams, interrupted and killed through its
+//!   process group like a launched kernel. [`Config::fork_kernels`] `= false` (`--no-fork`)
+//!   launches every kernel from its kernelspec; other kernels always are.
 //! - **Execution like nbclient/papermill**: cells in order, stopping at the first error unless
 //!   errors are allowed (or the cell is tagged `raises-exception`); outputs with Jupyter's
 //!   semantics ([`inloop_kernel::OutputWriter`]); execution counts; nbclient's
@@ -232,7 +238,7 @@ pub async fn run_all(config: Config, observer: Arc<dyn Observer>) -> Vec<RunRepo
             working_dir,
             ..JupyterConfig::default()
         };
-        let starting = tokio::spawn(JupyterKernel::start(kernel_spec, kernel_config));
+        let starting = tokio::spawn(start_kernel(kernel_spec, kernel_config));
         let run_slots = run_slots.clone();
         let config = config.clone();
         let observer = observer.clone();
@@ -268,6 +274,28 @@ pub async fn run_all(config: Config, observer: Arc<dyn Observer>) -> Vec<RunRepo
             report.unwrap_or_else(|| failed(spec, None, "the run's task panicked".into()))
         })
         .collect()
+}
+
+/// How many times a kernel is started before its run fails.
+const KERNEL_START_ATTEMPTS: usize = 3;
+
+/// Starts a kernel, trying again when it dies while starting: kernels started at the same
+/// moment can race for the same free port (each picks its ports before it binds them), and the
+/// loser exits.
+async fn start_kernel(
+    spec: KernelSpec,
+    config: JupyterConfig,
+) -> inloop_kernel::Result<JupyterKernel> {
+    let mut attempt = 1;
+    loop {
+        match JupyterKernel::start(spec.clone(), config.clone()).await {
+            Err(error) if attempt < KERNEL_START_ATTEMPTS => {
+                tracing::warn!(%error, attempt, kernel = spec.name, "the kernel did not start; trying again");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Reads the notebook, injects its parameters, resets it for the run, and finds its kernel.
