@@ -59,7 +59,7 @@ async function runControls(page, id) {
   const target = cell(page, id).locator('[data-testid="cell-target"]');
   const offered = async (select) => {
     if (!(await select.count())) return false;
-    if (!(await select.isEnabled())) return false;
+    if (!(await select.isVisible()) || !(await select.isEnabled())) return false;
     return select.evaluate((el) =>
       el.tagName !== 'SELECT' ? true : [...el.options].some((o) => o.value === 'server' && !o.disabled),
     );
@@ -166,10 +166,14 @@ test('read and edit links: what they may and may not do', { timeout: 120_000 }, 
       assert.equal(offers.runButton, false, `${link} link: the cell's run button is disabled`);
       assert.equal(offers.toolbarRun, false, `${link} link: the toolbar's run is disabled`);
       assert.equal(offers.runAll, false, `${link} link: run all is disabled`);
+      assert.equal(offers.serverRuntimeChoice, false, `${link} link: no runtime choice`);
+      assert.equal(offers.serverCellChoice, false, `${link} link: no cell target`);
     }
-    if (readOffers.serverRuntimeChoice || editOffers.serverRuntimeChoice) {
-      console.log('note: the runtime selector still offers "server" on read/edit links (runs are disabled anyway)');
-    }
+    assert.equal(
+      await cell(readPage, 'code').locator('.cell-tools').isVisible(),
+      false,
+      'a read link has no move or delete buttons',
+    );
   } finally {
     await owner.close();
     await reader.close();

@@ -123,6 +123,9 @@ export class CellView {
       iconButton('move-down', 'Move down', 'M8 13l5-5h-3V3H6v5H3z'),
       iconButton('delete-cell', 'Delete cell (D, D)', 'M5 2h6v1h3v2H2V3h3zm-2 4h10l-1 8H4z'),
     );
+    // Links that cannot run have no use for a target; view-only links cannot move or delete.
+    if (!host.canRun) this.targetSelect.remove();
+    tools.hidden = host.readOnly;
     this.inputEl = h('div', { class: 'cell-input' });
     this.markdownEl = h('div', { class: 'markdown-rendered markdown-body', title: 'Double-click to edit' });
     this.outputsEl = h('div', { class: 'cell-outputs' });

@@ -866,10 +866,8 @@ export class NotebookPage implements CellHost {
     for (const el of document.querySelectorAll<HTMLElement>('[data-needs="run"]')) {
       if (!this.canRun) (el as HTMLButtonElement).disabled = true;
     }
-    if (this.readOnly) {
-      upload.disabled = true;
-      runtime.disabled = true;
-    }
+    upload.disabled = this.readOnly;
+    runtime.disabled = !this.canRun;
     const badge = byId('role');
     badge.textContent = claims?.role ? `${claims.role === 'execute' ? 'can run' : claims.role === 'edit' ? 'can edit' : claims.role === 'read' ? 'view only' : claims.role}` : '';
     badge.hidden = !claims?.role;
