@@ -71,23 +71,42 @@ impl ForkServer {
             .envs(&spec.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
         let mut child = command
             .spawn()
             .map_err(|e| Error::ForkServer(format!("{python}: {e}")))?;
         let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        // Its stderr, logged (it says little: a refused request); the first lines are kept for
+        // an error at start-up.
+        let (said, mut first_words) = tokio::sync::mpsc::unbounded_channel();
+        let kernel = spec.name.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(kernel, line, "kernel fork server");
+                let _ = said.send(line);
+            }
+        });
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(READY_TIMEOUT, lines.next_line()).await;
-        match ready {
-            Ok(Ok(Some(line))) if line == "ready" => {}
-            other => {
-                return Err(Error::ForkServer(format!(
-                    "{} did not start: {other:?}",
-                    spec.name
-                )));
+        if !matches!(&ready, Ok(Ok(Some(line))) if line == "ready") {
+            let _ = child.start_kill();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut words = Vec::new();
+            while let Ok(line) = first_words.try_recv() {
+                words.push(line);
             }
+            return Err(Error::ForkServer(format!(
+                "{} did not start: {}",
+                spec.name,
+                match ready {
+                    Err(_) => format!("not ready within {READY_TIMEOUT:?}"),
+                    _ => words.join("\n"),
+                }
+            )));
         }
         let mut forked = spec.clone();
         forked.argv = vec![
