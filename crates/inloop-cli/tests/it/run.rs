@@ -79,11 +79,24 @@ fn tags(cell: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-/// Whether a process with this id still exists.
+/// Whether a process with this id is still there (a zombie counts as gone), after giving a
+/// SIGKILL sent at the end of its run a moment to take effect.
 fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| stat.contains(") Z "))
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z ") && !stat.contains(") X "));
+        if !running || std::time::Instant::now() > deadline {
+            if running {
+                eprintln!(
+                    "still there: {:?}",
+                    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                );
+            }
+            return running;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -267,8 +280,15 @@ fn parameters_arrive_as_python_values_of_their_types() {
     let printed = stdout_of(&notebook["cells"][2]);
     let seen: Value = serde_json::from_str(printed.trim()).unwrap();
     // The kernel (forked by default) runs in the notebook's folder, with inloop's environment.
-    let folder = fixture("types.ipynb").parent().unwrap().display().to_string();
-    assert_eq!(stdout_of(&notebook["cells"][3]), format!("{folder}\nset-by-test\n"));
+    let folder = fixture("types.ipynb")
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    assert_eq!(
+        stdout_of(&notebook["cells"][3]),
+        format!("{folder}\nset-by-test\n")
+    );
     let expect = |name: &str, ty: &str, repr: &str| {
         assert_eq!(seen[name], serde_json::json!([ty, repr]), "{name}: {seen}");
     };
@@ -303,7 +323,10 @@ fn parameters_arrive_as_python_values_of_their_types() {
     let notebook = read(&copy);
     assert_eq!(tags(&notebook["cells"][0]), ["injected-parameters"]);
     let folder = dir.path().canonicalize().unwrap().display().to_string();
-    assert_eq!(stdout_of(&notebook["cells"][1]), format!("hello\n{folder}\n"));
+    assert_eq!(
+        stdout_of(&notebook["cells"][1]),
+        format!("hello\n{folder}\n")
+    );
     assert_valid(&[path, copy]);
 }
 
