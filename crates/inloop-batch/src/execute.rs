@@ -38,6 +38,42 @@ pub(crate) struct Outcome {
     pub(crate) error: Option<String>,
 }
 
+/// The tag of the markdown cells that point at the cell where a run stopped (papermill's, so
+/// tools that look for it find it).
+pub const ERROR_MARKER_TAG: &str = "papermill-error-cell-tag";
+
+const MARKER_STYLE: &str =
+    "color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:2em;";
+
+/// Marks where a run stopped, as papermill does: a red note at the top linking to the failed
+/// cell, and one just before that cell.
+fn mark_error(notebook: &Notebook, cell_id: &str) -> inloop_doc::Result<()> {
+    let count = notebook
+        .cell(cell_id)?
+        .execution_count
+        .map_or("?".to_owned(), |c| c.to_string());
+    let marker = |source: String| {
+        json!({"cell_type": "markdown", "metadata": {"tags": [ERROR_MARKER_TAG]},
+               "source": source})
+    };
+    let index = notebook.cell_index(cell_id)?;
+    notebook.insert_cell_from_json(
+        index,
+        marker(format!(
+            "<span id=\"papermill-error-cell\" style=\"{MARKER_STYLE}\">\
+             Execution using inloop run encountered an exception here and stopped:</span>"
+        )),
+    )?;
+    notebook.insert_cell_from_json(
+        0,
+        marker(format!(
+            "<span style=\"{MARKER_STYLE}\">An Exception was encountered at \
+             '<a href=\"#papermill-error-cell\">In [{count}]</a>'.</span>"
+        )),
+    )?;
+    Ok(())
+}
+
 /// Now, as nbclient writes times: ISO 8601 in UTC with microseconds and a `Z`.
 pub(crate) fn timestamp() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -169,6 +205,9 @@ pub(crate) async fn execute(
         if let Some((status, error)) = stop {
             outcome.status = status;
             outcome.error = Some(error);
+            if let Err(error) = mark_error(notebook, &cell.id) {
+                tracing::warn!(%error, "could not mark the failed cell");
+            }
             break;
         }
     }

@@ -67,6 +67,7 @@ use tokio::time::Instant;
 use forkserver::ForkServer;
 
 pub use error::{Error, Result};
+pub use execute::ERROR_MARKER_TAG;
 pub use inloop_kernel::SearchPath;
 pub use params::{Param, Parameters};
 pub use plan::{NAME_KEY, OutputMode, ParameterSources, RunSpec, plan};

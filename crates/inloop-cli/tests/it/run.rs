@@ -148,7 +148,33 @@ fn twenty_runs_four_at_a_time_each_with_its_own_parameters() {
         let path = out.join(format!("params-{n:02}.ipynb"));
         let notebook = read(&path);
         files.push(path);
-        let cells = notebook["cells"].as_array().unwrap();
+        // A run that stopped is marked as papermill marks it: a note on top, one before the cell.
+        let (markers, cells): (Vec<&Value>, Vec<&Value>) = notebook["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .partition(|cell| tags(cell).contains(&"papermill-error-cell-tag"));
+        let stopped_at = match n {
+            7 => Some(("In [4]", 4)),
+            13 => Some(("In [5]", 5)),
+            _ => None,
+        };
+        match stopped_at {
+            None => assert!(markers.is_empty()),
+            Some((count, index)) => {
+                let all = notebook["cells"].as_array().unwrap();
+                assert!(
+                    all[0]["source"]
+                        .as_array()
+                        .unwrap()
+                        .concat_strs()
+                        .contains(count)
+                );
+                // Before the failed cell: it is one further down for the note on top.
+                assert_eq!(tags(&all[index + 1]), ["papermill-error-cell-tag"]);
+                assert_eq!(all[index + 2]["id"], cells[index]["id"]);
+            }
+        }
         let papermill = &notebook["metadata"]["papermill"];
         assert_eq!(papermill["parameters"]["n"], n);
         // The injected cell comes right after the `parameters` cell.
