@@ -154,6 +154,7 @@ fn twenty_runs_four_at_a_time_each_with_its_own_parameters() {
             .unwrap()
             .iter()
             .partition(|cell| tags(cell).contains(&"papermill-error-cell-tag"));
+        let cells: Vec<Value> = cells.into_iter().cloned().collect();
         let stopped_at = match n {
             7 => Some(("In [4]", 4)),
             13 => Some(("In [5]", 5)),
