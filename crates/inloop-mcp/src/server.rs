@@ -378,8 +378,11 @@ impl NotebookServer {
             })
             .collect();
         let variables = if args.variables.unwrap_or(true) {
-            let _busy = open.busy.lock().await;
-            self.store.variables(&open).await
+            match open.busy.try_lock() {
+                Ok(_busy) => self.store.variables(&open).await,
+                Err(_) => json!({"available": false, "note": "a run of this notebook is going \
+                    on; ask again when it is done"}),
+            }
         } else {
             Value::Null
         };

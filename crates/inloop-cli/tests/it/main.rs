@@ -1,6 +1,7 @@
 //! Integration tests of the `inloop` binary: the real process, killed and restarted.
 
 mod durability;
+mod mcp;
 mod run;
 mod runtime;
 

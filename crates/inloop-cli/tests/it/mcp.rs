@@ -1,0 +1,194 @@
+//! `inloop mcp` driven by a real MCP client (the Python `mcp` SDK, `mcp_client.py`), over stdio
+//! and over streamable HTTP, on local notebooks and on a relay document that the relay's own
+//! server runtime runs; then a second peer (an `inloop_client::Client`) checks the agent's
+//! edits and runs on the relay.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use inloop_client::{Client, ClientOptions};
+use inloop_doc::Notebook;
+use inloop_sync::Role;
+
+use crate::{Serve, token};
+
+fn venv() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
+    assert!(
+        venv.join("bin/python").is_file(),
+        "no venv at {}: run scripts/setup.sh to create it with ipykernel",
+        venv.display()
+    );
+    venv.canonicalize().unwrap()
+}
+
+/// The venv's Python, with the `mcp` SDK (installed from PyPI if missing).
+fn python_with_mcp() -> PathBuf {
+    let python = venv().join("bin/python");
+    let has = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import mcp, nbformat"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has(&python) {
+        eprintln!("the Python mcp SDK is missing: .venv/bin/pip install mcp");
+        let status = Command::new(venv().join("bin/pip"))
+            .args(["install", "--disable-pip-version-check", "mcp", "nbformat"])
+            .status()
+            .expect("pip runs");
+        assert!(status.success(), "pip install mcp failed");
+    }
+    python
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/mcp_client.py")
+}
+
+/// Runs the client script; returns the relay document it used.
+fn run_client(root: &Path, relay: &str, admin: &str, transport: &[String]) -> String {
+    let output = Command::new(python_with_mcp())
+        .arg(script())
+        .arg("--root")
+        .arg(root)
+        .args(["--relay-http", relay, "--token", admin])
+        .args(transport)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the MCP client runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(output.status.success(), "the MCP client failed");
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .expect("the client prints its result");
+    let result: serde_json::Value = serde_json::from_str(result).unwrap();
+    println!(
+        "MCP client over {}: {} checks passed",
+        if transport[0] == "--http" {
+            "HTTP"
+        } else {
+            "stdio"
+        },
+        result["checks"]
+    );
+    result["relay_doc"].as_str().unwrap().to_owned()
+}
+
+fn mcp_args(root: &Path, relay: &str, admin: &str) -> Vec<String> {
+    vec![
+        "mcp".into(),
+        "--root".into(),
+        root.display().to_string(),
+        "--relay".into(),
+        relay.into(),
+        "--token".into(),
+        admin.into(),
+        "--name".into(),
+        "test-agent".into(),
+        "--kernel-prefix".into(),
+        venv().display().to_string(),
+    ]
+}
+
+/// A second peer on the relay sees the agent's cells, and the outputs of its server runs.
+/// With `agent_connected`, the agent's presence (its name) is seen too.
+async fn check_relay_document(
+    addr: std::net::SocketAddr,
+    doc: &str,
+    admin: &str,
+    agent_connected: bool,
+) {
+    let url = format!("ws://{addr}/api/docs/{doc}/ws?token={admin}");
+    let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
+    client.wait_synced(Duration::from_secs(20)).await.unwrap();
+    let cells = client.notebook().cells();
+    let sources: Vec<_> = cells.iter().map(|c| c.source.as_str()).collect();
+    assert_eq!(sources, ["x = 6 * 7", "print(6*7)"]);
+    let printed = &cells[1];
+    let json = serde_json::to_string(&printed.outputs).unwrap();
+    assert!(json.contains("42\\n"), "outputs: {json}");
+    let runs = client.notebook().executions();
+    assert!(!runs.is_empty());
+    assert!(
+        runs.iter()
+            .all(|r| r.requested_by == "test-agent" && r.status.as_str() == "done"),
+        "{runs:?}"
+    );
+    if agent_connected {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !client.presence().iter().any(|p| p.contains("test-agent")) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent's presence is not seen: {:?}",
+                client.presence()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    client.close();
+}
+
+#[derive(Debug)]
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_client_calls_every_tool_over_stdio_and_http() {
+    let data = tempfile::tempdir().unwrap();
+    let venv = venv();
+    let serve = Serve::start_with(
+        data.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        &["--runtime-kernel-prefix", venv.to_str().unwrap()],
+    );
+    let admin = token(Role::Admin);
+    let relay = format!("http://{}", serve.addr);
+
+    // stdio: the client starts `inloop mcp` itself.
+    let root = tempfile::tempdir().unwrap();
+    let mut transport = vec![
+        "--stdio".to_owned(),
+        env!("CARGO_BIN_EXE_inloop").to_owned(),
+    ];
+    transport.extend(mcp_args(root.path(), &relay, &admin));
+    let doc = tokio::task::block_in_place(|| run_client(root.path(), &relay, &admin, &transport));
+    check_relay_document(serve.addr, &doc, &admin, false).await;
+
+    // Streamable HTTP: one `inloop mcp --http` the client connects to.
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inloop"))
+        .args(mcp_args(root.path(), &relay, &admin))
+        .args(["--http", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let server = Killed(child);
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("inloop mcp says where it listens")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("inloop mcp listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let transport = vec!["--http".to_owned(), url];
+    let doc = tokio::task::block_in_place(|| run_client(root.path(), &relay, &admin, &transport));
+    // The HTTP server is still up, still a peer of the document: its presence shows.
+    check_relay_document(serve.addr, &doc, &admin, true).await;
+    drop(server);
+    drop(serve);
+}
