@@ -150,8 +150,9 @@ pub(crate) struct StateArgs {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(crate) struct ParallelArgs {
-    /// A local `.ipynb` path. Its cell tagged `parameters` is followed, in each copy, by an
-    /// injected cell assigning that copy's parameters (papermill's convention).
+    /// A local `.ipynb` path or `relay:DOC_ID` (run from a snapshot of the document). Its cell
+    /// tagged `parameters` is followed, in each copy, by an injected cell assigning that copy's
+    /// parameters (papermill's convention).
     notebook: String,
     /// One object of parameters per run, e.g. [{"alpha": 0.1}, {"alpha": 0.5}]. A `_name` key
     /// names the run's output file instead of its index.
@@ -400,17 +401,23 @@ impl NotebookServer {
     }
 
     async fn parallel(&self, args: ParallelArgs) -> ToolResult<Value> {
-        if args.notebook.starts_with(crate::store::RELAY_PREFIX) {
-            return Err(
-                "notebook_parallel_run runs local .ipynb files; export the relay \
-                        document first (notebook_export with format ipynb and a path)"
-                    .into(),
-            );
-        }
         if args.parameter_sets.is_empty() {
             return Err("give parameter_sets: one object of parameters per run".into());
         }
-        let input = self.store.local_path(&args.notebook)?;
+        // A relay document runs from a snapshot of it, written to a temporary folder (its
+        // kernels work in the root folder, as a local notebook's would in its own).
+        let mut snapshot = None;
+        let input = match args.notebook.strip_prefix(crate::store::RELAY_PREFIX) {
+            Some(doc) => {
+                let open = self.store.get(&args.notebook).await?;
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let path = dir.path().join(format!("{doc}.ipynb"));
+                crate::store::write_atomically(&path, open.notebook.to_ipynb().as_bytes())?;
+                snapshot = Some(dir);
+                path
+            }
+            None => self.store.local_path(&args.notebook)?,
+        };
         // A YAML list of mappings makes one run per entry; JSON is YAML.
         let sets = tempfile_with(&serde_json::to_string(&args.parameter_sets).unwrap_or_default())?;
         let out_dir = self
@@ -436,6 +443,9 @@ impl NotebookServer {
         };
         config.allow_errors = args.allow_errors;
         config.kernel_search = self.store.config.kernel_search.clone();
+        if snapshot.is_some() {
+            config.working_dir = std::path::absolute(&self.store.config.root).ok();
+        }
         let reports = inloop_batch::run_all(config, Arc::new(inloop_batch::NoProgress)).await;
         let ok = reports
             .iter()
@@ -593,7 +603,7 @@ impl NotebookServer {
     }
 
     #[tool(
-        description = "Run N copies of a local notebook, each with its own parameters (papermill \
+        description = "Run N copies of a notebook, each with its own parameters (papermill \
         style: injected after the cell tagged `parameters`), several at a time, each in a fresh \
         kernel. Returns each run's status and the path of its executed notebook."
     )]

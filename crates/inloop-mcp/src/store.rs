@@ -573,8 +573,11 @@ impl Open {
     pub(crate) fn presence(&self, name: &str, cell_id: Option<&str>) {
         if let Place::Relay { client, .. } = &self.place {
             client.set_presence(
-                &json!({"user": {"name": name, "colour": "#8a2be2", "agent": true},
-                        "name": name, "cellId": cell_id})
+                // The page's presence shape (an agent's chip, the cell it is in), and
+                // JupyterLab's `user` for Jupyter clients.
+                &json!({"name": name, "colour": AGENT_COLOUR, "cellId": cell_id,
+                        "agent": true, "kind": "agent",
+                        "user": {"name": name, "color": AGENT_COLOUR}})
                 .to_string(),
             );
         }
@@ -613,6 +616,9 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> ToolResult<()> {
     std::fs::write(&tmp, bytes).map_err(error)?;
     std::fs::rename(&tmp, path).map_err(error)
 }
+
+/// The colour of an agent's presence.
+const AGENT_COLOUR: &str = "#8a2be2";
 
 /// What the introspection snippet prints its answer after.
 const MARKER: &str = "__INLOOP_VARIABLES__";

@@ -193,6 +193,13 @@ async def relay_notebook(session, relay_http, token):
     check(state["variables"]["available"] is False, "variables say why not", state)
     everything = await call(session, "notebook_execute_all", notebook=ref, timeout_seconds=120)
     check(everything["status"] == "done", "all ran on the server", everything)
+    runs = await call(session, "notebook_parallel_run", notebook=ref,
+                      parameter_sets=[{"a": 1}, {"a": 2}], output_dir="relay-runs")
+    check(runs["runs_ok"] == 2, "parallel runs of a relay document", runs)
+    for run in runs["runs"]:
+        executed = nbformat.read(run["output"], as_version=4)
+        nbformat.validate(executed)
+        check(executed.cells[-1].outputs[0]["text"] == "42\n", "a copy's result", run)
     exported = await call(session, "notebook_export", notebook=ref, format="ipynb")
     nbformat.validate(nbformat.reads(exported["text"], as_version=4))
     ast.parse((await call(session, "notebook_export", notebook=ref, format="script"))["text"])
