@@ -31,10 +31,27 @@ def serve(path):
     import ipykernel.kernelapp  # noqa: F401
     import ipykernel.zmqshell  # noqa: F401
 
-    try:
-        import ipykernel.debugger  # noqa: F401  (debugpy: a third of a kernel's start-up)
-    except Exception:
-        pass
+    # What a kernel imports later, while it starts or runs its first cell (debugpy alone is a
+    # third of a kernel's start-up); optional ones are skipped when missing.
+    import importlib
+
+    for module in (
+        "ipykernel.debugger",
+        "IPython.core.completerlib",
+        "IPython.core.debugger",
+        "IPython.core.logger",
+        "IPython.core.oinspect",
+        "IPython.extensions.storemagic",
+        "IPython.utils.wildcard",
+        "sqlite3",
+        "pdb",
+        "psutil",
+        "tornado.platform.asyncio",
+    ):
+        try:
+            importlib.import_module(module)
+        except Exception:
+            pass
 
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     server.bind(path)
