@@ -429,23 +429,26 @@ async fn run_one(
     report
 }
 
-/// Writes through a temporary file in the same folder and renames it into place, so a reader
-/// never sees half a notebook.
 fn write_notebook(path: &Path, bytes: &[u8]) -> Result<()> {
-    let error = |source| Error::Write {
+    write_atomically(path, bytes).map_err(|source| Error::Write {
         path: path.to_owned(),
         source,
-    };
+    })
+}
+
+/// Writes through a temporary file in the same folder and renames it into place, so a reader
+/// never sees half a notebook (creating the folder if needed).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).map_err(error)?;
+    std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.inloop-tmp"));
-    std::fs::write(&tmp, bytes).map_err(error)?;
-    std::fs::rename(&tmp, path).map_err(error)
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }

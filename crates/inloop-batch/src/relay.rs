@@ -6,8 +6,6 @@ use std::time::Duration;
 use inloop_client::{Client, ClientOptions};
 use inloop_doc::Notebook;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::{Error, Result};
 
@@ -124,64 +122,17 @@ impl RelayTarget {
 
     /// `POST path` with the token; the JSON answer of a 2xx.
     async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Value> {
-        let io = |e: std::io::Error| Error::Relay(format!("{}: {e}", self.authority));
-        let mut stream = TcpStream::connect(&self.authority).await.map_err(io)?;
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.authority,
-            self.token,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(body).await.map_err(io)?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.map_err(io)?;
-        let split = answer
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| Error::Relay("the relay's answer is not HTTP".into()))?;
-        let head = String::from_utf8_lossy(&answer[..split]).into_owned();
-        let mut body = answer[split + 4..].to_vec();
-        if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            body = dechunk(&body);
-        }
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let text = String::from_utf8_lossy(&body);
-        if !(200..300).contains(&status) {
-            return Err(Error::Relay(format!(
-                "POST {path} answered {status}: {}",
-                text.trim()
-            )));
-        }
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Relay(format!("POST {path}: the answer is not JSON: {e}")))
+        inloop_client::api::request_json(
+            &self.authority,
+            &self.token,
+            "POST",
+            path,
+            content_type,
+            body,
+        )
+        .await
+        .map_err(|e| Error::Relay(e.to_string()))
     }
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&data[..line_end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
-            .unwrap_or(0);
-        data = &data[line_end + 2..];
-        if size == 0 || data.len() < size {
-            break;
-        }
-        body.extend_from_slice(&data[..size]);
-        data = data.get(size + 2..).unwrap_or_default();
-    }
-    body
 }
 
 /// Waits until the relay has stored everything `client` wrote (or `limit` passes), then closes.
@@ -209,6 +160,5 @@ mod tests {
         );
         assert!(RelayTarget::parse("ws://h:1", None).is_err());
         assert!(RelayTarget::parse("wss://h:1?token=x", None).is_err());
-        assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), b"abcde");
     }
 }

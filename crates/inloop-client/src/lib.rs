@@ -28,6 +28,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,6 +57,9 @@ pub enum Error {
     Timeout(Duration),
     #[error("{0}")]
     Url(String),
+    /// A call of the relay's HTTP API failed ([`api::request`]).
+    #[error("{0}")]
+    Http(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

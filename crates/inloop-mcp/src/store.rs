@@ -602,19 +602,8 @@ impl Open {
 
 /// Writes through a temporary file in the same folder and renames it into place.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> ToolResult<()> {
-    let error = |e: std::io::Error| format!("writing {}: {e}", path.display());
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(error)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.inloop-tmp"));
-    std::fs::write(&tmp, bytes).map_err(error)?;
-    std::fs::rename(&tmp, path).map_err(error)
+    inloop_batch::write_atomically(path, bytes)
+        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// The colour of an agent's presence.
