@@ -35,6 +35,11 @@ pub enum Error {
         len: u32,
     },
 
+    /// Offsets count UTF-16 code units; one between the two halves of a character (an emoji)
+    /// would break it.
+    #[error("edit of cell {cell_id:?} at offset {offset} splits a character in two")]
+    EditSplitsCharacter { cell_id: String, offset: u32 },
+
     #[error("no execution with id {0:?}")]
     ExecutionNotFound(String),
 

@@ -4,8 +4,9 @@ use std::fmt;
 use serde_json::Value;
 use yrs::updates::decoder::Decode;
 use yrs::{
-    Any, Array, ArrayPrelim, ArrayRef, ClientID, Doc, In, Map, MapPrelim, MapRef, OffsetKind,
-    Options, Out, ReadTxn, StateVector, Text, TextRef, Transact, TransactionMut, Update,
+    Any, Array, ArrayPrelim, ArrayRef, ClientID, Doc, GetString, In, Map, MapPrelim, MapRef,
+    OffsetKind, Options, Out, ReadTxn, StateVector, Text, TextRef, Transact, TransactionMut,
+    Update,
 };
 
 use crate::ids::new_id;
@@ -496,6 +497,7 @@ impl Notebook {
                 len -= n;
             }
         }
+        check_surrogates(id, &text.get_string(&txn), delta)?;
         let mut pos = 0u32;
         for op in delta {
             match op {
@@ -1129,4 +1131,46 @@ fn read_runtime<T: ReadTxn>(txn: &T, id: &str, entry: &MapRef) -> Option<Runtime
         restart_requested_at: f64_at(txn, entry, rk::RESTART_REQUESTED_AT),
         restarted_at: f64_at(txn, entry, rk::RESTARTED_AT),
     })
+}
+
+/// Refuses a delta (already checked to be in range) that puts an offset between the two
+/// UTF-16 halves of a character of `text`, as it changes.
+fn check_surrogates(cell_id: &str, text: &str, delta: &[TextDelta]) -> Result<()> {
+    let mut units: Vec<u16> = text.encode_utf16().collect();
+    let splits = |units: &[u16], at: usize| {
+        units
+            .get(at)
+            .is_some_and(|unit| (0xDC00..0xE000).contains(unit))
+            && at > 0
+    };
+    let refuse = |at: usize| Error::EditSplitsCharacter {
+        cell_id: cell_id.to_owned(),
+        offset: at as u32,
+    };
+    let mut pos = 0usize;
+    for op in delta {
+        match op {
+            TextDelta::Retain(n) => pos += *n as usize,
+            TextDelta::Insert(s) => {
+                if splits(&units, pos) {
+                    return Err(refuse(pos));
+                }
+                let inserted: Vec<u16> = s.encode_utf16().collect();
+                let n = inserted.len();
+                units.splice(pos..pos, inserted);
+                pos += n;
+            }
+            TextDelta::Delete(n) => {
+                let end = pos + *n as usize;
+                if splits(&units, pos) {
+                    return Err(refuse(pos));
+                }
+                if splits(&units, end) {
+                    return Err(refuse(end));
+                }
+                units.drain(pos..end);
+            }
+        }
+    }
+    Ok(())
 }

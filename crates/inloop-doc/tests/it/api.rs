@@ -116,6 +116,30 @@ fn source_deltas_count_utf16_units() {
         "a😀é",
         "a rejected delta changes nothing"
     );
+
+    // The emoji is units 1 and 2: offset 2 is between its halves.
+    for delta in [
+        vec![TextDelta::Retain(2), TextDelta::Insert("x".into())],
+        vec![TextDelta::Retain(2), TextDelta::Delete(1)],
+        vec![TextDelta::Retain(1), TextDelta::Delete(1)],
+        // Valid at first, split after the delta's own insert moves the emoji along.
+        vec![
+            TextDelta::Insert("yy".into()),
+            TextDelta::Retain(2),
+            TextDelta::Insert("x".into()),
+        ],
+    ] {
+        let err = notebook.edit_source(&id, &delta).unwrap_err();
+        assert!(
+            matches!(err, Error::EditSplitsCharacter { .. }),
+            "{delta:?}: {err}"
+        );
+    }
+    assert_eq!(notebook.source(&id).unwrap(), "a😀é");
+    notebook
+        .edit_source(&id, &[TextDelta::Retain(3), TextDelta::Insert("!".into())])
+        .unwrap();
+    assert_eq!(notebook.source(&id).unwrap(), "a😀!é");
 }
 
 #[test]
