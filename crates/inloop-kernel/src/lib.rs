@@ -73,4 +73,4 @@ pub use jupyter::{JupyterConfig, JupyterKernel};
 pub use kernel::{ExecEvent, ExecuteReply, Kernel, KernelInfo, ReplyStatus};
 #[cfg(feature = "jupyter")]
 pub use kernelspec::{InterruptMode, KernelSpec, SearchPath};
-pub use writer::{DEFAULT_STREAM_LIMIT, OutputWriter, RelayLimits, error_summary};
+pub use writer::{DEFAULT_STREAM_LIMIT, OutputWriter, RelayLimits, entry_ending, error_summary};

@@ -1,8 +1,8 @@
 //! Kernel events written into a notebook cell, with Jupyter's semantics.
 
-use inloop_doc::{JsonMap, Notebook, Output, StreamName};
+use inloop_doc::{ExecutionStatus, JsonMap, Notebook, Output, StreamName};
 
-use crate::ExecEvent;
+use crate::{ExecEvent, ExecuteReply, ReplyStatus};
 
 /// How much stream text a cell keeps by default before the rest is dropped: enough for any
 /// log a person reads, small enough that a runaway `print` loop cannot bloat the shared
@@ -32,7 +32,9 @@ pub const DEFAULT_STREAM_LIMIT: usize = 1 << 20;
 pub struct OutputWriter {
     stream_limit: Option<usize>,
     relay_limits: Option<RelayLimits>,
-    /// Output bytes written since the document's size was last measured.
+    /// The document's encoded size when last measured, if it was.
+    measured_bytes: Option<usize>,
+    /// Output bytes written since then.
     unmeasured_bytes: usize,
     stream_bytes: usize,
     truncated: bool,
@@ -53,6 +55,7 @@ impl OutputWriter {
         Self {
             stream_limit,
             relay_limits: None,
+            measured_bytes: None,
             unmeasured_bytes: 0,
             stream_bytes: 0,
             truncated: false,
@@ -113,8 +116,9 @@ impl OutputWriter {
         }
     }
 
-    /// Whether `bytes` more of output keep the document within its limit. The document is
-    /// measured (one encoding of it) only every [`MEASURE_EVERY`] bytes of output.
+    /// Whether `bytes` more of output keep the document within its limit. Measuring means
+    /// encoding the whole document, so it is done once [`FIRST_MEASURE_AFTER`] bytes were
+    /// written, then only when the last measure plus the output since would pass the limit.
     fn admit(&mut self, notebook: &Notebook, bytes: usize) -> Result<(), Refusal> {
         let Some(limits) = self.relay_limits else {
             return Ok(());
@@ -126,15 +130,21 @@ impl OutputWriter {
                 passes: Passes::Message(limits.max_message_bytes),
             });
         }
-        if self.unmeasured_bytes + bytes < MEASURE_EVERY {
+        // A sixteenth of the limit stays for everyone else's edits.
+        let limit = limits.max_document_bytes;
+        let budget = limit - limit / 16;
+        let fits = match self.measured_bytes {
+            Some(measured) => measured + self.unmeasured_bytes + bytes <= budget,
+            None => self.unmeasured_bytes + bytes < FIRST_MEASURE_AFTER,
+        };
+        if fits {
             self.unmeasured_bytes += bytes;
             return Ok(());
         }
-        self.unmeasured_bytes = 0;
         let document = notebook.encode_update_v1().len();
-        // A sixteenth of the limit stays for everyone else's edits.
-        let limit = limits.max_document_bytes;
-        if document + bytes > limit - limit / 16 {
+        self.measured_bytes = Some(document);
+        self.unmeasured_bytes = 0;
+        if document + bytes > budget {
             return Err(Refusal {
                 bytes,
                 passes: Passes::Document { document, limit },
@@ -196,6 +206,36 @@ impl OutputWriter {
     }
 }
 
+/// How the entry of an execution the kernel answered ends: its status, the execution count and
+/// the message it shows. `interrupted`: the runtime interrupted it, so an error reply means
+/// `interrupted` rather than a failure of the code.
+pub fn entry_ending(
+    reply: &ExecuteReply,
+    interrupted: bool,
+    notebook: &Notebook,
+    cell_id: &str,
+) -> (ExecutionStatus, Option<i64>, Option<String>) {
+    let count = reply.execution_count;
+    match reply.status {
+        ReplyStatus::Ok => (ExecutionStatus::Done, count, None),
+        ReplyStatus::Error if interrupted => (
+            ExecutionStatus::Interrupted,
+            count,
+            Some("interrupted".to_owned()),
+        ),
+        ReplyStatus::Error => (
+            ExecutionStatus::Error,
+            count,
+            Some(error_summary(notebook, cell_id)),
+        ),
+        ReplyStatus::Aborted => (
+            ExecutionStatus::Cancelled,
+            count,
+            Some("aborted: an earlier cell failed".to_owned()),
+        ),
+    }
+}
+
 /// `ename: evalue` of the cell's last error output: what an execution entry says when it ended
 /// in an error.
 pub fn error_summary(notebook: &Notebook, cell_id: &str) -> String {
@@ -211,8 +251,8 @@ pub fn error_summary(notebook: &Notebook, cell_id: &str) -> String {
         .unwrap_or_else(|| "the code raised an error".to_owned())
 }
 
-/// How much output may be written between two measures of the document.
-const MEASURE_EVERY: usize = 64 << 10;
+/// How much output a run writes before the document is first measured.
+const FIRST_MEASURE_AFTER: usize = 64 << 10;
 
 /// The sizes a relay takes, as it tells its peers (`inloop serve --max-document-bytes` and
 /// `--max-message-bytes`).

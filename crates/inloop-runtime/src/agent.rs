@@ -10,7 +10,7 @@ use inloop_doc::{
 };
 use inloop_kernel::{
     ExecEvent, JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, RelayLimits,
-    ReplyStatus, SearchPath,
+    SearchPath,
 };
 use inloop_sync::LeaseMessage;
 use tokio::sync::{Notify, mpsc};
@@ -285,19 +285,8 @@ async fn run_entry(
         let _ = writer.apply(&notebook, &cell_id, &event);
     }
     let (status, count, message) = match outcome {
-        Ok(reply) => match reply.status {
-            ReplyStatus::Ok => (ExecutionStatus::Done, reply.execution_count, None),
-            ReplyStatus::Error => (
-                ExecutionStatus::Error,
-                reply.execution_count,
-                Some(inloop_kernel::error_summary(&notebook, &cell_id)),
-            ),
-            ReplyStatus::Aborted => (
-                ExecutionStatus::Cancelled,
-                reply.execution_count,
-                Some("aborted: an earlier cell failed".to_owned()),
-            ),
-        },
+        // An interrupted cell ends `error` with its KeyboardInterrupt, as in Jupyter.
+        Ok(reply) => inloop_kernel::entry_ending(&reply, false, &notebook, &cell_id),
         Err(inloop_kernel::Error::KernelDied { .. }) => {
             let _ = kernel.restart().await;
             (ExecutionStatus::Error, None, Some("kernel died".to_owned()))

@@ -9,7 +9,7 @@ use inloop_doc::{
     Execution, ExecutionState, ExecutionStatus, ExecutionTarget, Runtime, RuntimeKind,
     RuntimeStatus,
 };
-use inloop_kernel::{ExecEvent, Kernel, OutputWriter, RelayLimits, ReplyStatus};
+use inloop_kernel::{ExecEvent, Kernel, OutputWriter, RelayLimits};
 use tokio::sync::{Notify, mpsc};
 
 use crate::engine::Inner;
@@ -425,24 +425,7 @@ async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
         .as_ref()
         .is_some_and(|r| r.interrupt_sent);
     let (status, count, message) = match outcome {
-        Ok(reply) => match reply.status {
-            ReplyStatus::Ok => (ExecutionStatus::Done, reply.execution_count, None),
-            ReplyStatus::Error if interrupted => (
-                ExecutionStatus::Interrupted,
-                reply.execution_count,
-                Some("interrupted".to_owned()),
-            ),
-            ReplyStatus::Error => (
-                ExecutionStatus::Error,
-                reply.execution_count,
-                Some(inloop_kernel::error_summary(&notebook, &cell_id)),
-            ),
-            ReplyStatus::Aborted => (
-                ExecutionStatus::Cancelled,
-                reply.execution_count,
-                Some("aborted: an earlier cell failed".to_owned()),
-            ),
-        },
+        Ok(reply) => inloop_kernel::entry_ending(&reply, interrupted, &notebook, &cell_id),
         Err(inloop_kernel::Error::KernelDied { reason, .. }) => {
             (ExecutionStatus::Interrupted, None, Some(reason))
         }

@@ -7,7 +7,7 @@ mod runtime;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A fixed signing key, so tokens minted by the test hold across restarts.
@@ -98,6 +98,17 @@ impl Drop for Serve {
     }
 }
 
+/// The repository's venv (ipykernel, nbformat, the mcp SDK), made by scripts/setup.sh.
+pub(crate) fn venv() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
+    assert!(
+        venv.join("bin/python").is_file(),
+        "no venv at {}: run scripts/setup.sh to create it with ipykernel",
+        venv.display()
+    );
+    venv.canonicalize().unwrap()
+}
+
 /// `inloop runtime` running as a child process, with the repository venv's kernels.
 #[derive(Debug)]
 pub(crate) struct RuntimeProcess {
@@ -106,16 +117,10 @@ pub(crate) struct RuntimeProcess {
 
 impl RuntimeProcess {
     pub(crate) fn start(relay: SocketAddr, doc: &str, token: &str, name: &str) -> Self {
-        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
-        assert!(
-            venv.join("bin/python").exists(),
-            "no venv at {}: run scripts/setup.sh to create it with ipykernel",
-            venv.display()
-        );
         let child = Command::new(env!("CARGO_BIN_EXE_inloop"))
             .args(["runtime", "--relay", &format!("ws://{relay}"), "--doc", doc])
             .args(["--token", token, "--name", name, "--kernel-prefix"])
-            .arg(venv)
+            .arg(venv())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

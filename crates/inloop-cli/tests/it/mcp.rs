@@ -12,17 +12,7 @@ use inloop_client::{Client, ClientOptions};
 use inloop_doc::Notebook;
 use inloop_sync::Role;
 
-use crate::{Serve, token};
-
-fn venv() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
-    assert!(
-        venv.join("bin/python").is_file(),
-        "no venv at {}: run scripts/setup.sh to create it with ipykernel",
-        venv.display()
-    );
-    venv.canonicalize().unwrap()
-}
+use crate::{Serve, token, venv};
 
 /// The venv's Python, with the `mcp` SDK (installed from PyPI if missing).
 fn python_with_mcp() -> PathBuf {

@@ -7,22 +7,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::venv;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/run")
         .join(name)
         .canonicalize()
         .unwrap()
-}
-
-fn venv() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
-    assert!(
-        venv.join("bin/python").is_file(),
-        "no venv at {}: run scripts/setup.sh to create it with ipykernel",
-        venv.display()
-    );
-    venv.canonicalize().unwrap()
 }
 
 /// `inloop run ARGS` with the venv's kernels, to its end.

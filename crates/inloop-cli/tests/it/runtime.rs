@@ -171,8 +171,7 @@ async fn a_relay_restarted_mid_execution_loses_no_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_starts_a_local_runtime_for_the_first_server_run_and_it_stops_when_idle() {
     let data = tempfile::tempdir().unwrap();
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
-    let venv = venv.to_string_lossy().into_owned();
+    let venv = crate::venv().to_string_lossy().into_owned();
     let relay = Serve::start_with(
         data.path(),
         SocketAddr::from(([127, 0, 0, 1], 0)),
