@@ -27,6 +27,8 @@
 //!   `nbformat.validate`.
 //! - **Live on a relay** ([`RelayTarget`]): each run can also be a document on a relay, created
 //!   through its HTTP API and written as it runs, with a read-only page URL to watch it.
+//! - **History** ([`RecordingObserver`]): each finished run committed on a git branch
+//!   `inloop/NAME` ([`inloop_history`]), without touching the checkout.
 //! - **Progress** through an [`Observer`]; [`Bars`] draws indicatif bars (one per running
 //!   notebook with its current cell, and a total) and [`summary`] the table at the end.
 //!
@@ -47,6 +49,7 @@
 mod error;
 mod execute;
 mod forkserver;
+mod history;
 pub mod params;
 mod plan;
 mod progress;
@@ -68,6 +71,8 @@ use forkserver::ForkServer;
 
 pub use error::{Error, Result};
 pub use execute::ERROR_MARKER_TAG;
+pub use history::{Recorded, RecordingObserver, check_outputs};
+pub use inloop_history::History;
 pub use inloop_kernel::SearchPath;
 pub use params::{Param, Parameters};
 pub use plan::{NAME_KEY, OutputMode, ParameterSources, RunSpec, plan};
