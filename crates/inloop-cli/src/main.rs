@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -195,7 +196,12 @@ Examples:
   inloop run a.ipynb b.ipynb --inplace
 
   # Watch each run live on a relay (`inloop serve` prints its admin token):
-  inloop run sweep.ipynb -f sets.yaml --relay 'ws://127.0.0.1:8787?token=ADMIN'";
+  inloop run sweep.ipynb -f sets.yaml --relay 'ws://127.0.0.1:8787?token=ADMIN'
+
+  # Keep every run as a git commit on the branch inloop/sweep, then look at the history:
+  inloop run sweep.ipynb -f sets.yaml --git
+  git log --oneline inloop/sweep
+  git diff inloop/sweep~1 inloop/sweep -- inloop-runs/";
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
@@ -283,6 +289,19 @@ struct RunArgs {
     /// takes about a third of the CPU.
     #[arg(long, env = "INLOOP_NO_FORK")]
     no_fork: bool,
+    /// Record each run as a commit of its executed notebook on the git branch inloop/NAME of
+    /// the repository you are in [NAME: the first notebook's name]. The working tree, the index
+    /// and the current branch are not touched; `git log inloop/NAME` lists the runs, and
+    /// `git diff` and `git merge` work as usual. Write it --git or --git=NAME.
+    #[arg(
+        long,
+        value_name = "NAME",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "",
+        env = "INLOOP_GIT"
+    )]
+    git: Option<String>,
     /// No progress bars or lines on stderr (the summary is still printed).
     #[arg(long, short = 'q', env = "INLOOP_QUIET")]
     quiet: bool,
@@ -367,8 +386,27 @@ async fn mcp(args: McpArgs) -> Result<()> {
     Ok(())
 }
 
+/// The branch `inloop run --git[=NAME]` records on, checked (a repository, a good name, outputs
+/// inside it) before anything runs. NAME is by default the first run's notebook's name.
+fn run_history(
+    name: Option<&str>,
+    runs: &[inloop_batch::RunSpec],
+) -> Result<Option<inloop_batch::History>> {
+    let name = match name {
+        None => return Ok(None),
+        Some("") => runs
+            .first()
+            .and_then(|run| run.input.file_stem())
+            .map_or_else(|| "runs".into(), |s| s.to_string_lossy().into_owned()),
+        Some(given) => given.to_owned(),
+    };
+    let history = inloop_batch::History::open(Path::new("."), &name)?;
+    inloop_batch::check_outputs(&history, runs)?;
+    Ok(Some(history))
+}
+
 impl RunArgs {
-    fn config(self) -> Result<inloop_batch::Config> {
+    fn config(self) -> Result<(inloop_batch::Config, Option<inloop_batch::History>)> {
         let output = if self.inplace {
             inloop_batch::OutputMode::InPlace
         } else {
@@ -380,6 +418,7 @@ impl RunArgs {
             values: self.parameters,
         };
         let runs = inloop_batch::plan(&self.notebooks, &sources, &output)?;
+        let history = run_history(self.git.as_deref(), &runs)?;
         let mut prefixes = self.kernel_prefixes;
         if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
             prefixes.push(PathBuf::from(".venv"));
@@ -408,17 +447,41 @@ impl RunArgs {
             .relay
             .map(|url| inloop_batch::RelayTarget::parse(&url, self.token.as_deref()))
             .transpose()?;
-        Ok(config)
+        Ok((config, history))
     }
 }
 
-async fn run_notebooks(config: inloop_batch::Config, quiet: bool) -> Result<()> {
-    let bars = std::sync::Arc::new(inloop_batch::Bars::new(config.runs.len(), !quiet));
+async fn run_notebooks(
+    config: inloop_batch::Config,
+    history: Option<inloop_batch::History>,
+    quiet: bool,
+) -> Result<()> {
+    let bars = Arc::new(inloop_batch::Bars::new(config.runs.len(), !quiet));
+    let branch = history.as_ref().map(|h| h.branch().to_owned());
+    let recorder = history.map(|history| {
+        Arc::new(inloop_batch::RecordingObserver::new(
+            Arc::new(history),
+            config.runs.clone(),
+            bars.clone(),
+        ))
+    });
+    let observer: Arc<dyn inloop_batch::Observer> = match &recorder {
+        Some(recorder) => recorder.clone(),
+        None => bars.clone(),
+    };
     let reports = tokio::select! {
-        reports = inloop_batch::run_all(config, bars.clone()) => reports,
-        () = shutdown_signal() => anyhow::bail!("stopped; the running kernels were killed"),
+        reports = inloop_batch::run_all(config, observer) => Some(reports),
+        () = shutdown_signal() => None,
     };
     bars.finish();
+    // Runs that ended before a Ctrl-C are recorded all the same.
+    let unrecorded = match (recorder, &branch) {
+        (Some(recorder), Some(branch)) => report_records(&recorder.finish(), branch),
+        _ => 0,
+    };
+    let Some(reports) = reports else {
+        anyhow::bail!("stopped; the running kernels were killed");
+    };
     print!("{}", inloop_batch::summary(&reports));
     let failed = reports
         .iter()
@@ -429,7 +492,30 @@ async fn run_notebooks(config: inloop_batch::Config, quiet: bool) -> Result<()> 
         "{failed} of {} runs did not succeed",
         reports.len()
     );
+    anyhow::ensure!(
+        unrecorded == 0,
+        "{unrecorded} runs could not be recorded on {branch}",
+        branch = branch.unwrap_or_default()
+    );
     Ok(())
+}
+
+/// Says on stderr what `--git` recorded, and returns how many records failed.
+fn report_records(records: &[inloop_batch::Recorded], branch: &str) -> usize {
+    let mut committed = 0;
+    let mut failed = 0;
+    for record in records {
+        match &record.result {
+            Ok(Some(_)) => committed += 1,
+            Ok(None) => {}
+            Err(error) => {
+                failed += 1;
+                eprintln!("{}: not recorded on {branch}: {error}", record.label);
+            }
+        }
+    }
+    eprintln!("{committed} runs recorded on the branch {branch}: git log --oneline {branch}");
+    failed
 }
 
 impl RuntimeArgs {
@@ -538,7 +624,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Runtime(args) => block_on(runtime(args.config()?)),
         Command::Run(args) => {
             let quiet = args.quiet;
-            block_on(run_notebooks(args.config()?, quiet))
+            let (config, history) = args.config()?;
+            block_on(run_notebooks(config, history, quiet))
         }
         Command::Mcp(args) => block_on(mcp(args)),
         Command::Import { input, out } => {

@@ -19,7 +19,13 @@ fn fixture(name: &str) -> PathBuf {
 
 /// `inloop run ARGS` with the venv's kernels, to its end.
 fn inloop_run(args: &[&str]) -> Output {
+    inloop_run_in(Path::new("."), args)
+}
+
+/// `inloop run ARGS` run from the folder `dir`.
+fn inloop_run_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_inloop"))
+        .current_dir(dir)
         .env("INLOOP_TEST_MARK", "set-by-test")
         .arg("run")
         .args(args)
@@ -62,6 +68,15 @@ fn stdout_of(cell: &Value) -> String {
         .flat_map(|o| o["text"].as_array().unwrap().iter())
         .filter_map(Value::as_str)
         .collect()
+}
+
+/// [`stdout_of`] a code cell; nothing for others.
+fn stdout_of_code(cell: &Value) -> String {
+    if cell["cell_type"] == "code" {
+        stdout_of(cell)
+    } else {
+        String::new()
+    }
 }
 
 fn tags(cell: &Value) -> Vec<&str> {
@@ -437,4 +452,149 @@ async fn with_relay_each_run_is_a_live_document() {
     let written = read(&out.join("live.ipynb"));
     assert_eq!(written["cells"][2]["outputs"][0]["text"][0], "second\n");
     assert_valid(&[out.join("live.ipynb")]);
+}
+
+/// Runs git in `dir`; its trimmed output (panics with git's message if it fails).
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn with_git_each_run_is_a_commit_on_the_branch() {
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path();
+    git(root, &["init", "-q", "-b", "main"]);
+    git(root, &["config", "user.name", "Test User"]);
+    git(root, &["config", "user.email", "test@example.com"]);
+    std::fs::copy(fixture("params.ipynb"), root.join("sweep.ipynb")).unwrap();
+    std::fs::write(root.join("notes.md"), "draft\n").unwrap();
+    git(root, &["add", "."]);
+    git(root, &["commit", "-q", "-m", "the notebook"]);
+    // The user's work in progress, which recording must leave as it is.
+    std::fs::write(root.join("notes.md"), "draft, staged\n").unwrap();
+    git(root, &["add", "notes.md"]);
+    let head = git(root, &["rev-parse", "HEAD"]);
+    std::fs::write(
+        root.join("sets.yaml"),
+        "- {n: 2}\n- {n: 3}\n- {n: 4, mode: fail}\n",
+    )
+    .unwrap();
+
+    let run = inloop_run_in(
+        root,
+        &["sweep.ipynb", "-f", "sets.yaml", "-j", "2", "--git=exp"],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "one run fails on purpose: {stderr}"
+    );
+    assert!(
+        stderr.contains("3 runs recorded on the branch inloop/exp"),
+        "{stderr}"
+    );
+    assert_eq!(git(root, &["rev-list", "--count", "main..inloop/exp"]), "3");
+    assert_eq!(git(root, &["rev-parse", "inloop/exp~3"]), head);
+
+    // Each commit holds its run's executed notebook, found by the run's trailers.
+    let log = git(
+        root,
+        &[
+            "log",
+            "--format=%H %(trailers:key=Inloop-Run,valueonly,separator=) \
+             %(trailers:key=Inloop-Status,valueonly,separator=)",
+            "main..inloop/exp",
+        ],
+    );
+    let mut shown = Vec::new();
+    for (n, status) in [(2, "ok"), (3, "ok"), (4, "failed")] {
+        let label = format!("sweep-{}", n - 2);
+        let line = log
+            .lines()
+            .find(|line| line.split(' ').nth(1) == Some(label.as_str()))
+            .unwrap_or_else(|| panic!("no commit of {label} in\n{log}"));
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields[2], status, "{line}");
+        let text = git(
+            root,
+            &["show", &format!("{}:inloop-runs/{label}.ipynb", fields[0])],
+        );
+        let notebook: Value = serde_json::from_str(&text).unwrap();
+        // Found by its text: a failed run also has papermill's error banner cells.
+        let printed: String = notebook["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(stdout_of_code)
+            .collect();
+        assert!(
+            printed.contains(&format!("n={n} square={}", n * n)),
+            "{label}: {printed}"
+        );
+        assert_eq!(notebook["metadata"]["papermill"]["status"], status);
+        let copy = repo.path().join(format!(".shown-{label}.ipynb"));
+        std::fs::write(&copy, text).unwrap();
+        shown.push(copy);
+    }
+    assert_valid(&shown);
+
+    // A later run goes on top, and the branch keeps the earlier results.
+    let run = inloop_run_in(root, &["sweep.ipynb", "-p", "n=5", "--git=exp"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(git(root, &["rev-list", "--count", "main..inloop/exp"]), "4");
+    let tip = git(root, &["show", "inloop/exp:inloop-runs/sweep.ipynb"]);
+    assert!(tip.contains("n=5 square=25"));
+    assert_eq!(
+        git(root, &["diff", "--name-only", "main", "inloop/exp"]),
+        "inloop-runs/sweep-0.ipynb\ninloop-runs/sweep-1.ipynb\ninloop-runs/sweep-2.ipynb\n\
+         inloop-runs/sweep.ipynb"
+    );
+
+    // The checkout is as the user left it.
+    assert_eq!(git(root, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(root, &["symbolic-ref", "--short", "HEAD"]), "main");
+    assert_eq!(git(root, &["diff", "--cached", "--name-only"]), "notes.md");
+    assert_eq!(git(root, &["show", ":notes.md"]), "draft, staged");
+
+    // Mistakes are refused before anything runs.
+    for (args, says) in [
+        (
+            vec!["sweep.ipynb", "--git=two words"],
+            "cannot name a git branch",
+        ),
+        (
+            vec!["sweep.ipynb", "--git", "-o", "/"],
+            "outside the repository",
+        ),
+    ] {
+        let run = inloop_run_in(root, &args);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("params.ipynb"), elsewhere.path().join("p.ipynb")).unwrap();
+    let run = inloop_run_in(elsewhere.path(), &["p.ipynb", "--git"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("is not inside a git repository"),
+        "{stderr}"
+    );
+    assert!(!elsewhere.path().join("inloop-runs").exists());
+    assert_eq!(git(root, &["rev-list", "--count", "main..inloop/exp"]), "4");
 }
