@@ -33,6 +33,7 @@ missing_debs=()
 command -v chromium >/dev/null || missing_debs+=(chromium)
 command -v chromedriver >/dev/null || missing_debs+=(chromium-driver)
 command -v wasm-opt >/dev/null || missing_debs+=(binaryen)
+command -v git >/dev/null || missing_debs+=(git)  # inloop run --git, and its tests
 if [ ${#missing_debs[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing_debs[*]}"
   sudo_cmd=(); [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
