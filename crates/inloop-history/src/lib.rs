@@ -103,15 +103,13 @@ impl History {
         // Asked from the nearest folder that exists: `dir` may be an output folder to be made.
         let existing = dir.ancestors().find(|d| d.is_dir()).unwrap_or(&dir);
         let root =
-            git_in(existing, &["rev-parse", "--show-toplevel"], None).map_err(
-                |error| match error {
-                    Error::Git { .. } => Error::NotARepository(dir.clone()),
-                    other => other,
-                },
-            )?;
+            run_git(existing, &["rev-parse", "--show-toplevel"]).map_err(|error| match error {
+                Error::Git { .. } => Error::NotARepository(dir.clone()),
+                other => other,
+            })?;
         let root = PathBuf::from(root);
         let reference = format!("refs/heads/{BRANCH_PREFIX}{name}");
-        let checked = git_in(&root, &["check-ref-format", &reference], None);
+        let checked = run_git(&root, &["check-ref-format", &reference]);
         if name.is_empty() || checked.is_err() {
             return Err(Error::BadName {
                 name: name.to_owned(),
@@ -119,7 +117,7 @@ impl History {
                     .into(),
             });
         }
-        let identity = if git_in(&root, &["var", "GIT_COMMITTER_IDENT"], None).is_ok() {
+        let identity = if run_git(&root, &["var", "GIT_COMMITTER_IDENT"]).is_ok() {
             Vec::new()
         } else {
             [
@@ -295,8 +293,10 @@ fn resolve_existing(dir: &Path) -> PathBuf {
     }
 }
 
-fn git_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
-    git_env(dir, args, stdin, &[])
+/// Runs `git ARGS` in `dir` (headless: it never prompts) and returns its output, trimmed; its
+/// error output in [`Error::Git`] when it fails. For looking at what was recorded.
+pub fn run_git(dir: &Path, args: &[&str]) -> Result<String> {
+    git_env(dir, args, None, &[])
 }
 
 /// Runs git in `dir` and returns its output, trimmed; its error output when it fails.

@@ -456,17 +456,7 @@ async fn with_relay_each_run_is_a_live_document() {
 
 /// Runs git in `dir`; its trimmed output (panics with git's message if it fails).
 fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    inloop_history::run_git(dir, args).unwrap_or_else(|error| panic!("{error}"))
 }
 
 #[test]

@@ -1,23 +1,12 @@
 //! `inloop-history` against real git repositories in temporary folders.
 
 use std::path::Path;
-use std::process::Command;
 
 use inloop_history::{Error, History};
 
 /// Runs git in `dir` and returns its trimmed output; panics with git's message if it fails.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    inloop_history::run_git(dir, args).unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// A repository with its own identity (CI machines have none) and, with `commit`, one commit
