@@ -319,7 +319,10 @@ Notebooks are local .ipynb files under --root (saved after every change, each ru
 of its own kept warm) or, with --relay, live documents on a relay (`relay:DOC_ID`): the agent
 joins them as a peer under --name, and its runs go to the relay's server runtime.
 
-MCP goes over stdin/stdout unless --http ADDR is given (then at http://ADDR/mcp).";
+MCP goes over stdin/stdout unless --http ADDR is given (then at http://ADDR/mcp). Over HTTP,
+clients send `Authorization: Bearer TOKEN` when the server has --http-token TOKEN, which it
+needs on any address but a loopback one. On loopback, requests from web pages of other origins
+than loopback ones (DNS rebinding) are refused unless --http-allow-origin names them.";
 
 #[derive(Debug, clap::Args)]
 struct McpArgs {
@@ -327,6 +330,24 @@ struct McpArgs {
     /// the address is printed on stderr).
     #[arg(long, env = "INLOOP_MCP_HTTP", value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
+    /// Over HTTP, only requests with `Authorization: Bearer TOKEN` are served (required unless
+    /// ADDR is a loopback address).
+    #[arg(
+        long,
+        env = "INLOOP_MCP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    http_token: Option<String>,
+    /// A browser origin allowed to call the HTTP server besides loopback ones, e.g.
+    /// 'https://app.example.com' or 'http://devbox:*' (any port); repeatable.
+    #[arg(
+        long = "http-allow-origin",
+        env = "INLOOP_MCP_ALLOW_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    http_allowed_origins: Vec<String>,
     /// The folder whose .ipynb files notebook_list shows; relative paths start here.
     #[arg(long, env = "INLOOP_MCP_ROOT", default_value = ".")]
     root: PathBuf,
@@ -368,16 +389,30 @@ impl McpArgs {
     }
 }
 
-async fn mcp(args: McpArgs) -> Result<()> {
+async fn mcp(mut args: McpArgs) -> Result<()> {
     let http = args.http;
+    let access = inloop_mcp::HttpAccess {
+        token: args.http_token.take(),
+        allowed_origins: std::mem::take(&mut args.http_allowed_origins),
+    };
     let config = args.config()?;
     match http {
         None => inloop_mcp::serve_stdio(config).await?,
         Some(addr) => {
+            let open = access.token.is_none();
             inloop_mcp::serve_http(
                 config,
                 addr,
-                |bound| eprintln!("inloop mcp listening on http://{bound}/mcp"),
+                access,
+                |bound| {
+                    eprintln!("inloop mcp listening on http://{bound}/mcp");
+                    if open {
+                        eprintln!(
+                            "inloop mcp: no --http-token, so any program on this machine may \
+                             use it"
+                        );
+                    }
+                },
                 shutdown_signal(),
             )
             .await?

@@ -23,10 +23,18 @@
 //!   `silent` execution): the snippet takes back what running it recorded (its entry in
 //!   IPython's input history, `_i`/`_ii`/`_iii`/`_iN`, and the execution count), so the next
 //!   cell gets the count it would have had.
-//! - **Transports**: stdio ([`serve_stdio`]) and streamable HTTP ([`serve_http`], at `/mcp`).
+//! - **Progress**: `notebook_execute_all` and `notebook_parallel_run` send
+//!   `notifications/progress` (cells or runs done, of how many) when the call carries a
+//!   `_meta.progressToken`, and `notebook_execute_cell` does every few seconds while a cell
+//!   runs long.
+//! - **Transports**: stdio ([`serve_stdio`]) and streamable HTTP ([`serve_http`], at `/mcp`),
+//!   behind a bearer token ([`HttpAccess`], required on an address other machines reach) and
+//!   `Host`/`Origin` checks against DNS rebinding.
 
+mod access;
 mod export;
 mod http;
+mod progress;
 mod server;
 mod store;
 
@@ -42,6 +50,7 @@ use rmcp::transport::streamable_http_server::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub use access::HttpAccess;
 pub use server::NotebookServer;
 
 /// What can go wrong serving MCP (errors of tools go back to the client as tool errors).
@@ -54,6 +63,16 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("the MCP session failed: {0}")]
     Mcp(String),
+    /// Serving HTTP where other machines reach it, with no token: they could run code.
+    #[error(
+        "{0} can be reached from other machines, so MCP over HTTP there needs a bearer token: \
+         give one with --http-token TOKEN (or INLOOP_MCP_TOKEN) and have clients send \
+         `Authorization: Bearer TOKEN`, or listen on a loopback address such as 127.0.0.1:{port}",
+        port = .0.port()
+    )]
+    TokenRequired(SocketAddr),
+    #[error("the HTTP token is empty: give a non-empty --http-token (or INLOOP_MCP_TOKEN)")]
+    EmptyToken,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -145,13 +164,15 @@ pub async fn serve_stdio(config: Config) -> Result<()> {
 
 /// Serves MCP over streamable HTTP at `http://ADDR/mcp` until `shutdown` resolves; `bound` is
 /// told the address listened on (port 0 picks a free one). All sessions share the notebooks
-/// and their kernels.
+/// and their kernels. Refuses to start on an address other machines reach without a token.
 pub async fn serve_http(
     config: Config,
     addr: SocketAddr,
+    access: HttpAccess,
     bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    access.check(addr)?;
     let store = Arc::new(store::Store::new(config));
     let shared = store.clone();
     let cancel = CancellationToken::new();
@@ -159,9 +180,18 @@ pub async fn serve_http(
         StreamableHttpService::new(
             move || Ok(NotebookServer::new(shared.clone())),
             Default::default(),
-            StreamableHttpServerConfig::default().with_cancellation_token(cancel.child_token()),
+            access.rmcp_config(
+                addr,
+                StreamableHttpServerConfig::default().with_cancellation_token(cancel.child_token()),
+            ),
         );
-    let router = axum::Router::new().nest_service("/mcp", service);
+    let mut router = axum::Router::new().nest_service("/mcp", service);
+    if let Some(token) = access.token {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(token),
+            access::require_token,
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     bound(listener.local_addr()?);
     axum::serve(listener, router)

@@ -8,12 +8,14 @@ use inloop_doc::CellType;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::export;
+use crate::progress::Progress;
 use crate::store::{Open, Store, ToolResult, flush};
 
 /// The MCP server: every session (one on stdio, one per HTTP client) shares one [`Store`] of
@@ -325,35 +327,60 @@ impl NotebookServer {
                   "cell_id": cell_id, "index": index, "cells": cells}))
     }
 
-    async fn execute(&self, args: ExecuteArgs) -> ToolResult<Value> {
+    async fn execute(&self, args: ExecuteArgs, progress: &Progress) -> ToolResult<Value> {
         let open = self.store.get(&args.notebook).await?;
         let _busy = open.busy.lock().await;
         let (cell_id, index) = resolve(&open, args.cell_id.as_deref(), args.index)?;
         let limit = timeout(args.timeout_seconds, self.store.config.default_timeout)?;
-        let run = self.store.run_cell(&open, &cell_id, limit).await?;
+        let run = progress
+            .while_running(self.store.run_cell(&open, &cell_id, limit), |seconds| {
+                format!("cell {cell_id} (index {index}): running for {seconds} s")
+            })
+            .await?;
         Ok(run.to_json(index))
     }
 
-    async fn execute_all(&self, args: ExecuteAllArgs) -> ToolResult<Value> {
+    /// Reports "cell K of N: running" before each cell (progress K-1), and how it ended.
+    async fn execute_all(&self, args: ExecuteAllArgs, progress: &Progress) -> ToolResult<Value> {
         let open = self.store.get(&args.notebook).await?;
         let _busy = open.busy.lock().await;
         let limit = timeout(args.timeout_seconds, self.store.config.default_timeout)?;
+        let code_cells: Vec<_> = open
+            .notebook
+            .cells()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, cell)| cell.cell_type == CellType::Code && !cell.source.trim().is_empty())
+            .collect();
+        let total = code_cells.len();
         let mut runs = Vec::new();
-        let mut status = "done";
-        for (index, cell) in open.notebook.cells().into_iter().enumerate() {
-            if cell.cell_type != CellType::Code || cell.source.trim().is_empty() {
-                continue;
-            }
+        let mut failed = 0;
+        for (index, cell) in code_cells {
+            let done = runs.len();
+            progress.report(
+                done as f64,
+                Some(total as f64),
+                format!("cell {} of {total}: running", done + 1),
+            );
             let run = self.store.run_cell(&open, &cell.id, limit).await?;
-            let failed = run.status != "done";
+            let ok = run.status == "done";
             runs.push(run.to_json(index));
-            if failed {
-                status = "error";
+            if !ok {
+                failed += 1;
                 if !args.continue_on_error {
                     break;
                 }
             }
         }
+        let done = runs.len();
+        let summary = match failed {
+            0 => format!("{done} of {total} cells done"),
+            _ if done < total => format!("cell {done} of {total} failed; stopped there"),
+            _ => format!("{done} of {total} cells run, {failed} failed"),
+        };
+        progress.report(done as f64, Some(total as f64), summary);
+        progress.flush().await;
+        let status = if failed == 0 { "done" } else { "error" };
         Ok(json!({"notebook": open.reference, "status": status, "cells": runs}))
     }
 
@@ -400,7 +427,7 @@ impl NotebookServer {
         )
     }
 
-    async fn parallel(&self, args: ParallelArgs) -> ToolResult<Value> {
+    async fn parallel(&self, args: ParallelArgs, progress: Progress) -> ToolResult<Value> {
         if args.parameter_sets.is_empty() {
             return Err("give parameter_sets: one object of parameters per run".into());
         }
@@ -446,7 +473,13 @@ impl NotebookServer {
         if snapshot.is_some() {
             config.working_dir = std::path::absolute(&self.store.config.root).ok();
         }
-        let reports = inloop_batch::run_all(config, Arc::new(inloop_batch::NoProgress)).await;
+        let progress = Arc::new(RunsProgress {
+            progress,
+            total: args.parameter_sets.len(),
+            finished: std::sync::Mutex::new(0),
+        });
+        let reports = inloop_batch::run_all(config, progress.clone()).await;
+        progress.progress.flush().await;
         let ok = reports
             .iter()
             .filter(|r| r.status == inloop_batch::RunStatus::Ok)
@@ -497,6 +530,32 @@ impl NotebookServer {
             }
             None => Ok(json!({"notebook": open.reference, "format": args.format, "text": text})),
         }
+    }
+}
+
+/// Reports each parallel run as it finishes: progress is the runs finished.
+struct RunsProgress {
+    progress: Progress,
+    total: usize,
+    /// Counted and reported under one lock, so the reports grow in the order they are sent.
+    finished: std::sync::Mutex<usize>,
+}
+
+impl inloop_batch::Observer for RunsProgress {
+    fn finished(&self, _run: usize, report: &inloop_batch::RunReport) {
+        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        *finished += 1;
+        self.progress.report(
+            *finished as f64,
+            Some(self.total as f64),
+            format!(
+                "run {} of {} finished: {} {}",
+                *finished,
+                self.total,
+                report.label,
+                report.status.as_str()
+            ),
+        );
     }
 }
 
@@ -575,19 +634,25 @@ impl NotebookServer {
     async fn notebook_execute_cell(
         &self,
         Parameters(args): Parameters<ExecuteArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(self.execute(args).await)
+        answer(self.execute(args, &Progress::for_request(&context)).await)
     }
 
     #[tool(
         description = "Run every code cell of a notebook in order, stopping at the first error \
-        unless continue_on_error. Returns each cell's status and outputs."
+        unless continue_on_error. Returns each cell's status and outputs. With a progressToken, \
+        reports progress as cells done of the code cells."
     )]
     async fn notebook_execute_all(
         &self,
         Parameters(args): Parameters<ExecuteAllArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(self.execute_all(args).await)
+        answer(
+            self.execute_all(args, &Progress::for_request(&context))
+                .await,
+        )
     }
 
     #[tool(
@@ -605,13 +670,15 @@ impl NotebookServer {
     #[tool(
         description = "Run N copies of a notebook, each with its own parameters (papermill \
         style: injected after the cell tagged `parameters`), several at a time, each in a fresh \
-        kernel. Returns each run's status and the path of its executed notebook."
+        kernel. Returns each run's status and the path of its executed notebook. With a \
+        progressToken, reports progress as runs finished."
     )]
     async fn notebook_parallel_run(
         &self,
         Parameters(args): Parameters<ParallelArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(self.parallel(args).await)
+        answer(self.parallel(args, Progress::for_request(&context)).await)
     }
 
     #[tool(
