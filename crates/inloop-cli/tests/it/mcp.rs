@@ -1,11 +1,11 @@
 //! `inloop mcp` driven by a real MCP client (the Python `mcp` SDK, `mcp_client.py`), over stdio
-//! and over streamable HTTP, on local notebooks and on a relay document that the relay's own
-//! server runtime runs; then a second peer (an `inloop_client::Client`) checks the agent's
-//! edits and runs on the relay.
+//! and over streamable HTTP with a bearer token, on local notebooks and on a relay document that
+//! the relay's own server runtime runs, with progress notifications; then a second peer (an
+//! `inloop_client::Client`) checks the agent's edits and runs on the relay.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use inloop_client::{Client, ClientOptions};
@@ -133,6 +133,51 @@ impl Drop for Killed {
     }
 }
 
+/// `inloop mcp ARGS` with its stderr read up to the line saying where it listens: the server, its
+/// URL and the rest of its stderr.
+fn start_http(args: &[String]) -> (Killed, String, Lines<BufReader<ChildStderr>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inloop"))
+        .args(args)
+        .env_remove("INLOOP_MCP_TOKEN")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let server = Killed(child);
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("inloop mcp says where it listens")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("inloop mcp listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    (server, url, lines)
+}
+
+#[test]
+fn without_a_token_http_stays_on_loopback() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().display().to_string();
+    let refused = Command::new(env!("CARGO_BIN_EXE_inloop"))
+        .args(["mcp", "--root", &root, "--http", "0.0.0.0:0"])
+        .env_remove("INLOOP_MCP_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("needs a bearer token") && stderr.contains("--http-token TOKEN"),
+        "{stderr}"
+    );
+
+    let args = ["mcp", "--root", &root, "--http", "127.0.0.1:0"].map(str::to_owned);
+    let (_server, _, mut lines) = start_http(&args);
+    let note = lines.next().unwrap().unwrap();
+    assert!(note.contains("no --http-token"), "{note}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_mcp_client_calls_every_tool_over_stdio_and_http() {
     let data = tempfile::tempdir().unwrap();
@@ -155,27 +200,19 @@ async fn an_mcp_client_calls_every_tool_over_stdio_and_http() {
     let doc = tokio::task::block_in_place(|| run_client(root.path(), &relay, &admin, &transport));
     check_relay_document(serve.addr, &doc, &admin, false).await;
 
-    // Streamable HTTP: one `inloop mcp --http` the client connects to.
+    // Streamable HTTP: one `inloop mcp --http` with a token, which the client connects to.
     let root = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inloop"))
-        .args(mcp_args(root.path(), &relay, &admin))
-        .args(["--http", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let server = Killed(child);
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("inloop mcp says where it listens")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("inloop mcp listening on ") {
-            break url.trim().to_owned();
-        }
-    };
+    let http_token = "an-mcp-http-token";
+    let mut args = mcp_args(root.path(), &relay, &admin);
+    args.extend(["--http", "127.0.0.1:0", "--http-token", http_token].map(str::to_owned));
+    let (server, url, lines) = start_http(&args);
     std::thread::spawn(move || for _ in lines {});
-    let transport = vec!["--http".to_owned(), url];
+    let transport = vec![
+        "--http".to_owned(),
+        url,
+        "--http-token".to_owned(),
+        http_token.to_owned(),
+    ];
     let doc = tokio::task::block_in_place(|| run_client(root.path(), &relay, &admin, &transport));
     // The HTTP server is still up, still a peer of the document: its presence shows.
     check_relay_document(serve.addr, &doc, &admin, true).await;

@@ -3,7 +3,7 @@
 Run by tests/it/mcp.rs, once over stdio and once over streamable HTTP:
 
     python mcp_client.py --root DIR [--relay-http http://HOST:PORT --token T]
-        (--stdio PROGRAM ARG... | --http URL)
+        (--stdio PROGRAM ARG... | --http URL [--http-token T])
 
 Prints one line `RESULT {json}` at the end: the checks passed and the relay document used.
 """
@@ -14,8 +14,10 @@ import asyncio
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 
+import httpx2
 import nbformat
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -47,14 +49,34 @@ def check(condition, what, detail=None):
     checks += 1
 
 
-async def call(session, tool, expect_error=False, **arguments):
-    result = await session.call_tool(tool, arguments, read_timeout_seconds=300)
+async def call(session, tool, expect_error=False, progress=None, **arguments):
+    """Calls `tool`; with a `progress` list, asks for progress and appends each
+    (progress, total, message) to it."""
+    async def on_progress(value, total, message):
+        progress.append((value, total, message))
+
+    result = await session.call_tool(tool, arguments, read_timeout_seconds=300,
+                                     progress_callback=on_progress if progress is not None else None)
     text = "".join(c.text for c in result.content if getattr(c, "type", "") == "text")
     if expect_error:
         check(field(result, "is_error", "isError"), f"{tool} fails", text)
         return text
     check(not field(result, "is_error", "isError"), f"{tool} succeeds", text)
     return json.loads(text)
+
+
+async def check_progress(updates, total, what):
+    """The notifications grew at each step and ended at `total`."""
+    # The SDK runs each progress callback in a task of its own: the last may still be on its way.
+    for _ in range(200):
+        if updates and updates[-1][0] == total:
+            break
+        await asyncio.sleep(0.01)
+    values = [u[0] for u in updates]
+    check(values and all(a < b for a, b in zip(values, values[1:])), f"{what}: progress grows",
+          updates)
+    check(values[-1] == total and all(u[1] == total for u in updates),
+          f"{what}: progress ends at the total", updates)
 
 
 def by_source(state, prefix):
@@ -99,8 +121,12 @@ async def local_notebook(session, root):
     # one cell, then all
     run = await call(session, "notebook_execute_cell", notebook=nb, index=3)
     check(run["status"] == "done" and run["text"] == "42\n", "print(6*7) gives 42", run)
-    everything = await call(session, "notebook_execute_all", notebook=nb)
+    progress = []
+    everything = await call(session, "notebook_execute_all", notebook=nb, progress=progress)
     check(everything["status"] == "done" and len(everything["cells"]) == 3, "all ran", everything)
+    await check_progress(progress, 3, "execute_all")
+    check([m for _, _, m in progress][:3] == [f"cell {k} of 3: running" for k in (1, 2, 3)],
+          "a message per cell", progress)
 
     state = await call(session, "notebook_get_state", notebook=nb)
     check([c["cell_type"] for c in state["cells"]] == ["markdown", "code", "code", "code"],
@@ -130,9 +156,12 @@ async def local_notebook(session, root):
     check(summary.startswith("<image/png, ") and "bytes" in summary, "image summarized", image)
     timed = await call(session, "notebook_edit_cell", notebook=nb, action="insert",
                        source="import time\ntime.sleep(30)")
+    progress = []
     slow = await call(session, "notebook_execute_cell", notebook=nb, cell_id=timed["cell_id"],
-                      timeout_seconds=1)
+                      timeout_seconds=3, progress=progress)
     check(slow["status"] == "timeout", "a slow cell is interrupted", slow)
+    check(progress and progress[0][1] is None and "running for" in progress[0][2],
+          "a long cell reports that it still runs", progress)
     await call(session, "notebook_edit_cell", notebook=nb, action="delete", index=-1)
 
     # exports
@@ -157,10 +186,14 @@ async def local_notebook(session, root):
         nbformat.v4.new_code_cell("print(alpha * 2)"),
     ]
     nbformat.write(params, os.path.join(root, "params.ipynb"))
+    progress = []
     runs = await call(session, "notebook_parallel_run", notebook="params.ipynb",
                       parameter_sets=[{"alpha": 1}, {"alpha": 5}, {"alpha": 10, "_name": "ten"}],
-                      output_dir="runs", parallel=2)
+                      output_dir="runs", parallel=2, progress=progress)
     check(runs["runs_ok"] == 3, "3 runs ok", runs)
+    await check_progress(progress, 3, "parallel_run")
+    check(all(m.startswith(f"run {int(p)} of 3 finished: ") and m.endswith(" ok")
+              for p, _, m in progress), "a message per finished run", progress)
     for run, expected in zip(runs["runs"], ["2\n", "10\n", "20\n"]):
         executed = nbformat.read(run["output"], as_version=4)
         nbformat.validate(executed)
@@ -191,8 +224,11 @@ async def relay_notebook(session, relay_http, token):
     state = await call(session, "notebook_get_state", notebook=ref)
     check(state["recent_executions"][0]["target"] == "server", "a server run", state)
     check(state["variables"]["available"] is False, "variables say why not", state)
-    everything = await call(session, "notebook_execute_all", notebook=ref, timeout_seconds=120)
+    progress = []
+    everything = await call(session, "notebook_execute_all", notebook=ref, timeout_seconds=120,
+                            progress=progress)
     check(everything["status"] == "done", "all ran on the server", everything)
+    await check_progress(progress, 2, "execute_all on the relay")
     runs = await call(session, "notebook_parallel_run", notebook=ref,
                       parameter_sets=[{"a": 1}, {"a": 2}], output_dir="relay-runs")
     check(runs["runs_ok"] == 2, "parallel runs of a relay document", runs)
@@ -206,19 +242,45 @@ async def relay_notebook(session, relay_http, token):
     return doc
 
 
+def check_refused(url, token):
+    """Without the token, or with another one, a plain HTTP request gets 401 and a challenge."""
+    for authorization in [None, f"Bearer not-{token}"]:
+        request = urllib.request.Request(url, method="POST", data=b"{}", headers={
+            "Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+        if authorization:
+            request.add_header("Authorization", authorization)
+        try:
+            urllib.request.urlopen(request)
+            status, challenge, body = 200, None, {}
+        except urllib.error.HTTPError as refused:
+            status = refused.code
+            challenge = refused.headers.get("WWW-Authenticate")
+            body = json.loads(refused.read())
+        check(status == 401 and challenge.startswith("Bearer")
+              and "--http-token" in body["error_description"],
+              f"refused with {authorization}", [status, challenge, body])
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True)
     parser.add_argument("--relay-http")
     parser.add_argument("--token")
     parser.add_argument("--http")
+    parser.add_argument("--http-token")
     parser.add_argument("--stdio", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    headers = {}
+    if args.http_token:
+        check_refused(args.http, args.http_token)
+        headers["Authorization"] = f"Bearer {args.http_token}"
+    # The SDK's own timeouts (a long read for the event streams), with our headers.
+    http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
     if args.http:
-        transport = streamable_http_client(args.http)
+        transport = streamable_http_client(args.http, http_client=http)
     else:
         transport = stdio_client(StdioServerParameters(command=args.stdio[0], args=args.stdio[1:]))
-    async with transport as streams:
+    async with http, transport as streams:
         read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             await session.initialize()
