@@ -2,13 +2,14 @@
 
 `python forkserver.py serve SOCKET` imports what every ipykernel imports while it starts
 (IPython, zmq, tornado, the debugger), listens on the Unix socket SOCKET, prints `ready`, and forks
-one kernel per request. It exits when its standard input closes (its launcher ended).
+one kernel per connection. It exits when its standard input closes (its launcher ended).
 
-`python -S forkserver.py client SOCKET ARGS...` is what a kernelspec runs instead of
-`python -m ipykernel_launcher ARGS...`: it asks the server for a kernel with ARGS, its own working
-directory, environment and standard streams, and lives exactly as long as that kernel. The kernel
-joins the client's process group, so a signal sent to the group (an interrupt, a kill) reaches
-it, as it reaches a kernel launched directly.
+A connection asks for one kernel (inloop_kernel's `JupyterConfig::fork_server` is the other side):
+one JSON line `{"argv", "cwd", "env"}` (the kernelspec's command line, whose arguments after
+`-m ipykernel_launcher` the kernel gets) sent with the kernel's standard streams (three file
+descriptors). The server answers `{"pid": N}` once the kernel leads a process group of its own,
+as a launched kernel does, so that signals sent to the group (an interrupt, a kill) reach it; and
+`{"exit": CODE}` when it ended (a negative CODE: killed by that signal).
 
 Each kernel is a new process that has run no code before: a fork of the server, which never
 runs user code.
@@ -36,6 +37,7 @@ def serve(path):
     import importlib
 
     for module in (
+        "faulthandler",
         "ipykernel.debugger",
         "IPython.core.completerlib",
         "IPython.core.debugger",
@@ -53,39 +55,82 @@ def serve(path):
         except Exception:
             pass
 
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(64)
-    # Children are reaped by the system; their clients watch them with pidfds.
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # A child's end wakes the loop up, which reaps it and tells its connection how it ended.
+    woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    kernels = {}
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     stdin = sys.stdin.fileno()
     while True:
-        ready, _, _ = select.select([server, stdin], [], [])
+        ready, _, _ = select.select([server, stdin, woken], [], [])
         if stdin in ready and not os.read(stdin, 4096):
             os._exit(0)
+        if woken in ready:
+            os.read(woken, 4096)
+            reap(kernels)
         if server not in ready:
             continue
         conn, _ = server.accept()
+        fds = []
         try:
-            message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            message, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+            while not message.endswith(b"\n"):
+                more = conn.recv(1 << 16)
+                if not more:
+                    raise EOFError("the request ends early")
+                message += more
             request = json.loads(message)
+            if len(fds) != 3:
+                raise ValueError(f"{len(fds)} file descriptors instead of 3")
         except Exception as error:  # a broken request: refuse it, keep serving
+            for fd in fds:
+                os.close(fd)
             conn.close()
             sys.stderr.write(f"inloop fork server: bad request: {error}\n")
             continue
         pid = os.fork()
         if pid == 0:
-            server.close()
-            conn.close()
+            signal.set_wakeup_fd(-1)
+            os.close(woken)
+            os.close(wake)
+            for sock in (server, conn, *kernels.values()):
+                sock.close()
             become_kernel(request, fds)
+        # The child does it too: whichever comes first, the group exists before the answer.
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
         for fd in fds:
             os.close(fd)
+        kernels[pid] = conn
+        tell(conn, {"pid": pid})
+
+
+def tell(conn, message):
+    try:
+        conn.sendall(json.dumps(message).encode() + b"\n")
+    except OSError:  # its client is gone
+        pass
+
+
+def reap(kernels):
+    while True:
         try:
-            conn.send(json.dumps({"pid": pid}).encode())
-        finally:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = kernels.pop(pid, None)
+        if conn is not None:
+            tell(conn, {"exit": os.waitstatus_to_exitcode(status)})
             conn.close()
 
 
@@ -93,7 +138,7 @@ def become_kernel(request, fds):
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        os.setpgid(0, request["pgid"])
+        os.setpgid(0, 0)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         for fd in fds:
@@ -104,7 +149,8 @@ def become_kernel(request, fds):
         os.environ.update(request["env"])
         # ipykernel exits when its parent (this server) is gone.
         os.environ["JPY_PARENT_PID"] = str(os.getppid())
-        sys.argv = ["ipykernel_launcher"] + request["argv"]
+        argv = request["argv"]
+        sys.argv = ["ipykernel_launcher"] + argv[argv.index("-m") + 2 :]
         from ipykernel import kernelapp
 
         kernelapp.launch_new_instance()
@@ -121,35 +167,8 @@ def become_kernel(request, fds):
     os._exit(code)
 
 
-def client(path, argv):
-    # The kernel, in this process group, gets the interrupt itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    conn.connect(path)
-    request = {
-        "argv": argv,
-        "cwd": os.getcwd(),
-        "env": dict(os.environ),
-        "pgid": os.getpgid(0),
-    }
-    socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
-    reply = conn.recv(4096)
-    if not reply:
-        sys.stderr.write("inloop fork server: no kernel was forked\n")
-        return 1
-    pid = json.loads(reply)["pid"]
-    try:
-        watch = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return 0
-    select.select([watch], [], [])
-    return 0
-
-
 if __name__ == "__main__":
-    if sys.argv[1] == "serve":
+    if sys.argv[1:2] == ["serve"] and len(sys.argv) == 3:
         serve(sys.argv[2])
-    elif sys.argv[1] == "client":
-        sys.exit(client(sys.argv[2], sys.argv[3:]))
     else:
-        sys.exit(f"usage: {sys.argv[0]} serve SOCKET | client SOCKET ARGS...")
+        sys.exit(f"usage: {sys.argv[0]} serve SOCKET")

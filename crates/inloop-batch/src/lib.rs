@@ -219,7 +219,8 @@ pub async fn run_all(config: Config, observer: Arc<dyn Observer>) -> Vec<RunRepo
                 continue;
             }
         };
-        let kernel_spec = if config.fork_kernels {
+        let kernel_spec = forkserver::with_history_in_memory(kernel_spec);
+        let fork_server = if config.fork_kernels {
             let server = match fork_servers.get(&kernel_spec.name) {
                 Some(server) => server,
                 None => {
@@ -232,9 +233,9 @@ pub async fn run_all(config: Config, observer: Arc<dyn Observer>) -> Vec<RunRepo
                         .or_insert(server)
                 }
             };
-            server.as_ref().map_or(kernel_spec, |s| s.spec().clone())
+            server.as_ref().map(|s| s.socket().to_owned())
         } else {
-            kernel_spec
+            None
         };
         let working_dir = config.working_dir.clone().or_else(|| {
             let dir = spec.input.parent().filter(|d| !d.as_os_str().is_empty());
@@ -242,6 +243,7 @@ pub async fn run_all(config: Config, observer: Arc<dyn Observer>) -> Vec<RunRepo
         });
         let kernel_config = JupyterConfig {
             working_dir,
+            fork_server,
             ..JupyterConfig::default()
         };
         let starting = tokio::spawn(start_kernel(kernel_spec, kernel_config));

@@ -55,6 +55,15 @@ pub struct JupyterConfig {
     pub shutdown_timeout: Duration,
     /// Run the kernel in this container instead of from the kernelspec's command.
     pub container: Option<crate::Container>,
+    /// Have the kernel forked by the process listening on this Unix socket (inloop-batch's fork
+    /// server of ipykernels) instead of spawned from the kernelspec's command. Each connection
+    /// asks for one kernel: a JSON line `{"argv", "cwd", "env"}` (the command line with its
+    /// placeholders filled in, the working directory and the whole environment) sent with the
+    /// kernel's stdin, stdout and stderr attached (`SCM_RIGHTS`). The server answers
+    /// `{"pid": N}` once the kernel leads a process group of its own, as a spawned kernel does,
+    /// and `{"exit": CODE}` when it has ended (minus the signal that killed it). Not with a
+    /// container.
+    pub fork_server: Option<PathBuf>,
 }
 
 impl Default for JupyterConfig {
@@ -66,6 +75,7 @@ impl Default for JupyterConfig {
             iopub_timeout: Duration::from_secs(4),
             shutdown_timeout: Duration::from_secs(5),
             container: None,
+            fork_server: None,
         }
     }
 }
@@ -229,7 +239,7 @@ impl Instance {
         }
         let json = serde_json::to_vec_pretty(&kernel_view).map_err(std::io::Error::other)?;
         std::fs::write(&connection_file, json)?;
-        let process = Process::spawn(spec, config, &connection_file, &ports)?;
+        let process = Process::start(spec, config, &connection_file, &ports).await?;
 
         let ready = async {
             let channels = Channels::connect(&connection).await?;

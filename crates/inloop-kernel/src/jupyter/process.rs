@@ -1,13 +1,21 @@
 //! The kernel's operating-system process: launch, watch, signal, kill.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::pipe::PipeFlags;
 use rustix::process::{Pid, Signal};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Interest};
+use tokio::net::UnixStream;
+use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -48,10 +56,23 @@ fn connection_file_id(connection_file: &Path) -> String {
         .unwrap_or_else(|| "kernel".to_owned())
 }
 
+/// What a fork server says about the kernel it forked: first its pid, then how it ended (an exit
+/// code, or minus the signal that killed it).
+#[derive(Deserialize)]
+struct Forked {
+    pid: i32,
+}
+
+#[derive(Deserialize)]
+struct Ended {
+    exit: i32,
+}
+
 impl Process {
-    /// Starts `spec`'s command with `{connection_file}` and `{resource_dir}` filled in, or,
-    /// with `config.container`, the container engine's command running the kernel on `ports`.
-    pub(super) fn spawn(
+    /// Starts `spec`'s command with `{connection_file}` and `{resource_dir}` filled in: forked
+    /// by `config.fork_server`, or spawned. With `config.container`, the container engine's
+    /// command running the kernel on `ports` is spawned instead.
+    pub(super) async fn start(
         spec: &KernelSpec,
         config: &JupyterConfig,
         connection_file: &Path,
@@ -70,6 +91,27 @@ impl Process {
             }
             None => (spec.argv.iter().map(|arg| fill(arg)).collect(), None),
         };
+        match (&config.fork_server, &config.container) {
+            (Some(socket), None) => {
+                let forking = Self::fork(socket, spec, config, argv);
+                tokio::time::timeout(config.startup_timeout, forking)
+                    .await
+                    .map_err(|_| Error::StartTimeout {
+                        kernel: spec.name.clone(),
+                        waited: config.startup_timeout,
+                        stderr: String::new(),
+                    })?
+            }
+            _ => Self::spawn(spec, config, argv, cleanup),
+        }
+    }
+
+    fn spawn(
+        spec: &KernelSpec,
+        config: &JupyterConfig,
+        argv: Vec<String>,
+        cleanup: Option<Vec<String>>,
+    ) -> Result<Process> {
         let mut command = Command::new(&argv[0]);
         command
             .args(&argv[1..])
@@ -97,34 +139,129 @@ impl Process {
             .and_then(|id| Pid::from_raw(i32::try_from(id).ok()?))
             .ok_or_else(|| std::io::Error::other("the kernel process has no pid"))?;
 
-        let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(log_lines(out, spec.name.clone(), None));
-        }
-        let stderr_reader = child
-            .stderr
-            .take()
-            .map(|err| tokio::spawn(log_lines(err, spec.name.clone(), Some(stderr.clone()))));
-
-        let (exited, exit) = watch::channel(None);
-        let kernel = spec.name.clone();
-        tokio::spawn(async move {
-            let status = match child.wait().await {
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let ended = async move {
+            match child.wait().await {
                 Ok(status) => status.to_string(),
                 Err(error) => format!("could not wait for it: {error}"),
-            };
-            if let Some(reader) = stderr_reader {
-                let _ = tokio::time::timeout(STDERR_DRAIN, reader).await;
             }
+        };
+        Ok(Self::watch(pid, &spec.name, stdout, stderr, ended, cleanup))
+    }
+
+    /// Has the fork server listening on `socket` fork the kernel (see
+    /// [`JupyterConfig::fork_server`]): it gets the command line, the working directory, the
+    /// environment a spawned kernel would get, and standard streams like a spawned kernel's.
+    async fn fork(
+        socket: &Path,
+        spec: &KernelSpec,
+        config: &JupyterConfig,
+        argv: Vec<String>,
+    ) -> Result<Process> {
+        let failed = |source: std::io::Error| Error::Launch {
+            kernel: spec.name.clone(),
+            program: socket.display().to_string(),
+            source,
+        };
+        let cwd = match &config.working_dir {
+            Some(dir) => std::path::absolute(dir)?,
+            None => std::env::current_dir()?,
+        };
+        let mut env: BTreeMap<String, String> = std::env::vars_os()
+            .map(|(name, value)| {
+                let text = |s: std::ffi::OsString| s.to_string_lossy().into_owned();
+                (text(name), text(value))
+            })
+            .collect();
+        env.extend(spec.env.clone());
+        env.extend(config.env.clone());
+        let mut request = serde_json::to_vec(&serde_json::json!({
+            "argv": argv,
+            "cwd": cwd,
+            "env": env,
+        }))
+        .map_err(std::io::Error::other)?;
+        request.push(b'\n');
+
+        let stdin = std::fs::File::open("/dev/null")?;
+        let new_pipe = || rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(std::io::Error::from);
+        let (stdout, stdout_writer) = new_pipe()?;
+        let (stderr, stderr_writer) = new_pipe()?;
+        let mut connection = UnixStream::connect(socket).await.map_err(failed)?;
+        let streams = [stdin.as_fd(), stdout_writer.as_fd(), stderr_writer.as_fd()];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&streams));
+        let sent = connection
+            .async_io(Interest::WRITABLE, || {
+                let request = [IoSlice::new(&request)];
+                Ok(rustix::net::sendmsg(
+                    &connection,
+                    &request,
+                    &mut control,
+                    SendFlags::empty(),
+                )?)
+            })
+            .await
+            .map_err(failed)?;
+        connection
+            .write_all(&request[sent..])
+            .await
+            .map_err(failed)?;
+        // The kernel holds the only write ends: its exit closes the pipes.
+        drop((stdin, stdout_writer, stderr_writer));
+
+        let mut said = BufReader::new(connection).lines();
+        let forked = said.next_line().await.map_err(failed)?;
+        let pid = forked
+            .and_then(|line| serde_json::from_str::<Forked>(&line).ok())
+            .and_then(|forked| Pid::from_raw(forked.pid))
+            .ok_or_else(|| failed(std::io::Error::other("the fork server forked no kernel")))?;
+        let ended = async move {
+            let line = said.next_line().await.ok().flatten();
+            match line.and_then(|line| serde_json::from_str::<Ended>(&line).ok()) {
+                Some(Ended { exit }) if exit < 0 => format!("signal: {}", -exit),
+                Some(Ended { exit }) => format!("exit status: {exit}"),
+                None => {
+                    // The kernel would end within a second (it watches its parent): now.
+                    let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+                    "its fork server ended".to_owned()
+                }
+            }
+        };
+        let stdout = pipe::Receiver::from_owned_fd(stdout)?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr)?;
+        Ok(Self::watch(pid, &spec.name, stdout, stderr, ended, None))
+    }
+
+    /// The process `pid`, its output logged, and its end, once `ended` says how it came,
+    /// reported after the rest of its stderr.
+    fn watch(
+        pid: Pid,
+        kernel: &str,
+        stdout: impl AsyncRead + Unpin + Send + 'static,
+        stderr: impl AsyncRead + Unpin + Send + 'static,
+        ended: impl Future<Output = String> + Send + 'static,
+        cleanup: Option<Vec<String>>,
+    ) -> Process {
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        tokio::spawn(log_lines(stdout, kernel.to_owned(), None));
+        let stderr_reader = tokio::spawn(log_lines(stderr, kernel.to_owned(), Some(tail.clone())));
+        let (exited, exit) = watch::channel(None);
+        let kernel = kernel.to_owned();
+        tokio::spawn(async move {
+            let status = ended.await;
+            let _ = tokio::time::timeout(STDERR_DRAIN, stderr_reader).await;
             tracing::debug!(kernel, %status, "kernel process ended");
             let _ = exited.send(Some(status));
         });
-        Ok(Process {
+        Process {
             pid,
             exit,
-            stderr,
+            stderr: tail,
             cleanup,
-        })
+        }
     }
 
     pub(super) fn pid(&self) -> u32 {
