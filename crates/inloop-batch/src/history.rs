@@ -110,7 +110,7 @@ fn message(history: &History, spec: &RunSpec, report: &RunReport) -> String {
             .unwrap_or_else(|_| path.display().to_string())
     };
     let mut text = format!(
-        "{}: {} ({}/{} cells, {:.1} s)\n\nExecuted {} with inloop run.\n",
+        "{}: {} ({}/{} cells, {:.1} s)\n\nExecuted {} headless (inloop run).\n",
         report.label,
         report.status.as_str(),
         report.cells_done,

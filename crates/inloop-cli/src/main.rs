@@ -365,6 +365,20 @@ struct McpArgs {
     /// The kernelspec for notebooks that name none.
     #[arg(long, env = "INLOOP_KERNEL", default_value = "python3")]
     kernel: String,
+    /// Record the session in git, on the branch inloop/NAME of the repository holding --root
+    /// [NAME: --name and the time the server started (UTC), e.g. agent-20261122-093000]: every local
+    /// file a tool writes (a notebook after each edit or run, an export, parallel runs) is
+    /// committed there. The working tree, the index and the current branch are not touched.
+    /// Write it --git or --git=NAME.
+    #[arg(
+        long,
+        value_name = "NAME",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "",
+        env = "INLOOP_GIT"
+    )]
+    git: Option<String>,
     /// An environment whose `share/jupyter` holds kernelspecs, besides $VIRTUAL_ENV and the
     /// usual Jupyter directories (repeatable) [default: ./.venv when present].
     #[arg(long = "kernel-prefix", env = "INLOOP_KERNEL_PREFIX")]
@@ -382,6 +396,25 @@ impl McpArgs {
             .relay
             .map(|url| inloop_mcp::RelayConfig::parse(&url, self.token.as_deref()))
             .transpose()?;
+        config.history = match self.git.as_deref() {
+            None => None,
+            Some(name) => {
+                let name = match name {
+                    "" => format!(
+                        "{}-{}",
+                        self.name,
+                        chrono::Utc::now().format("%Y%m%d-%H%M%S")
+                    ),
+                    given => given.to_owned(),
+                };
+                let history = inloop_batch::History::open(&config.root, &name)?;
+                eprintln!(
+                    "inloop mcp: recording on the branch {branch} (git log {branch})",
+                    branch = history.branch()
+                );
+                Some(Arc::new(history))
+            }
+        };
         config.name = self.name;
         config.kernel = self.kernel;
         config.kernel_search = inloop_kernel::SearchPath::from_env(prefixes);

@@ -27,6 +27,10 @@
 //!   `notifications/progress` (cells or runs done, of how many) when the call carries a
 //!   `_meta.progressToken`, and `notebook_execute_cell` does every few seconds while a cell
 //!   runs long.
+//! - **History in git** ([`Config::history`], `inloop mcp --git`): the agent's session is a
+//!   branch `inloop/NAME` ([`inloop_history`]); each tool call that writes a local file commits
+//!   it there (subject: the tool and what it did; trailers `Inloop-Agent`, `Inloop-Tool`), and
+//!   its result says so under `history`. The checkout is never touched.
 //! - **Transports**: stdio ([`serve_stdio`]) and streamable HTTP ([`serve_http`], at `/mcp`),
 //!   behind a bearer token ([`HttpAccess`], required on an address other machines reach) and
 //!   `Host`/`Origin` checks against DNS rebinding.
@@ -128,6 +132,9 @@ pub struct Config {
     pub kernel_search: SearchPath,
     /// Longest a cell may run when the tool call gives no timeout.
     pub default_timeout: Duration,
+    /// Record the session on this git branch: every local file a tool writes (a notebook after
+    /// an edit or a run, an export, the runs of `notebook_parallel_run`) becomes a commit.
+    pub history: Option<Arc<inloop_history::History>>,
 }
 
 impl Config {
@@ -141,6 +148,7 @@ impl Config {
             kernel: inloop_batch::DEFAULT_KERNEL.into(),
             kernel_search: SearchPath::from_env([".venv"]),
             default_timeout: Duration::from_secs(600),
+            history: None,
         }
     }
 }

@@ -210,6 +210,14 @@ fn answer(result: ToolResult<Value>) -> Result<CallToolResult, ErrorData> {
     }
 }
 
+/// Adds what `--git` recorded of this call, if anything, to its answer.
+fn with_history(mut answer: Value, recorded: Option<Value>) -> Value {
+    if let (Some(recorded), Some(fields)) = (recorded, answer.as_object_mut()) {
+        fields.insert("history".into(), recorded);
+    }
+    answer
+}
+
 fn timeout(seconds: Option<f64>, default: Duration) -> ToolResult<Duration> {
     match seconds {
         None => Ok(default),
@@ -256,6 +264,13 @@ impl NotebookServer {
         }
     }
 
+    /// With `--git`, commits a local notebook as this call left it (see [`Store::record`]).
+    async fn record_notebook(&self, open: &Open, tool: &str, did: String) -> Option<Value> {
+        let file = open.file()?.to_owned();
+        let subject = format!("{tool}: {did} in {}", open.reference);
+        self.store.record(tool, vec![file], subject).await
+    }
+
     /// After an edit: saved to disk, or sent to the relay and acknowledged.
     async fn commit(&self, open: &Open) -> ToolResult<()> {
         open.save()?;
@@ -263,6 +278,29 @@ impl NotebookServer {
             flush(client).await;
         }
         Ok(())
+    }
+
+    async fn create(&self, path: Option<&str>, cells: &[(CellType, String)]) -> ToolResult<Value> {
+        let reference = self.store.create(path, cells).await?;
+        let open = self.store.get(&reference).await?;
+        let cells: Vec<Value> = open
+            .notebook
+            .cells()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({"index": i, "id": c.id, "cell_type": c.cell_type.as_str()}))
+            .collect();
+        let recorded = self
+            .record_notebook(
+                &open,
+                "notebook_create",
+                format!("created with {} cells", cells.len()),
+            )
+            .await;
+        Ok(with_history(
+            json!({"notebook": reference, "cells": cells}),
+            recorded,
+        ))
     }
 
     async fn edit(&self, args: EditArgs) -> ToolResult<Value> {
@@ -323,8 +361,12 @@ impl NotebookServer {
             .enumerate()
             .map(|(i, c)| json!({"index": i, "id": c.id, "cell_type": c.cell_type.as_str()}))
             .collect();
-        Ok(json!({"notebook": open.reference, "action": args.action,
-                  "cell_id": cell_id, "index": index, "cells": cells}))
+        let action = serde_json::to_value(args.action).unwrap_or_default();
+        let did = format!("{} cell {index}", action.as_str().unwrap_or_default());
+        let recorded = self.record_notebook(&open, "notebook_edit_cell", did).await;
+        let answer = json!({"notebook": open.reference, "action": args.action,
+                            "cell_id": cell_id, "index": index, "cells": cells});
+        Ok(with_history(answer, recorded))
     }
 
     async fn execute(&self, args: ExecuteArgs, progress: &Progress) -> ToolResult<Value> {
@@ -337,7 +379,11 @@ impl NotebookServer {
                 format!("cell {cell_id} (index {index}): running for {seconds} s")
             })
             .await?;
-        Ok(run.to_json(index))
+        let did = format!("ran cell {index} ({})", run.status);
+        let recorded = self
+            .record_notebook(&open, "notebook_execute_cell", did)
+            .await;
+        Ok(with_history(run.to_json(index), recorded))
     }
 
     /// Reports "cell K of N: running" before each cell (progress K-1), and how it ended.
@@ -378,10 +424,14 @@ impl NotebookServer {
             _ if done < total => format!("cell {done} of {total} failed; stopped there"),
             _ => format!("{done} of {total} cells run, {failed} failed"),
         };
+        let recorded = self
+            .record_notebook(&open, "notebook_execute_all", format!("ran all: {summary}"))
+            .await;
         progress.report(done as f64, Some(total as f64), summary);
         progress.flush().await;
         let status = if failed == 0 { "done" } else { "error" };
-        Ok(json!({"notebook": open.reference, "status": status, "cells": runs}))
+        let answer = json!({"notebook": open.reference, "status": status, "cells": runs});
+        Ok(with_history(answer, recorded))
     }
 
     async fn state(&self, args: StateArgs) -> ToolResult<Value> {
@@ -478,7 +528,45 @@ impl NotebookServer {
             total: args.parameter_sets.len(),
             finished: std::sync::Mutex::new(0),
         });
-        let reports = inloop_batch::run_all(config, progress.clone()).await;
+        // With --git, each run is committed as `inloop run --git` commits it.
+        let (recorder, unrecordable) = match &self.store.config.history {
+            None => (None, None),
+            Some(history) => match inloop_batch::check_outputs(history, &config.runs) {
+                Ok(()) => {
+                    let recorder = Arc::new(inloop_batch::RecordingObserver::new(
+                        history.clone(),
+                        config.runs.clone(),
+                        progress.clone(),
+                    ));
+                    (Some(recorder), None)
+                }
+                Err(error) => (
+                    None,
+                    Some(json!({"branch": history.branch(),
+                                                  "error": error.to_string()})),
+                ),
+            },
+        };
+        let observer: Arc<dyn inloop_batch::Observer> = match &recorder {
+            Some(recorder) => recorder.clone(),
+            None => progress.clone(),
+        };
+        let reports = inloop_batch::run_all(config, observer).await;
+        let recorded = match recorder {
+            Some(recorder) => {
+                let records = tokio::task::spawn_blocking(move || recorder.finish())
+                    .await
+                    .unwrap_or_default();
+                let branch = self.store.config.history.as_ref().map(|h| h.branch());
+                Some(
+                    json!({"branch": branch, "commits": records.iter().map(|r| match &r.result {
+                    Ok(commit) => json!({"run": r.label, "commit": commit.as_ref().map(|c| &c.id)}),
+                    Err(error) => json!({"run": r.label, "error": error.to_string()}),
+                }).collect::<Vec<_>>()}),
+                )
+            }
+            None => unrecordable,
+        };
         progress.progress.flush().await;
         let ok = reports
             .iter()
@@ -494,10 +582,9 @@ impl NotebookServer {
                        "seconds": r.duration.as_secs_f64(), "error": r.error})
             })
             .collect();
-        Ok(
-            json!({"notebook": args.notebook, "runs_ok": ok, "runs_total": reports.len(),
-                  "runs": runs}),
-        )
+        let answer = json!({"notebook": args.notebook, "runs_ok": ok,
+                            "runs_total": reports.len(), "runs": runs});
+        Ok(with_history(answer, recorded))
     }
 
     async fn export(&self, args: ExportArgs) -> ToolResult<Value> {
@@ -515,9 +602,9 @@ impl NotebookServer {
             Format::Html => export::to_html(&open.notebook, &title),
         };
         match args.path {
-            Some(path) => {
+            Some(given) => {
                 let path = {
-                    let p = PathBuf::from(&path);
+                    let p = PathBuf::from(&given);
                     if p.is_absolute() {
                         p
                     } else {
@@ -525,8 +612,19 @@ impl NotebookServer {
                     }
                 };
                 crate::store::write_atomically(&path, text.as_bytes())?;
-                Ok(json!({"notebook": open.reference, "format": args.format,
-                          "written": path.display().to_string(), "bytes": text.len()}))
+                let format = serde_json::to_value(args.format).unwrap_or_default();
+                let subject = format!(
+                    "notebook_export: {} as {} to {given}",
+                    open.reference,
+                    format.as_str().unwrap_or_default(),
+                );
+                let recorded = self
+                    .store
+                    .record("notebook_export", vec![path.clone()], subject)
+                    .await;
+                let answer = json!({"notebook": open.reference, "format": args.format,
+                                    "written": path.display().to_string(), "bytes": text.len()});
+                Ok(with_history(answer, recorded))
             }
             None => Ok(json!({"notebook": open.reference, "format": args.format, "text": text})),
         }
@@ -586,18 +684,7 @@ impl NotebookServer {
             .into_iter()
             .map(|c| (c.cell_type.unwrap_or(Kind::Code).into(), c.source))
             .collect();
-        let result = self.store.create(args.path.as_deref(), &cells).await;
-        let result = match result {
-            Ok(reference) => match self.store.get(&reference).await {
-                Ok(open) => Ok(json!({"notebook": reference,
-                    "cells": open.notebook.cells().iter().enumerate()
-                        .map(|(i, c)| json!({"index": i, "id": c.id, "cell_type": c.cell_type.as_str()}))
-                        .collect::<Vec<_>>()})),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        answer(result)
+        answer(self.create(args.path.as_deref(), &cells).await)
     }
 
     #[tool(

@@ -545,6 +545,44 @@ impl Store {
         }
     }
 
+    /// With `--git`, commits `files` (written by this tool call) on the session's branch, as
+    /// `subject` by `tool`; what to tell the agent about it (`None` without `--git`). A failed
+    /// record does not fail the tool: its change is made, and the answer says why it is not in
+    /// the history.
+    pub(crate) async fn record(
+        &self,
+        tool: &str,
+        files: Vec<PathBuf>,
+        subject: String,
+    ) -> Option<Value> {
+        let history = self.config.history.clone()?;
+        let branch = history.branch().to_owned();
+        let message = format!(
+            "{subject}\n\nInloop-Agent: {}\nInloop-Tool: {tool}\n",
+            self.config.name
+        );
+        let recorded = tokio::task::spawn_blocking(move || {
+            let contents = files
+                .iter()
+                .map(std::fs::read)
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let entries: Vec<(&Path, &[u8])> = files
+                .iter()
+                .map(PathBuf::as_path)
+                .zip(contents.iter().map(Vec::as_slice))
+                .collect();
+            history.record(&entries, &message)
+        })
+        .await;
+        Some(match recorded {
+            Ok(Ok(Some(commit))) => json!({"branch": branch, "commit": commit.id}),
+            Ok(Ok(None)) => json!({"branch": branch, "commit": null,
+                                   "note": "no file changed, so no commit"}),
+            Ok(Err(error)) => json!({"branch": branch, "error": error.to_string()}),
+            Err(error) => json!({"branch": branch, "error": error.to_string()}),
+        })
+    }
+
     /// Kills every kernel this server started.
     pub(crate) async fn shutdown(&self) {
         let open: Vec<_> = self.open.lock().await.drain().map(|(_, o)| o).collect();
@@ -590,6 +628,14 @@ impl Open {
             *modified.lock().unwrap_or_else(|e| e.into_inner()) = mtime(path);
         }
         Ok(())
+    }
+
+    /// The file of a local notebook.
+    pub(crate) fn file(&self) -> Option<&Path> {
+        match &self.place {
+            Place::Local { path, .. } => Some(path),
+            Place::Relay { .. } => None,
+        }
     }
 
     pub(crate) fn doc_id(&self) -> Option<&str> {

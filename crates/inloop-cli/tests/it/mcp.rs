@@ -38,13 +38,20 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/mcp_client.py")
 }
 
-/// Runs the client script; returns the relay document it used.
-fn run_client(root: &Path, relay: &str, admin: &str, transport: &[String]) -> String {
+/// Runs the client script (`options` before the transport); returns the relay document it used.
+fn run_client(
+    root: &Path,
+    relay: &str,
+    admin: &str,
+    options: &[&str],
+    transport: &[String],
+) -> String {
     let output = Command::new(python_with_mcp())
         .arg(script())
         .arg("--root")
         .arg(root)
         .args(["--relay-http", relay, "--token", admin])
+        .args(options)
         .args(transport)
         .stderr(Stdio::inherit())
         .output()
@@ -123,6 +130,79 @@ async fn check_relay_document(
     client.close();
 }
 
+fn git(dir: &Path, args: &[&str]) -> String {
+    inloop_history::run_git(dir, args).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Makes `dir` a repository with one commit; returns it.
+fn git_repository(dir: &Path) -> String {
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["config", "user.name", "Test User"]);
+    git(dir, &["config", "user.email", "test@example.com"]);
+    std::fs::write(dir.join("README.md"), "agent work\n").unwrap();
+    git(dir, &["add", "README.md"]);
+    git(dir, &["commit", "-q", "-m", "start"]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// The session the client drove is on `inloop/session`, a commit per tool call that wrote a
+/// file, starting at `head`, with the executed notebook; the checkout is untouched.
+fn check_session_history(root: &Path, head: &str) {
+    let subjects = git(
+        root,
+        &["log", "--reverse", "--format=%s", "main..inloop/session"],
+    );
+    let subjects: Vec<&str> = subjects.lines().collect();
+    println!("the agent's session in git:\n  {}", subjects.join("\n  "));
+    assert_eq!(
+        subjects.first().copied(),
+        Some("notebook_create: created with 4 cells in work/nb.ipynb")
+    );
+    for expected in [
+        "notebook_edit_cell: insert cell 0 in work/nb.ipynb",
+        "notebook_execute_cell: ran cell 3 (done) in work/nb.ipynb",
+        "notebook_execute_all: ran all: 3 of 3 cells done in work/nb.ipynb",
+        "notebook_execute_cell: ran cell 4 (error) in work/nb.ipynb",
+    ] {
+        assert!(
+            subjects.contains(&expected),
+            "{expected:?} in {subjects:#?}"
+        );
+    }
+    assert!(
+        subjects.contains(&"notebook_export: work/nb.ipynb as html to out/nb.html"),
+        "{subjects:#?}"
+    );
+    for run in ["params-0: ok", "params-1: ok", "params-ten: ok"] {
+        assert!(
+            subjects.iter().any(|s| s.starts_with(run)),
+            "{run} in {subjects:#?}"
+        );
+    }
+    let agents = git(
+        root,
+        &[
+            "log",
+            "--format=%(trailers:key=Inloop-Agent,valueonly,separator=)",
+            "-1",
+            "inloop/session",
+            "--",
+            "work/nb.ipynb",
+        ],
+    );
+    assert_eq!(agents, "test-agent");
+    let first = git(root, &["rev-list", "--reverse", "main..inloop/session"]);
+    let first = first.lines().next().unwrap();
+    assert_eq!(git(root, &["rev-parse", &format!("{first}^")]), head);
+    let executed: serde_json::Value =
+        serde_json::from_str(&git(root, &["show", "inloop/session:work/nb.ipynb"])).unwrap();
+    assert!(executed.to_string().contains("42\\n"), "{executed}");
+    let ten = git(root, &["show", "inloop/session:runs/params-ten.ipynb"]);
+    assert!(ten.contains("20\\n"), "{ten}");
+    assert_eq!(git(root, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(root, &["diff", "--cached", "--name-only"]), "");
+}
+
 #[derive(Debug)]
 struct Killed(Child);
 
@@ -190,15 +270,21 @@ async fn an_mcp_client_calls_every_tool_over_stdio_and_http() {
     let admin = token(Role::Admin);
     let relay = format!("http://{}", serve.addr);
 
-    // stdio: the client starts `inloop mcp` itself.
+    // stdio: the client starts `inloop mcp` itself, recording its session in git.
     let root = tempfile::tempdir().unwrap();
+    let head = git_repository(root.path());
     let mut transport = vec![
         "--stdio".to_owned(),
         env!("CARGO_BIN_EXE_inloop").to_owned(),
     ];
     transport.extend(mcp_args(root.path(), &relay, &admin));
-    let doc = tokio::task::block_in_place(|| run_client(root.path(), &relay, &admin, &transport));
+    transport.push("--git=session".into());
+    let options = ["--expect-git", "inloop/session"];
+    let doc = tokio::task::block_in_place(|| {
+        run_client(root.path(), &relay, &admin, &options, &transport)
+    });
     check_relay_document(serve.addr, &doc, &admin, false).await;
+    check_session_history(root.path(), &head);
 
     // Streamable HTTP: one `inloop mcp --http` with a token, which the client connects to.
     let root = tempfile::tempdir().unwrap();
@@ -213,7 +299,8 @@ async fn an_mcp_client_calls_every_tool_over_stdio_and_http() {
         "--http-token".to_owned(),
         http_token.to_owned(),
     ];
-    let doc = tokio::task::block_in_place(|| run_client(root.path(), &relay, &admin, &transport));
+    let doc =
+        tokio::task::block_in_place(|| run_client(root.path(), &relay, &admin, &[], &transport));
     // The HTTP server is still up, still a peer of the document: its presence shows.
     check_relay_document(serve.addr, &doc, &admin, true).await;
     drop(server);

@@ -83,7 +83,17 @@ def by_source(state, prefix):
     return next(c for c in state["cells"] if c["source"].startswith(prefix))
 
 
-async def local_notebook(session, root):
+def check_recorded(result, branch, what):
+    """With --git, a tool that wrote a file says which commit holds it."""
+    if branch is None:
+        check("history" not in result, f"{what}: no history without --git", result)
+        return
+    history = result.get("history") or {}
+    check(history.get("branch") == branch and len(history.get("commit") or "") == 40,
+          f"{what}: recorded on {branch}", result)
+
+
+async def local_notebook(session, root, branch):
     nb = "work/nb.ipynb"
     created = await call(session, "notebook_create", path=nb, cells=[
         {"cell_type": "markdown", "source": "# A test notebook"},
@@ -93,6 +103,7 @@ async def local_notebook(session, root):
     ])
     check(created["notebook"] == nb and len(created["cells"]) == 4, "created with 4 cells", created)
     check(os.path.exists(os.path.join(root, nb)), "the file exists")
+    check_recorded(created, branch, "notebook_create")
     again = await call(session, "notebook_create", expect_error=True, path=nb)
     check("already exists" in again, "no overwrite", again)
 
@@ -104,6 +115,7 @@ async def local_notebook(session, root):
                           source="tmp = 1")
     tmp = inserted["cell_id"]
     check(inserted["cells"][0]["id"] == tmp, "inserted at 0", inserted)
+    check_recorded(inserted, branch, "notebook_edit_cell")
     moved = await call(session, "notebook_edit_cell", notebook=nb, action="move", cell_id=tmp,
                        to_index=-1)
     check(moved["cells"][-1]["id"] == tmp, "moved to the end", moved)
@@ -121,9 +133,11 @@ async def local_notebook(session, root):
     # one cell, then all
     run = await call(session, "notebook_execute_cell", notebook=nb, index=3)
     check(run["status"] == "done" and run["text"] == "42\n", "print(6*7) gives 42", run)
+    check_recorded(run, branch, "notebook_execute_cell")
     progress = []
     everything = await call(session, "notebook_execute_all", notebook=nb, progress=progress)
     check(everything["status"] == "done" and len(everything["cells"]) == 3, "all ran", everything)
+    check_recorded(everything, branch, "notebook_execute_all")
     await check_progress(progress, 3, "execute_all")
     check([m for _, _, m in progress][:3] == [f"cell {k} of 3: running" for k in (1, 2, 3)],
           "a message per cell", progress)
@@ -177,6 +191,7 @@ async def local_notebook(session, root):
     page = open(os.path.join(root, "out/nb.html")).read()
     check(page.startswith("<!DOCTYPE html>") and "data:image/png;base64" in page
           and "42" in page, "html written", html)
+    check_recorded(html, branch, "notebook_export")
     nbformat.validate(nbformat.read(os.path.join(root, nb), as_version=4))
 
     # parallel runs of a notebook with a `parameters` cell
@@ -200,6 +215,10 @@ async def local_notebook(session, root):
         check(executed.cells[-1].outputs[0]["text"] == expected, "each run its own result",
               [run, executed.cells[-1].outputs])
     check(runs["runs"][2]["output"].endswith("params-ten.ipynb"), "_name names the file", runs)
+    if branch is not None:
+        commits = runs["history"]["commits"]
+        check(runs["history"]["branch"] == branch and len(commits) == 3
+              and all(len(c["commit"]) == 40 for c in commits), "each run recorded", runs)
 
 
 async def relay_notebook(session, relay_http, token):
@@ -268,6 +287,8 @@ async def main():
     parser.add_argument("--token")
     parser.add_argument("--http")
     parser.add_argument("--http-token")
+    parser.add_argument("--expect-git", metavar="BRANCH",
+                        help="the server records on BRANCH: check that tools say so")
     parser.add_argument("--stdio", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     headers = {}
@@ -289,7 +310,7 @@ async def main():
             for tool in tools:
                 check(tool.description and field(tool, "input_schema", "inputSchema").get("type") == "object",
                       f"{tool.name} has a description and a schema", tool.name)
-            await local_notebook(session, args.root)
+            await local_notebook(session, args.root, args.expect_git)
             doc = None
             if args.relay_http:
                 doc = await relay_notebook(session, args.relay_http, args.token)
