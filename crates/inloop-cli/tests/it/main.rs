@@ -6,6 +6,7 @@ mod run;
 mod runtime;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,6 +47,9 @@ impl Serve {
             .args(flags)
             .env("INLOOP_SECRET", SECRET)
             .stdout(Stdio::piped())
+            // A group of its own, so that dropping it also stops the local runtimes it started
+            // (they would otherwise outlive the test, holding its output pipes open).
+            .process_group(0)
             .spawn()
             .expect("inloop serve starts");
         let stdout = child.stdout.take().unwrap();
@@ -93,6 +97,8 @@ impl Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
