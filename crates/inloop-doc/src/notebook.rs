@@ -945,6 +945,36 @@ impl Notebook {
         }
     }
 
+    /// Publishes what a runtime's kernel holds (its variables, as read after its last run), so
+    /// that peers without the kernel (an agent, a variable inspector) can show them.
+    pub fn set_runtime_variables(
+        &self,
+        session_id: &str,
+        variables: &Value,
+        now: f64,
+    ) -> Result<()> {
+        let mut txn = self.write();
+        let Some(Out::YMap(entry)) = self.runtimes.get(&txn, session_id) else {
+            return Err(Error::RuntimeNotFound(session_id.to_owned()));
+        };
+        entry.insert(&mut txn, rk::VARIABLES, variables.to_string());
+        entry.insert(&mut txn, rk::VARIABLES_AT, now);
+        Ok(())
+    }
+
+    /// A runtime's variables as it last published them, and when it read them.
+    pub fn runtime_variables(&self, session_id: &str) -> Option<(Value, f64)> {
+        let txn = self.doc.transact();
+        let Some(Out::YMap(entry)) = self.runtimes.get(&txn, session_id) else {
+            return None;
+        };
+        let variables = serde_json::from_str(&string_at(&txn, &entry, rk::VARIABLES)?).ok()?;
+        Some((
+            variables,
+            f64_at(&txn, &entry, rk::VARIABLES_AT).unwrap_or_default(),
+        ))
+    }
+
     fn set_runtime_field(&self, session_id: &str, key: &str, value: f64) -> Result<()> {
         let mut txn = self.write();
         let Some(Out::YMap(entry)) = self.runtimes.get(&txn, session_id) else {

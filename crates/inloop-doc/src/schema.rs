@@ -76,4 +76,8 @@ pub(crate) mod runtime {
     pub(crate) const LEASE_EPOCH: &str = "lease_epoch";
     pub(crate) const RESTART_REQUESTED_AT: &str = "restart_requested_at";
     pub(crate) const RESTARTED_AT: &str = "restarted_at";
+    /// The kernel's variables as JSON text (a list of {name, type, repr, shape?, len?}), and
+    /// when they were read: one string replaced whole, so each reading is one small update.
+    pub(crate) const VARIABLES: &str = "variables";
+    pub(crate) const VARIABLES_AT: &str = "variables_at";
 }

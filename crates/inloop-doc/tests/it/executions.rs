@@ -210,6 +210,15 @@ fn runtimes_register_heartbeat_and_leave() {
     notebook.mark_restarted("rt-1", 7.0).unwrap();
     assert_eq!(notebook.runtimes()[0].restarted_at, Some(7.0));
     assert!(notebook.request_restart("rt-2", 6.0).is_err());
+    // What the kernel holds is published for peers without it, and replaced whole.
+    assert_eq!(notebook.runtime_variables("rt-1"), None);
+    let first = serde_json::json!([{"name": "x", "type": "int", "repr": "42"}]);
+    notebook.set_runtime_variables("rt-1", &first, 8.0).unwrap();
+    assert_eq!(notebook.runtime_variables("rt-1"), Some((first, 8.0)));
+    let second = serde_json::json!([]);
+    notebook.set_runtime_variables("rt-1", &second, 9.0).unwrap();
+    assert_eq!(notebook.runtime_variables("rt-1"), Some((second.clone(), 9.0)));
+    assert!(notebook.set_runtime_variables("rt-2", &second, 9.0).is_err());
     notebook.remove_runtime("rt-1");
     assert!(notebook.runtimes().is_empty());
 }
