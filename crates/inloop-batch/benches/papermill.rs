@@ -12,9 +12,11 @@
 //!
 //! Environment: `BENCH_RUNS` (64), `BENCH_PARALLEL` (4), `BENCH_CELL_MS` (20).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use inloop_batch::{Config, NoProgress, OutputMode, ParameterSources, RunStatus, SearchPath};
@@ -37,18 +39,69 @@ fn python(venv: &Path, code: &str) -> std::process::Output {
 /// This process's CPU time, and that of its children it waited for (seconds).
 fn cpu_times() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    // utime, stime, cutime, cstime, in clock ticks (100 a second on Linux).
-    (
-        (fields[11] + fields[12]) / 100.0,
-        (fields[13] + fields[14]) / 100.0,
-    )
+    let (_, own, children) = stat_times(&stat).unwrap();
+    (own, children)
+}
+
+/// The CPU times in `/proc/PID/stat`: its own, and its children's it waited for (seconds).
+fn stat_times(stat: &str) -> Option<(u32, f64, f64)> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let number = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let ppid = fields.get(1)?.parse().ok()?;
+    let own = (number(11)? + number(12)?) / 100.0;
+    let children = (number(13)? + number(14)?) / 100.0;
+    Some((ppid, own, children))
+}
+
+/// Watches this process's kernel fork servers while a run goes on, for their CPU time: their
+/// own, and that of the kernels they forked and reaped, which no other counter sees (the server
+/// is killed when the run ends, and reaped uncounted). Sampled every 20 ms: what it does in its
+/// last moments is missed.
+struct ForkServerWatch {
+    stop: Arc<AtomicBool>,
+    sampler: std::thread::JoinHandle<HashMap<u32, (f64, f64)>>,
+}
+
+impl ForkServerWatch {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let me = std::process::id();
+                let mut seen = HashMap::new();
+                while !stop.load(Ordering::SeqCst) {
+                    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                            continue;
+                        };
+                        let stat = std::fs::read_to_string(entry.path().join("stat"));
+                        let Some((ppid, own, children)) = stat.ok().as_deref().and_then(stat_times)
+                        else {
+                            continue;
+                        };
+                        let cmdline =
+                            std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                        let is_server = String::from_utf8_lossy(&cmdline).contains("forkserver.py");
+                        if ppid == me && is_server {
+                            seen.insert(pid, (own, children));
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                seen
+            }
+        });
+        Self { stop, sampler }
+    }
+
+    /// The servers' own CPU time and their kernels', summed (seconds).
+    fn stop(self) -> (f64, f64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let seen = self.sampler.join().unwrap();
+        seen.values()
+            .fold((0.0, 0.0), |(own, kernels), (o, k)| (own + o, kernels + k))
+    }
 }
 
 /// A notebook with a `parameters` cell and `cells - 1` cells of `loops` iterations of arithmetic
@@ -179,19 +232,14 @@ fn main() {
         let cells_cpu = cells_cpu * (finished * (cells - 1)) as f64 / cells_count.max(1) as f64;
         (cells_cpu, kernels_cpu - cells_cpu, runs - finished)
     };
-    let mut rows = Vec::new();
-    let mut floor = 0.0;
-
     // inloop: the library `inloop run` calls, with the same pool and options.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    for (fork, prefix, name) in [
-        (true, "fork-", "inloop run (forked ipykernels, the default)"),
-        (
-            false,
-            "spawn-",
-            "inloop run --no-fork (each kernel launched)",
-        ),
-    ] {
+    let inloop_row = |fork: bool| -> (Row, f64) {
+        let (prefix, name) = if fork {
+            ("fork-", "inloop run (forked ipykernels, the default)")
+        } else {
+            ("spawn-", "inloop run --no-fork (each kernel launched)")
+        };
         let renamed = dir.path().join(format!("{prefix}bench.ipynb"));
         std::fs::copy(&input, &renamed).unwrap();
         let sources = ParameterSources {
@@ -208,29 +256,33 @@ fn main() {
         config.parallel = parallel;
         config.fork_kernels = fork;
         config.kernel_search = SearchPath::from_dirs([venv.join("share/jupyter")]);
+        let servers = ForkServerWatch::start();
         let before = cpu_times();
         let started = Instant::now();
         let reports = runtime.block_on(inloop_batch::run_all(config, Arc::new(NoProgress)));
         let wall = started.elapsed();
         let after = cpu_times();
+        let (server_own, server_kernels) = servers.stop();
         let failed = reports.iter().filter(|r| r.status != RunStatus::Ok).count();
         assert_eq!(failed, 0, "inloop runs failed: {reports:?}");
         let (cells_cpu, kernels, unfinished) = kernels_beyond_cells(&format!("{prefix}bench-"));
         assert_eq!(unfinished, 0);
-        if fork {
-            floor = cells_cpu;
-        }
         // Launched kernels are this process's children, counted in its children's time; forked
-        // ones are the fork server's, which the system reaps uncounted.
-        let children = after.1 - before.1 - if fork { 0.0 } else { kernels + cells_cpu };
-        rows.push(Row {
+        // ones are the fork server's, counted in its children's time. What they spent after
+        // their last cell (exit) is the runner's, as in papermill's rows.
+        let children = after.1 - before.1 + server_own + server_kernels - kernels - cells_cpu;
+        let row = Row {
             unfinished,
             name: name.into(),
             wall,
             kernel: per_run(kernels),
             runner: per_run(after.0 - before.0 + children),
-        });
-    }
+        };
+        (row, cells_cpu)
+    };
+    // The forked row last: its fork server, killed when the run ends, is reaped later,
+    // uncounted, and must not land in another row's children's time.
+    let (spawned, _) = inloop_row(false);
 
     // papermill's execute_notebook in a pool of `parallel` worker processes, papermill imported
     // once before the workers fork: its best case, as a long-lived service would run it.
@@ -273,7 +325,7 @@ if __name__ == "__main__":
         .filter_map(|n| n.parse().ok())
         .collect();
     let (cells_cpu, kernels, unfinished) = kernels_beyond_cells("pool-");
-    rows.push(Row {
+    let pool = Row {
         unfinished,
         name: format!("papermill {papermill_version}, ProcessPoolExecutor({parallel})"),
         // Its own measure when it got to print it (it leaves Python's start-up out).
@@ -284,7 +336,7 @@ if __name__ == "__main__":
         runner: numbers
             .get(1)
             .map_or(f64::NAN, |&cpu| per_run(cpu - kernels - cells_cpu)),
-    });
+    };
 
     // The papermill command, one process per run, `parallel` at a time.
     let before = cpu_times();
@@ -311,13 +363,16 @@ if __name__ == "__main__":
         );
     }
     let (cells_cpu, kernels, unfinished) = kernels_beyond_cells("cli-");
-    rows.push(Row {
+    let cli = Row {
         unfinished,
         name: format!("papermill {papermill_version} CLI, xargs -P {parallel}"),
         wall,
         kernel: per_run(kernels),
         runner: per_run(after.1 - before.1 - kernels - cells_cpu),
-    });
+    };
+
+    let (forked, floor) = inloop_row(true);
+    let rows = [forked, spawned, pool, cli];
 
     let inloop = rows[0].wall.as_secs_f64();
     println!();
