@@ -63,6 +63,7 @@ mod jupyter;
 mod kernel;
 #[cfg(feature = "jupyter")]
 mod kernelspec;
+mod variables;
 mod writer;
 
 #[cfg(feature = "jupyter")]
@@ -73,4 +74,5 @@ pub use jupyter::{JupyterConfig, JupyterKernel};
 pub use kernel::{ExecEvent, ExecuteReply, Kernel, KernelInfo, ReplyStatus};
 #[cfg(feature = "jupyter")]
 pub use kernelspec::{InterruptMode, KernelSpec, SearchPath};
+pub use variables::{MAX_VARIABLES, VariablesError, read_variables};
 pub use writer::{DEFAULT_STREAM_LIMIT, OutputWriter, RelayLimits, entry_ending, error_summary};

@@ -18,11 +18,11 @@
 //!   as presence, its edits are live, and its runs are `server` entries of the document's
 //!   execution queue: the relay's server runtime runs them and everyone watches the outputs
 //!   stream in; the tool waits for the entry to end and returns the outputs.
-//! - **Variables without a trace**: `notebook_get_state` runs a small introspection snippet in
-//!   the notebook's kernel as a hidden execution (the [`inloop_kernel::Kernel`] trait has no
-//!   `silent` execution): the snippet takes back what running it recorded (its entry in
-//!   IPython's input history, `_i`/`_ii`/`_iii`/`_iN`, and the execution count), so the next
-//!   cell gets the count it would have had.
+//! - **Variables without a trace**: `notebook_get_state` lists a local notebook's variables
+//!   with [`inloop_kernel::read_variables`], a hidden execution that takes back what it
+//!   recorded, so the next cell gets the count it would have had. A relay document's kernel
+//!   belongs to the server runtime, which publishes its variables in its entry after its runs;
+//!   those are shown.
 //! - **Progress**: `notebook_execute_all` and `notebook_parallel_run` send
 //!   `notifications/progress` (cells or runs done, of how many) when the call carries a
 //!   `_meta.progressToken`, and `notebook_execute_cell` does every few seconds while a cell

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use inloop_client::{Client, ClientOptions};
-use inloop_doc::{CellType, ExecutionState, ExecutionStatus, ExecutionTarget, Notebook, Output};
-use inloop_kernel::{
-    ExecEvent, JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, ReplyStatus,
+use inloop_doc::{
+    CellType, ExecutionState, ExecutionStatus, ExecutionTarget, Notebook, Output, RuntimeKind,
 };
+use inloop_kernel::{JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, ReplyStatus};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -510,38 +510,18 @@ impl Store {
     /// The kernel's variables (local notebooks whose kernel runs), by a hidden execution.
     pub(crate) async fn variables(&self, open: &Open) -> Value {
         if let Place::Relay { .. } = open.place {
-            return json!({"available": false, "note": "a relay document's kernel belongs to \
-                the relay's server runtime; its variables are not read from here"});
+            return published_variables(&open.notebook).await;
         }
         let Some(kernel) = self.running_kernel(open).await else {
             return json!({"available": false, "note": "no kernel runs for this notebook yet; \
                 run a cell (notebook_execute_cell or notebook_execute_all) to start one"});
         };
-        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
-        let collect = async {
-            let mut text = String::new();
-            while let Some(event) = received.recv().await {
-                if let ExecEvent::Output(Output::Stream { text: t, .. }) = event {
-                    text.push_str(&t);
-                }
-            }
-            text
-        };
-        let run = tokio::time::timeout(Duration::from_secs(30), kernel.execute(INTROSPECT, events));
-        let (reply, text) = tokio::join!(run, collect);
-        let found = text
-            .lines()
-            .find_map(|line| line.strip_prefix(MARKER))
-            .and_then(|json| serde_json::from_str::<Value>(json).ok());
-        match (reply, found) {
-            (Ok(Ok(_)), Some(variables)) => json!({"available": true, "variables": variables}),
-            (Ok(Err(error)), _) => {
-                json!({"available": false, "note": format!("the kernel: {error}")})
-            }
-            (Err(_), _) => json!({"available": false, "note": "the kernel is busy (another run \
+        let read = inloop_kernel::read_variables(kernel.as_ref());
+        match tokio::time::timeout(Duration::from_secs(30), read).await {
+            Ok(Ok(variables)) => json!({"available": true, "variables": variables}),
+            Ok(Err(error)) => json!({"available": false, "note": format!("the kernel: {error}")}),
+            Err(_) => json!({"available": false, "note": "the kernel is busy (another run \
                 is going on); ask again when it is done"}),
-            (Ok(Ok(_)), None) => json!({"available": false,
-                "note": "the kernel did not answer the introspection (not a Python kernel?)"}),
         }
     }
 
@@ -595,6 +575,47 @@ impl Store {
                 client.close();
             }
         }
+    }
+}
+
+/// How long `notebook_get_state` waits for a server runtime to publish the variables after a
+/// run that just ended.
+const FRESH_VARIABLES_WAIT: Duration = Duration::from_secs(5);
+
+/// A relay document's variables: its kernel belongs to the server runtime, which publishes them
+/// in its entry after its runs. The most recent reading of any server runtime is shown, once it
+/// is newer than the last server run that ended (or after a short wait).
+async fn published_variables(notebook: &Notebook) -> Value {
+    let deadline = tokio::time::Instant::now() + FRESH_VARIABLES_WAIT;
+    loop {
+        let last_run_ended = notebook
+            .executions()
+            .iter()
+            .filter(|e| e.target == ExecutionTarget::Server)
+            .filter_map(|e| e.finished_at)
+            .fold(0.0, f64::max);
+        let newest = notebook
+            .runtimes()
+            .into_iter()
+            .filter(|r| r.kind == RuntimeKind::Server)
+            .filter_map(|r| {
+                let (variables, read_at) = notebook.runtime_variables(&r.session_id)?;
+                Some((r, variables, read_at))
+            })
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        let fresh = newest
+            .as_ref()
+            .is_some_and(|(_, _, read_at)| *read_at >= last_run_ended);
+        if fresh || tokio::time::Instant::now() >= deadline {
+            return match newest {
+                Some((runtime, variables, read_at)) => json!({"available": true,
+                    "variables": variables, "read_at": read_at, "runtime": runtime.name,
+                    "note": "as the relay's server runtime read them after its last run"}),
+                None => json!({"available": false, "note": "no server runtime has run this \
+                    document's cells yet; run a cell (notebook_execute_cell) and ask again"}),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -654,60 +675,3 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> ToolResult<()> {
 
 /// The colour of an agent's presence.
 const AGENT_COLOUR: &str = "#8a2be2";
-
-/// What the introspection snippet prints its answer after.
-const MARKER: &str = "__INLOOP_VARIABLES__";
-
-/// Lists the user's variables with their type and a short repr, as one line of JSON after
-/// [`MARKER`]. It runs as an ordinary execution (the `Kernel` trait has no silent one), so it
-/// first takes back what IPython recorded for it: the execution count (incremented before the
-/// code runs), its input history entry, and the `_i`, `_ii`, `_iii` and `_iN` variables. It
-/// leaves no name behind and has no result (no `Out` entry, no `_`).
-const INTROSPECT: &str = r#"def __inloop_variables():
-    import json, reprlib, types
-    ip = get_ipython()
-    n = ip.execution_count - 1
-    hm = ip.history_manager
-    try:
-        with hm.db_input_cache_lock:
-            if hm.db_input_cache and hm.db_input_cache[-1][0] == n:
-                hm.db_input_cache.pop()
-        if len(hm.input_hist_raw) > 1:
-            hm.input_hist_parsed.pop()
-            hm.input_hist_raw.pop()
-        raw = hm.input_hist_raw
-        hm._i00, hm._i, hm._ii = hm._i, hm._ii, hm._iii
-        hm._iii = raw[-4] if len(raw) >= 4 else ''
-        ns = ip.user_ns
-        ns.pop('_i%d' % n, None)
-        ns.update({'_i': hm._i, '_ii': hm._ii, '_iii': hm._iii})
-    except Exception:
-        pass
-    ip.execution_count = n
-    short = reprlib.Repr()
-    short.maxstring = 100
-    short.maxother = 100
-    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
-    hidden = getattr(ip, 'user_ns_hidden', {})
-    out = []
-    for name, value in list(ip.user_ns.items()):
-        if name.startswith('_') or name in hidden or name in ('In', 'Out', 'exit', 'quit', 'get_ipython'):
-            continue
-        if isinstance(value, types.ModuleType):
-            continue
-        t = type(value)
-        entry = {'name': name, 'type': t.__name__ if t.__module__ == 'builtins' else t.__module__ + '.' + t.__qualname__}
-        try:
-            entry['repr'] = short.repr(value)
-        except Exception as e:
-            entry['repr'] = '<repr failed: %s>' % type(e).__name__
-        shape = getattr(value, 'shape', None)
-        if isinstance(shape, tuple):
-            entry['shape'] = list(shape)
-        elif isinstance(value, (list, tuple, dict, set, str, bytes)):
-            entry['len'] = len(value)
-        out.append(entry)
-    print('__INLOOP_VARIABLES__' + json.dumps(out, default=str))
-__inloop_variables()
-del __inloop_variables
-"#;

@@ -204,6 +204,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 }
                 kernel.restart().await?;
                 notebook.mark_restarted(&session_id, now())?;
+                // A fresh namespace.
+                let _ = notebook.set_runtime_variables(&session_id, &serde_json::json!([]), now());
             }
         }
 
@@ -226,6 +228,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 let done = tokio::spawn(run_entry(
                     kernel.clone(),
                     notebook.clone(),
+                    session_id.clone(),
                     entry,
                     epoch,
                     writer,
@@ -254,6 +257,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 async fn run_entry(
     kernel: Arc<JupyterKernel>,
     notebook: Notebook,
+    session_id: String,
     entry: Execution,
     epoch: u64,
     mut writer: OutputWriter,
@@ -304,7 +308,29 @@ async fn run_entry(
     ) {
         tracing::warn!(%error, execution_id, "could not end the entry");
     }
+    // Peers without the kernel (an agent's notebook_get_state, say) see its variables as they
+    // are after a run. Read only when no other run waits, so runs in a row are not slowed.
+    if next_to_run(&notebook).is_none() && kernel.kernel_info().language == "python" {
+        publish_variables(&kernel, &notebook, &session_id).await;
+    }
     let _ = finished.send(());
+}
+
+/// How long reading the variables may take before it is given up (a huge repr, say).
+const VARIABLES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the kernel's variables and writes them into this runtime's entry.
+async fn publish_variables(kernel: &JupyterKernel, notebook: &Notebook, session_id: &str) {
+    match tokio::time::timeout(VARIABLES_TIMEOUT, inloop_kernel::read_variables(kernel)).await {
+        Ok(Ok(variables)) => {
+            let _ = notebook.set_runtime_variables(session_id, &variables, now());
+        }
+        Ok(Err(error)) => tracing::debug!(%error, "the kernel's variables were not read"),
+        Err(_) => {
+            tracing::warn!("reading the kernel's variables took too long; interrupting it");
+            let _ = kernel.interrupt().await;
+        }
+    }
 }
 
 /// A session id for this run of the runtime: random, so two runtimes never share one.

@@ -6,8 +6,8 @@ mod run;
 mod runtime;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 

@@ -242,12 +242,19 @@ async def relay_notebook(session, relay_http, token):
     check(run["status"] == "done" and run["text"] == "42\n", "the server runtime ran it", run)
     state = await call(session, "notebook_get_state", notebook=ref)
     check(state["recent_executions"][0]["target"] == "server", "a server run", state)
-    check(state["variables"]["available"] is False, "variables say why not", state)
+    check(state["variables"]["available"] and state["variables"]["variables"] == [],
+          "no variables yet on the server", state["variables"])
     progress = []
     everything = await call(session, "notebook_execute_all", notebook=ref, timeout_seconds=120,
                             progress=progress)
     check(everything["status"] == "done", "all ran on the server", everything)
     await check_progress(progress, 2, "execute_all on the relay")
+    # The server runtime's kernel publishes its variables; the agent sees them.
+    state = await call(session, "notebook_get_state", notebook=ref)
+    variables = {v["name"]: v for v in state["variables"].get("variables", [])}
+    check(state["variables"]["available"] and variables.get("x", {}).get("repr") == "42"
+          and state["variables"]["runtime"] == "local runtime",
+          "the server kernel's variables", state["variables"])
     runs = await call(session, "notebook_parallel_run", notebook=ref,
                       parameter_sets=[{"a": 1}, {"a": 2}], output_dir="relay-runs")
     check(runs["runs_ok"] == 2, "parallel runs of a relay document", runs)

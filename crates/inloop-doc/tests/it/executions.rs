@@ -216,9 +216,18 @@ fn runtimes_register_heartbeat_and_leave() {
     notebook.set_runtime_variables("rt-1", &first, 8.0).unwrap();
     assert_eq!(notebook.runtime_variables("rt-1"), Some((first, 8.0)));
     let second = serde_json::json!([]);
-    notebook.set_runtime_variables("rt-1", &second, 9.0).unwrap();
-    assert_eq!(notebook.runtime_variables("rt-1"), Some((second.clone(), 9.0)));
-    assert!(notebook.set_runtime_variables("rt-2", &second, 9.0).is_err());
+    notebook
+        .set_runtime_variables("rt-1", &second, 9.0)
+        .unwrap();
+    assert_eq!(
+        notebook.runtime_variables("rt-1"),
+        Some((second.clone(), 9.0))
+    );
+    assert!(
+        notebook
+            .set_runtime_variables("rt-2", &second, 9.0)
+            .is_err()
+    );
     notebook.remove_runtime("rt-1");
     assert!(notebook.runtimes().is_empty());
 }

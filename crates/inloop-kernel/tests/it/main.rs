@@ -3,6 +3,7 @@
 mod kernelspec;
 mod lifecycle;
 mod outputs;
+mod variables;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
