@@ -673,7 +673,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("INLOOP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // zeromq warns on every reconnection attempt to a kernel that is shutting down
+                // or restarting, which is expected here.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,zeromq::reconnect=error")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
