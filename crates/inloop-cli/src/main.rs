@@ -139,10 +139,8 @@ struct RuntimeArgs {
     /// The name other peers see [default: this machine's host name].
     #[arg(long, env = "INLOOP_NAME")]
     name: Option<String>,
-    /// An environment whose `share/jupyter` holds kernelspecs, besides $VIRTUAL_ENV and the
-    /// usual Jupyter directories (repeatable) [default: ./.venv when present].
-    #[arg(long = "kernel-prefix", env = "INLOOP_KERNEL_PREFIX")]
-    kernel_prefixes: Vec<PathBuf>,
+    #[command(flatten)]
+    kernel_prefixes: KernelPrefixes,
     /// Bytes of stream output kept per cell; the rest is cut with a note.
     #[arg(long, env = "INLOOP_STREAM_LIMIT", default_value_t = inloop_kernel::DEFAULT_STREAM_LIMIT)]
     stream_limit: usize,
@@ -202,6 +200,31 @@ Examples:
   inloop run sweep.ipynb -f sets.yaml --git
   git log --oneline inloop/sweep
   git diff inloop/sweep~1 inloop/sweep -- inloop-runs/";
+
+/// Where kernelspecs are looked for, besides the usual places.
+#[derive(Debug, clap::Args)]
+struct KernelPrefixes {
+    /// An environment whose `share/jupyter` holds kernelspecs, besides $VIRTUAL_ENV and the
+    /// usual Jupyter directories (repeatable) [default: ./.venv when present].
+    #[arg(long = "kernel-prefix", env = "INLOOP_KERNEL_PREFIX", value_name = "DIR")]
+    kernel_prefixes: Vec<PathBuf>,
+}
+
+impl KernelPrefixes {
+    fn search_path(&self) -> inloop_kernel::SearchPath {
+        inloop_kernel::SearchPath::from_env(or_local_venv(self.kernel_prefixes.clone()))
+    }
+}
+
+/// `prefixes`, or the project's `./.venv` when none is given and it has kernelspecs (where
+/// `scripts/setup.sh` installs ipykernel).
+fn or_local_venv(prefixes: Vec<PathBuf>) -> Vec<PathBuf> {
+    if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
+        vec![PathBuf::from(".venv")]
+    } else {
+        prefixes
+    }
+}
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
@@ -267,10 +290,8 @@ struct RunArgs {
     /// python3].
     #[arg(long, env = "INLOOP_KERNEL")]
     kernel: Option<String>,
-    /// An environment whose `share/jupyter` holds kernelspecs, besides $VIRTUAL_ENV and the
-    /// usual Jupyter directories (repeatable) [default: ./.venv when present].
-    #[arg(long = "kernel-prefix", env = "INLOOP_KERNEL_PREFIX")]
-    kernel_prefixes: Vec<PathBuf>,
+    #[command(flatten)]
+    kernel_prefixes: KernelPrefixes,
     /// The kernels' working directory [default: each notebook's folder].
     #[arg(long, env = "INLOOP_CWD")]
     cwd: Option<PathBuf>,
@@ -379,18 +400,12 @@ struct McpArgs {
         env = "INLOOP_GIT"
     )]
     git: Option<String>,
-    /// An environment whose `share/jupyter` holds kernelspecs, besides $VIRTUAL_ENV and the
-    /// usual Jupyter directories (repeatable) [default: ./.venv when present].
-    #[arg(long = "kernel-prefix", env = "INLOOP_KERNEL_PREFIX")]
-    kernel_prefixes: Vec<PathBuf>,
+    #[command(flatten)]
+    kernel_prefixes: KernelPrefixes,
 }
 
 impl McpArgs {
     fn config(self) -> Result<inloop_mcp::Config> {
-        let mut prefixes = self.kernel_prefixes;
-        if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
-            prefixes.push(PathBuf::from(".venv"));
-        }
         let mut config = inloop_mcp::Config::new(self.root);
         config.relay = self
             .relay
@@ -417,7 +432,7 @@ impl McpArgs {
         };
         config.name = self.name;
         config.kernel = self.kernel;
-        config.kernel_search = inloop_kernel::SearchPath::from_env(prefixes);
+        config.kernel_search = self.kernel_prefixes.search_path();
         Ok(config)
     }
 }
@@ -487,10 +502,6 @@ impl RunArgs {
         };
         let runs = inloop_batch::plan(&self.notebooks, &sources, &output)?;
         let history = run_history(self.git.as_deref(), &runs)?;
-        let mut prefixes = self.kernel_prefixes;
-        if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
-            prefixes.push(PathBuf::from(".venv"));
-        }
         let seconds = |s: Option<f64>, flag: &str| -> Result<Option<Duration>> {
             s.map(|s| {
                 Duration::try_from_secs_f64(s)
@@ -507,7 +518,7 @@ impl RunArgs {
         config.run_timeout = seconds(self.run_timeout, "--run-timeout")?;
         config.allow_errors = self.allow_errors;
         config.kernel = self.kernel;
-        config.kernel_search = inloop_kernel::SearchPath::from_env(prefixes);
+        config.kernel_search = self.kernel_prefixes.search_path();
         config.stream_limit = Some(self.stream_limit);
         config.working_dir = self.cwd;
         config.fork_kernels = !self.no_fork;
@@ -588,10 +599,6 @@ fn report_records(records: &[inloop_batch::Recorded], branch: &str) -> usize {
 
 impl RuntimeArgs {
     fn config(self) -> Result<inloop_runtime::agent::Config> {
-        let mut prefixes = self.kernel_prefixes;
-        if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
-            prefixes.push(PathBuf::from(".venv"));
-        }
         let name = self.name.unwrap_or_else(|| {
             fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_owned())
@@ -603,7 +610,7 @@ impl RuntimeArgs {
             token: self.token,
             kernel: self.kernel,
             name,
-            kernel_search: inloop_kernel::SearchPath::from_env(prefixes),
+            kernel_search: self.kernel_prefixes.search_path(),
             stream_limit: Some(self.stream_limit),
             heartbeat: Duration::from_secs(3),
             idle_exit: self.idle_exit_secs.map(Duration::from_secs),
@@ -625,10 +632,7 @@ impl ServeArgs {
         config.addr = self.addr;
         config.web_dir = self.web;
         if !self.no_runtime {
-            let mut prefixes = self.runtime_kernel_prefixes;
-            if prefixes.is_empty() && Path::new(".venv/share/jupyter").is_dir() {
-                prefixes.push(PathBuf::from(".venv"));
-            }
+            let prefixes = or_local_venv(self.runtime_kernel_prefixes);
             let mut args = vec![
                 "--idle-exit-secs".to_owned(),
                 self.runtime_idle_secs.to_string(),
