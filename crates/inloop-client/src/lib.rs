@@ -431,8 +431,8 @@ impl Connection {
                     let mut next = queued.or(Some(Outgoing::Close));
                     while let Some(item) = next.take() {
                         self.dequeued(&item);
-                        let frame = match item {
-                            Outgoing::Frame(frame) => frame,
+                        let frames = match item {
+                            Outgoing::Frame(frame) => vec![frame],
                             Outgoing::Update(update) => {
                                 // With the updates queued right behind it, as one message
                                 // (within reason: the relay limits the size of a message).
@@ -452,13 +452,13 @@ impl Connection {
                                         Err(_) => break,
                                     }
                                 }
-                                let frame = self
+                                let frames = self
                                     .session
                                     .lock()
                                     .unwrap_or_else(|e| e.into_inner())
-                                    .updates_frame(&updates);
-                                match frame {
-                                    Ok(frame) => frame,
+                                    .updates_frames(&updates);
+                                match frames {
+                                    Ok(frames) => frames,
                                     Err(error) => return Ended::Dropped(None, error.to_string()),
                                 }
                             }
@@ -467,8 +467,10 @@ impl Connection {
                                 return Ended::Final(None, "closed by this client".into());
                             }
                         };
-                        if let Err(error) = sink.send(Message::Binary(frame.into())).await {
-                            return Ended::Dropped(None, error.to_string());
+                        for frame in frames {
+                            if let Err(error) = sink.send(Message::Binary(frame.into())).await {
+                                return Ended::Dropped(None, error.to_string());
+                            }
                         }
                     }
                 }

@@ -11,8 +11,9 @@ use yrs::sync::AwarenessUpdate;
 use yrs::sync::awareness::AwarenessUpdateEntry;
 use yrs::{ReadTxn, Transact};
 
+use crate::chunks::{self, Reassembly};
 use crate::lease::LeaseMessage;
-use crate::wire::{self, Message};
+use crate::wire::{self, Message, SizeLimits};
 use crate::{Error, Result};
 
 /// Where a peer's connection to the relay stands (serialized for pages as
@@ -100,6 +101,10 @@ pub struct ClientSession {
     sent_messages: u64,
     /// Messages not acknowledged yet: (message number, changes stored once it is).
     in_flight: VecDeque<(u64, u64)>,
+    /// The relay's limits, once it said them: larger frames go to it in chunks.
+    limits: Option<SizeLimits>,
+    /// A frame from the relay arriving in chunks.
+    incoming: Reassembly,
 }
 
 impl ClientSession {
@@ -115,6 +120,8 @@ impl ClientSession {
             stepped: false,
             sent_messages: 0,
             in_flight: VecDeque::new(),
+            limits: None,
+            incoming: Reassembly::default(),
         }
     }
 
@@ -147,10 +154,13 @@ impl ClientSession {
         self.sent_messages = 0;
         // Whatever was in flight on the last connection goes again in this one's step 2.
         self.in_flight.clear();
+        self.incoming = Reassembly::default();
         let state_vector = self.notebook.doc().transact().state_vector();
+        // The request for acknowledgements first: the relay then knows to send its limits, and
+        // its answer to our state vector in chunks if it is large.
         let mut frames = vec![
-            Message::SyncStep1(state_vector).encode(),
             Message::Ack(0).encode(),
+            Message::SyncStep1(state_vector).encode(),
         ];
         if self.local_presence.is_some() {
             frames.push(self.presence_frame());
@@ -163,9 +173,11 @@ impl ClientSession {
         let mut received = Received::default();
         match wire::decode(frame)? {
             Message::SyncStep1(state_vector) => {
-                // What we have that the relay lacks: edits made offline, for one.
+                // What we have that the relay lacks: edits made offline, for one. The relay's
+                // limits are known from an earlier connection when there was much to write.
                 let diff = self.notebook.doc().transact().encode_diff_v1(&state_vector);
-                received.replies.push(Message::SyncStep2(diff).encode());
+                let frame = Message::SyncStep2(diff).encode();
+                received.replies.extend(self.within_limits(frame));
                 self.stepped = true;
                 self.sent(self.changes);
             }
@@ -188,7 +200,23 @@ impl ClientSession {
             Message::Auth(Some(reason)) => received.events.push(ClientEvent::Refused(reason)),
             Message::Auth(None) => {}
             Message::Lease(message) => received.events.push(ClientEvent::Lease(message)),
-            Message::Limits(limits) => received.events.push(ClientEvent::Limits(limits)),
+            Message::Limits(limits) => {
+                self.limits = Some(limits);
+                received.events.push(ClientEvent::Limits(limits));
+            }
+            Message::Chunk {
+                total,
+                offset,
+                bytes,
+            } => {
+                // Only a relay that said its limits sends chunks, of at most its document size.
+                let max_total = self.limits.map_or(0, |l| {
+                    usize::try_from(l.max_document_bytes).unwrap_or(usize::MAX)
+                });
+                if let Some(frame) = self.incoming.push(total, offset, &bytes, max_total)? {
+                    return self.receive(chunks::unchunked(&frame)?);
+                }
+            }
             Message::Ack(count) => {
                 let before = self.stored_changes;
                 while let Some(&(number, stored)) = self.in_flight.front() {
@@ -211,11 +239,12 @@ impl ClientSession {
         wire::encode_update(update)
     }
 
-    /// One frame carrying every local change not sent yet (from
+    /// One message carrying every local change not sent yet (from
     /// [`Notebook::observe_local_updates`]), merged: a peer writing fast (a kernel printing in
     /// a loop) sends one message per socket write rather than one per change. Pass them all,
-    /// in order: the relay's acknowledgement of this frame counts every change made so far.
-    pub fn updates_frame(&mut self, updates: &[Vec<u8>]) -> Result<Vec<u8>> {
+    /// in order: the relay's acknowledgement of this message counts every change made so far.
+    /// One frame, or several [`chunks`] when it is larger than the relay takes.
+    pub fn updates_frames(&mut self, updates: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
         let frame = match updates {
             [one] => wire::encode_update(one),
             many => {
@@ -231,7 +260,19 @@ impl ClientSession {
             self.stored_changes
         };
         self.sent(completes);
-        Ok(frame)
+        Ok(self.within_limits(frame))
+    }
+
+    /// `frame` as the relay takes it: whole, or in chunks when it is larger than the relay's
+    /// message limit (known once the relay said it, on this connection or an earlier one).
+    fn within_limits(&self, frame: Vec<u8>) -> Vec<Vec<u8>> {
+        match self.limits {
+            Some(limits) => chunks::split(
+                frame,
+                usize::try_from(limits.max_message_bytes).unwrap_or(usize::MAX),
+            ),
+            None => vec![frame],
+        }
     }
 
     fn sent(&mut self, completes: u64) {

@@ -14,6 +14,8 @@
 //!   presence and drops a peer's presence when it leaves, and runs the [`Lease`].
 //! - [`ClientSession`]: a peer's side: sync on (re)connection, including changes made offline,
 //!   presence, lease events.
+//! - [`chunks`]: frames larger than the relay's message limit (a step 2 after a long time
+//!   offline) go between inloop peers in pieces, and are put back together.
 //! - [`Lease`]: one runtime per document, a growing epoch, heartbeats, a grace period.
 //! - [`TokenKey`], [`Claims`], [`Role`]: signed capability tokens.
 //!
@@ -48,6 +50,7 @@
 //! assert_eq!(room.notebook().cell_count(), 2);
 //! ```
 
+pub mod chunks;
 mod client;
 mod error;
 pub mod lease;

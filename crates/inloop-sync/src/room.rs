@@ -12,6 +12,7 @@ use yrs::sync::awareness::AwarenessUpdateEntry;
 use yrs::updates::decoder::Decode;
 use yrs::{ClientID, ReadTxn, Transact, Update};
 
+use crate::chunks::{self, Reassembly};
 use crate::lease::{Lease, LeaseMessage};
 use crate::token::{Action, Role};
 use crate::wire::{self, Message};
@@ -82,6 +83,8 @@ pub struct Room<P> {
     tainted: bool,
     /// Peers that asked for acknowledgements, with the count of updates they sent so far.
     acknowledged: HashMap<P, u64>,
+    /// Frames arriving in chunks, per peer; together at most `max_document_bytes`.
+    incoming: HashMap<P, Reassembly>,
     _execution_watch: inloop_doc::Subscription,
 }
 
@@ -112,6 +115,7 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
             execution_activity,
             tainted: false,
             acknowledged: HashMap::new(),
+            incoming: HashMap::new(),
             _execution_watch: execution_watch,
         }
     }
@@ -188,12 +192,57 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
         Ok(outcome)
     }
 
+    /// One chunk of a large frame; the frame is handled once whole. All peers' frames in
+    /// pieces together may not pass the document's size limit: a larger one could not be
+    /// applied anyway.
+    fn receive_chunk(
+        &mut self,
+        peer: P,
+        role: Role,
+        total: u64,
+        offset: u64,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Outcome<P>> {
+        let others: usize = self
+            .incoming
+            .iter()
+            .filter(|(p, _)| **p != peer)
+            .map(|(_, r)| r.pending_bytes())
+            .sum();
+        let budget = self.limits.max_document_bytes.saturating_sub(others);
+        let pushed = self
+            .incoming
+            .entry(peer)
+            .or_default()
+            .push(total, offset, bytes, budget);
+        match pushed {
+            Ok(None) => Ok(Outcome::default()),
+            Ok(Some(frame)) => {
+                self.incoming.remove(&peer);
+                self.receive(peer, role, chunks::unchunked(&frame)?, now_ms)
+            }
+            Err(error) => {
+                self.incoming.remove(&peer);
+                Err(error)
+            }
+        }
+    }
+
     fn handle(&mut self, peer: P, role: Role, message: Message, now_ms: u64) -> Result<Outcome<P>> {
         let mut outcome = Outcome::default();
         match message {
             Message::SyncStep1(state_vector) => {
                 let diff = self.notebook.doc().transact().encode_diff_v1(&state_vector);
-                outcome.reply.push(Message::SyncStep2(diff).encode());
+                let frame = Message::SyncStep2(diff).encode();
+                // Peers that know the limits take a large document in chunks; stock Yjs
+                // clients get it whole, as y-websocket sends it.
+                if self.acknowledged.contains_key(&peer) {
+                    let chunks = chunks::split(frame, self.limits.max_message_bytes);
+                    outcome.reply.extend(chunks);
+                } else {
+                    outcome.reply.push(frame);
+                }
             }
             Message::SyncStep2(update) | Message::Update(update) => {
                 if update == EMPTY_UPDATE {
@@ -260,6 +309,11 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
             }
             // Relay to peer only.
             Message::Limits(_) => {}
+            Message::Chunk {
+                total,
+                offset,
+                bytes,
+            } => return self.receive_chunk(peer, role, total, offset, &bytes, now_ms),
             Message::Lease(message) => {
                 if !role.allows(Action::HoldLease) {
                     let denied = LeaseMessage::Denied {
@@ -326,6 +380,7 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
     pub fn leave(&mut self, peer: P, now_ms: u64) -> Outcome<P> {
         let mut outcome = Outcome::default();
         self.acknowledged.remove(&peer);
+        self.incoming.remove(&peer);
         let gone: Vec<ClientID> = self
             .presence
             .iter()
@@ -453,7 +508,8 @@ mod tests {
     }
 
     /// Delivers every frame between one client and the room until neither has more to say;
-    /// returns whether the client was told its changes were acknowledged.
+    /// returns whether the client was told its changes were acknowledged. No frame may pass the
+    /// room's message limit, as the relay's socket would refuse it.
     fn exchange(
         room: &mut Room<u8>,
         peer: u8,
@@ -463,6 +519,12 @@ mod tests {
     ) -> bool {
         let mut acknowledged = false;
         while !to_room.is_empty() || !to_client.is_empty() {
+            let limit = room.limits.max_message_bytes;
+            let frames = to_room.iter().chain(&to_client);
+            assert!(
+                frames.into_iter().all(|f| f.len() <= limit),
+                "a frame over {limit} bytes"
+            );
             for frame in std::mem::take(&mut to_room) {
                 let outcome = room.receive(peer, Role::Edit, &frame, 0).unwrap();
                 to_client.extend(outcome.reply);
@@ -474,6 +536,78 @@ mod tests {
             }
         }
         acknowledged
+    }
+
+    #[test]
+    fn more_than_a_message_goes_both_ways_in_chunks() {
+        let limits = RoomLimits {
+            max_document_bytes: 4 << 20,
+            max_message_bytes: 64 << 10,
+            ..LIMITS
+        };
+        let mut room = Room::new(Notebook::blank(), 0, 0, limits);
+        let notebook = Notebook::new();
+        let mut session = ClientSession::new(notebook.clone());
+        let (first, join) = (session.connected(), room.join());
+        exchange(&mut room, 1, &mut session, first, join);
+        room.leave(1, 0);
+
+        // Offline, the runtime writes far more than one message may carry.
+        let text: String = (0..60_000).map(|i| format!("{i:x}")).collect();
+        assert!(text.len() > 3 * limits.max_message_bytes);
+        notebook
+            .push_cell(inloop_doc::CellType::Code, &text)
+            .unwrap();
+        session.local_change();
+        let (again, join) = (session.connected(), room.join());
+        assert!(exchange(&mut room, 1, &mut session, again, join));
+        assert_eq!(
+            session.unacknowledged(),
+            0,
+            "the step 2 in chunks is acknowledged"
+        );
+        assert_eq!(room.notebook().cells()[1].source, text);
+
+        // A peer joining gets the document in chunks too, and a stock client whole.
+        let mut newcomer = ClientSession::new(Notebook::new());
+        let (hello, join) = (newcomer.connected(), room.join());
+        exchange(&mut room, 2, &mut newcomer, hello, join);
+        assert_eq!(newcomer.notebook().cells()[1].source, text);
+        let stock = Message::SyncStep1(Default::default()).encode();
+        let whole = room.receive(3, Role::Edit, &stock, 0).unwrap().reply;
+        assert_eq!(whole.len(), 1);
+        assert!(whole[0].len() > limits.max_message_bytes);
+        assert_eq!(room.incoming.len(), 0, "nothing is left half put together");
+    }
+
+    #[test]
+    fn chunks_that_would_pass_the_document_limit_are_refused() {
+        let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        let piece = |peer: u8, room: &mut Room<u8>, total: usize| {
+            let frame = Message::Chunk {
+                total: total as u64,
+                offset: 0,
+                bytes: vec![0; 1000],
+            }
+            .encode();
+            room.receive(peer, Role::Edit, &frame, 0)
+        };
+        let error = piece(1, &mut room, LIMITS.max_document_bytes + 1).unwrap_err();
+        assert!(matches!(error, Error::DocumentTooLarge { .. }), "{error}");
+        // Two peers' frames in pieces share the budget.
+        piece(1, &mut room, LIMITS.max_document_bytes / 2).unwrap();
+        piece(2, &mut room, LIMITS.max_document_bytes / 2).unwrap();
+        let error = piece(3, &mut room, LIMITS.max_document_bytes - 1000).unwrap_err();
+        assert!(matches!(error, Error::DocumentTooLarge { .. }), "{error}");
+        // A peer that leaves frees its part; a chunk inside a chunk is refused.
+        room.leave(1, 0);
+        room.leave(2, 0);
+        let nested = chunks::split(chunks::split(vec![9; 3000], 1000)[0].clone(), 100);
+        let mut last = Ok(Outcome::default());
+        for frame in &nested {
+            last = room.receive(4, Role::Edit, frame, 0);
+        }
+        assert!(matches!(last, Err(Error::Malformed(_))), "{last:?}");
     }
 
     #[test]
@@ -509,32 +643,26 @@ mod tests {
         // Live edits, sent merged in one frame.
         edit(&mut session, "c");
         edit(&mut session, "d");
-        let frame = session.updates_frame(&take()).unwrap();
+        let frames = session.updates_frames(&take()).unwrap();
         assert_eq!(
             session.unacknowledged(),
             2,
             "in flight until the relay says so"
         );
-        assert!(exchange(&mut room, 1, &mut session, vec![frame], vec![]));
+        assert!(exchange(&mut room, 1, &mut session, frames, vec![]));
         assert_eq!(session.unacknowledged(), 0);
 
         // A frame lost with its connection: still unacknowledged, resent by the next step 2.
         edit(&mut session, "e");
-        let _lost = session.updates_frame(&take()).unwrap();
+        let _lost = session.updates_frames(&take()).unwrap();
         room.leave(1, 0);
         assert_eq!(session.unacknowledged(), 1);
         // On the new connection a fresh edit goes out before the relay's step 1 arrives: its
         // acknowledgement must not count "e", which only the coming step 2 carries.
         let hello = session.connected();
         edit(&mut session, "f");
-        let early = session.updates_frame(&take()).unwrap();
-        exchange(
-            &mut room,
-            2,
-            &mut session,
-            [hello, vec![early]].concat(),
-            vec![],
-        );
+        let early = session.updates_frames(&take()).unwrap();
+        exchange(&mut room, 2, &mut session, [hello, early].concat(), vec![]);
         assert_eq!(session.unacknowledged(), 2, "e and f wait for the step 2");
         let join = room.join();
         assert!(exchange(&mut room, 2, &mut session, vec![], join));

@@ -25,6 +25,12 @@ pub const MSG_ACK: u8 = 101;
 /// big things (kernel outputs) keeps each update within them instead of being disconnected.
 pub const MSG_LIMITS: u8 = 102;
 
+/// inloop's chunk: one piece of a frame larger than the relay's message limit (a sync step 2
+/// carrying what a runtime wrote while offline, or a large document to a joining peer). Sent
+/// only between peers that know the limits (they asked for acknowledgements), never to stock
+/// Yjs clients. See [`crate::chunks`].
+pub const MSG_CHUNK: u8 = 103;
+
 /// One message of a frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -45,6 +51,12 @@ pub enum Message {
     Ack(u64),
     /// From the relay: the sizes it takes.
     Limits(SizeLimits),
+    /// Bytes `offset..offset + bytes.len()` of a frame of `total` bytes.
+    Chunk {
+        total: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 /// The largest document and the largest message a relay takes, in bytes.
@@ -75,6 +87,17 @@ impl Message {
                 payload.write_var(limits.max_document_bytes);
                 payload.write_var(limits.max_message_bytes);
                 YMessage::Custom(MSG_LIMITS, payload)
+            }
+            Message::Chunk {
+                total,
+                offset,
+                bytes,
+            } => {
+                let mut payload = Vec::with_capacity(bytes.len() + 24);
+                payload.write_var(total);
+                payload.write_var(offset);
+                payload.write_buf(&bytes);
+                YMessage::Custom(MSG_CHUNK, payload)
             }
         };
         message.encode_v1()
@@ -122,6 +145,15 @@ pub fn decode(frame: &[u8]) -> Result<Message> {
                 max_message_bytes: read()?,
             })
         }
+        YMessage::Custom(MSG_CHUNK, data) => {
+            let mut cursor = Cursor::new(&data);
+            let malformed = |e: yrs::encoding::read::Error| Error::Malformed(format!("chunk: {e}"));
+            Message::Chunk {
+                total: cursor.read_var().map_err(malformed)?,
+                offset: cursor.read_var().map_err(malformed)?,
+                bytes: cursor.read_buf().map_err(malformed)?.to_vec(),
+            }
+        }
         YMessage::Custom(tag, _) => {
             return Err(Error::Malformed(format!("unknown message type {tag}")));
         }
@@ -150,6 +182,11 @@ mod tests {
                 max_document_bytes: 256 << 20,
                 max_message_bytes: 16 << 20,
             }),
+            Message::Chunk {
+                total: 10,
+                offset: 4,
+                bytes: vec![1, 2, 3],
+            },
         ];
         for message in messages {
             assert_eq!(decode(&message.clone().encode()).unwrap(), message);

@@ -235,10 +235,12 @@ pub(crate) fn send_unsent(inner: &Rc<Inner>) {
         }
     }
     for batch in batches {
-        let frame = inner.session.borrow_mut().updates_frame(&batch);
-        match frame {
-            Ok(frame) => {
-                send(inner, &frame);
+        let frames = inner.session.borrow_mut().updates_frames(&batch);
+        match frames {
+            Ok(frames) => {
+                for frame in frames {
+                    send(inner, &frame);
+                }
             }
             Err(error) => {
                 let reason = format!("could not send local changes: {error}");

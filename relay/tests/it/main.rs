@@ -50,6 +50,15 @@ impl TestRelay {
         Self::serving(data, addr, |_| {}).await
     }
 
+    /// [`TestRelay::resume`] with these limits.
+    pub(crate) async fn resume_with_limits(
+        addr: SocketAddr,
+        data: tempfile::TempDir,
+        limits: Limits,
+    ) -> Self {
+        Self::serving(data, addr, |config| config.limits = limits).await
+    }
+
     async fn serving(
         data: tempfile::TempDir,
         addr: SocketAddr,

@@ -196,3 +196,44 @@ async fn unacknowledged_changes_count_down_once_the_relay_has_stored_them() {
     let reader = connect(&relay.ws_url(&doc, &token)).await.unwrap();
     assert_eq!(reader.notebook().cell_count(), 26);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_offline_for_more_than_a_message_syncs_in_chunks() {
+    let limits = inloop_relay::Limits {
+        max_message_bytes: 64 << 10,
+        max_document_bytes: 8 << 20,
+        ..inloop_relay::Limits::default()
+    };
+    let relay = TestRelay::with_limits(limits.clone()).await;
+    let doc = relay.create_doc().await;
+    let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
+    let writer = connect(&url).await.unwrap();
+    eventually(Duration::from_secs(5), "the relay's limits", || async {
+        writer.relay_limits().is_some()
+    })
+    .await;
+
+    // The relay goes away; the peer writes four messages' worth meanwhile (a runtime's
+    // outputs, say), which one sync step 2 could not carry.
+    let addr = relay.addr;
+    let data = relay.stop().await;
+    let text: String = (0..80_000).map(|i| format!("{i:x}")).collect();
+    assert!(text.len() > 4 * limits.max_message_bytes);
+    writer
+        .notebook()
+        .push_cell(inloop_doc::CellType::Code, &text)
+        .unwrap();
+    let relay = TestRelay::resume_with_limits(addr, data, limits).await;
+    eventually(
+        Duration::from_secs(20),
+        "the relay stores what was written offline",
+        || async { writer.unacknowledged() == 0 && writer.status() == crate::Status::Synced },
+    )
+    .await;
+
+    // A peer joining gets the document, larger than a message, in chunks.
+    let reader = connect(&url).await.unwrap();
+    assert_eq!(source(&reader, 1), text);
+    assert_eq!(writer.status(), crate::Status::Synced);
+    drop(relay);
+}
