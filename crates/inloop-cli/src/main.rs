@@ -206,7 +206,11 @@ Examples:
 struct KernelPrefixes {
     /// An environment whose `share/jupyter` holds kernelspecs, besides $VIRTUAL_ENV and the
     /// usual Jupyter directories (repeatable) [default: ./.venv when present].
-    #[arg(long = "kernel-prefix", env = "INLOOP_KERNEL_PREFIX", value_name = "DIR")]
+    #[arg(
+        long = "kernel-prefix",
+        env = "INLOOP_KERNEL_PREFIX",
+        value_name = "DIR"
+    )]
     kernel_prefixes: Vec<PathBuf>,
 }
 
