@@ -287,9 +287,9 @@ pub async fn run_all(config: Config, observer: Arc<dyn Observer>) -> Vec<RunRepo
 /// How many times a kernel is started before its run fails.
 const KERNEL_START_ATTEMPTS: usize = 3;
 
-/// Starts a kernel, trying again when it dies while starting: kernels started at the same
-/// moment can race for the same free port (each picks its ports before it binds them), and the
-/// loser exits.
+/// Starts a kernel, trying again when it dies while starting: a kernel is told its ports before
+/// it binds them, and although this process never tells two kernels the same port, another
+/// process may take one in between, and the kernel exits.
 async fn start_kernel(
     spec: KernelSpec,
     config: JupyterConfig,

@@ -1,5 +1,6 @@
 //! A Jupyter kernel in a local process, over ZeroMQ (jupyter-zmq-client + jupyter-protocol).
 
+mod ports;
 mod process;
 mod wire;
 
@@ -212,13 +213,14 @@ impl Instance {
             .prefix("inloop-kernel-")
             .tempdir()?;
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        // Free ports, released before the kernel is spawned. jupyter-zmq-client suggests
+        // Free ports (not given to another kernel of ours lately), released before the kernel
+        // is spawned. jupyter-zmq-client suggests
         // holding them (`peek_ports_with_listeners`) until after the spawn, but the child
         // keeps its copy of the listening sockets until its exec closes them, after the
         // parent has resumed: a connect in that window is accepted into the copy's backlog,
         // then reset, and the ZeroMQ connect fails instead of retrying. The kernel binds only
         // some 300 ms later anyway, so holding them would not close the race they are for.
-        let ports = jupyter_zmq_client::peek_ports(ip, 5).await?;
+        let ports = ports::free_ports(ip, 5).await?;
         let connection = ConnectionInfo {
             ip: ip.to_string(),
             transport: Transport::TCP,
