@@ -63,5 +63,5 @@ pub use model::{
     Cell, CellType, Execution, ExecutionState, ExecutionStatus, ExecutionTarget, JsonMap, Output,
     Runtime, RuntimeKind, RuntimeStatus, StreamName, TextDelta,
 };
-pub use notebook::Notebook;
+pub use notebook::{FORGET_GONE_AFTER_S, FORGET_SILENT_AFTER_S, Notebook};
 pub use observe::{CellField, Change, ChangeBatch, ChangeOrigin, Subscription, UpdateSubscription};

@@ -31,6 +31,11 @@ pub(crate) const REMOTE_ORIGIN: &str = "inloop:remote";
 /// Client ids are 53-bit, so Yjs peers (JavaScript numbers) read them exactly.
 const MAX_CLIENT_ID: u64 = 1 << 53;
 
+/// Seconds the entry of a runtime that said it is `gone` stays for others to see.
+pub const FORGET_GONE_AFTER_S: f64 = 600.0;
+/// Seconds the entry of a runtime that stopped its heartbeat without a word stays.
+pub const FORGET_SILENT_AFTER_S: f64 = 86_400.0;
+
 /// A notebook: a Yrs document in the jupyter_ydoc 4.x schema, plus inloop's `executions` and
 /// `runtimes` maps, behind a typed API.
 ///
@@ -982,6 +987,31 @@ impl Notebook {
         };
         entry.insert(&mut txn, key, value);
         Ok(())
+    }
+
+    /// Removes the entries of runtimes nobody will see again: `gone` for
+    /// [`FORGET_GONE_AFTER_S`], or silent (no heartbeat) for [`FORGET_SILENT_AFTER_S`]. Every
+    /// page load is a new browser runtime, so without this the map only grows. Runtimes call it
+    /// with their heartbeats; one that comes back after being forgotten registers again. Returns
+    /// how many were removed.
+    pub fn forget_runtimes(&self, now: f64) -> usize {
+        let (gone_for, silent_for) = (FORGET_GONE_AFTER_S, FORGET_SILENT_AFTER_S);
+        let forgotten: Vec<String> = self
+            .runtimes()
+            .into_iter()
+            .filter(|r| {
+                let quiet = now - r.heartbeat_at;
+                (r.status == RuntimeStatus::Gone && quiet > gone_for) || quiet > silent_for
+            })
+            .map(|r| r.session_id)
+            .collect();
+        if !forgotten.is_empty() {
+            let mut txn = self.write();
+            for session_id in &forgotten {
+                self.runtimes.remove(&mut txn, session_id);
+            }
+        }
+        forgotten.len()
     }
 
     pub fn remove_runtime(&self, session_id: &str) {

@@ -78,7 +78,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let notebook = client.notebook().clone();
     let session_id = session_id();
 
-    notebook.register_runtime(&Runtime {
+    let entry = Runtime {
         session_id: session_id.clone(),
         kind: RuntimeKind::Server,
         name: config.name.clone(),
@@ -90,7 +90,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         lease_epoch: None,
         restart_requested_at: None,
         restarted_at: None,
-    });
+    };
+    notebook.register_runtime(&entry);
     client.set_presence(
         &serde_json::json!({"user": {"name": config.name}, "runtime": session_id}).to_string(),
     );
@@ -169,7 +170,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                     client.send_lease(LeaseMessage::Heartbeat);
                 }
                 let busy = if running.is_some() { RuntimeStatus::Busy } else { RuntimeStatus::Idle };
-                let _ = notebook.runtime_heartbeat(&session_id, Some(busy), now());
+                if notebook.runtime_heartbeat(&session_id, Some(busy), now()).is_err() {
+                    // Forgotten by a peer while cut off for long: back in, as it is now.
+                    notebook.register_runtime(&Runtime { status: busy, heartbeat_at: now(),
+                        lease_epoch: epoch, ..entry.clone() });
+                }
+                notebook.forget_runtimes(now());
                 if running.is_some() || next_to_run(&notebook).is_some() {
                     last_work = std::time::Instant::now();
                 } else if config.idle_exit.is_some_and(|idle| last_work.elapsed() >= idle) {

@@ -118,9 +118,33 @@ pub(crate) fn ensure_registered(inner: &Rc<Inner>) {
     if runner.registered.replace(true) {
         return;
     }
+    register(inner);
+    let weak = Rc::downgrade(inner);
+    let heartbeat = gloo_timers::callback::Interval::new(HEARTBEAT_MS, move || {
+        if let Some(inner) = weak.upgrade() {
+            let status = kernel_status(&inner);
+            let beat =
+                inner
+                    .notebook
+                    .runtime_heartbeat(&inner.runner.session_id, Some(status), now());
+            if beat.is_err() {
+                // Forgotten by a peer while this page was away (asleep, say): back in.
+                register(&inner);
+            }
+            inner.runner.reported.set(Some(status));
+            end_abandoned_runs(&inner.notebook, &inner.runner.target, now());
+            inner.notebook.forget_runtimes(now());
+            inner.deliver_soon();
+        }
+    });
+    *runner.heartbeat.borrow_mut() = Some(heartbeat);
+}
+
+/// This browser's entry in `runtimes`, as it is now.
+fn register(inner: &Inner) {
     let status = kernel_status(inner);
     inner.notebook.register_runtime(&Runtime {
-        session_id: runner.session_id.clone(),
+        session_id: inner.runner.session_id.clone(),
         kind: RuntimeKind::Browser,
         name: inner.name.clone(),
         kernels: vec!["python3".into()],
@@ -132,20 +156,7 @@ pub(crate) fn ensure_registered(inner: &Rc<Inner>) {
         restart_requested_at: None,
         restarted_at: None,
     });
-    runner.reported.set(Some(status));
-    let weak = Rc::downgrade(inner);
-    let heartbeat = gloo_timers::callback::Interval::new(HEARTBEAT_MS, move || {
-        if let Some(inner) = weak.upgrade() {
-            let status = kernel_status(&inner);
-            let _ = inner
-                .notebook
-                .runtime_heartbeat(&inner.runner.session_id, Some(status), now());
-            inner.runner.reported.set(Some(status));
-            end_abandoned_runs(&inner.notebook, &inner.runner.target, now());
-            inner.deliver_soon();
-        }
-    });
-    *runner.heartbeat.borrow_mut() = Some(heartbeat);
+    inner.runner.reported.set(Some(status));
 }
 
 /// Ends the runs held by browsers that went away without saying so: no entry stays queued or

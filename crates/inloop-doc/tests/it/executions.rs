@@ -233,6 +233,44 @@ fn runtimes_register_heartbeat_and_leave() {
 }
 
 #[test]
+fn runtimes_nobody_will_see_again_are_forgotten() {
+    let notebook = Notebook::new();
+    let runtime = |id: &str, status: RuntimeStatus, heartbeat_at: f64| Runtime {
+        session_id: id.into(),
+        kind: RuntimeKind::Browser,
+        name: id.into(),
+        kernels: vec!["python3".into()],
+        gpu: None,
+        container_image: None,
+        status,
+        heartbeat_at,
+        lease_epoch: None,
+        restart_requested_at: None,
+        restarted_at: None,
+    };
+    let now = 100_000.0;
+    let gone_long_ago = now - inloop_doc::FORGET_GONE_AFTER_S - 1.0;
+    let silent_long_ago = now - inloop_doc::FORGET_SILENT_AFTER_S - 1.0;
+    notebook.register_runtime(&runtime(
+        "closed-long-ago",
+        RuntimeStatus::Gone,
+        gone_long_ago,
+    ));
+    notebook.register_runtime(&runtime("closed-just-now", RuntimeStatus::Gone, now - 10.0));
+    notebook.register_runtime(&runtime("crashed", RuntimeStatus::Idle, silent_long_ago));
+    notebook.register_runtime(&runtime("asleep", RuntimeStatus::Idle, gone_long_ago));
+    notebook.register_runtime(&runtime("alive", RuntimeStatus::Busy, now - 1.0));
+    assert_eq!(notebook.forget_runtimes(now), 2);
+    let left: Vec<String> = notebook
+        .runtimes()
+        .into_iter()
+        .map(|r| r.session_id)
+        .collect();
+    assert_eq!(left, ["alive", "asleep", "closed-just-now"]);
+    assert_eq!(notebook.forget_runtimes(now), 0);
+}
+
+#[test]
 fn interrupting_cancels_a_queued_run_and_flags_a_running_one() {
     let notebook = Notebook::blank();
     let cell = notebook.cell_ids()[0].clone();

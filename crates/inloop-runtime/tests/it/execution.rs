@@ -242,3 +242,72 @@ async fn an_image_too_large_for_the_document_is_refused_with_an_error_and_the_ru
         json!([{"output_type": "stream", "name": "stdout", "text": ["still here\n"]}])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_forgotten_by_a_peer_registers_again_and_forgets_the_long_gone() {
+    let relay = TestRelay::start().await;
+    let doc = "forgotten";
+    let client = relay.client(doc, Role::Admin).await;
+    let notebook = client.notebook().clone();
+    // A browser tab closed long ago: its entry is left to be forgotten.
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - inloop_doc::FORGET_GONE_AFTER_S
+        - 60.0;
+    notebook.register_runtime(&inloop_doc::Runtime {
+        session_id: "browser-closed".into(),
+        kind: inloop_doc::RuntimeKind::Browser,
+        name: "a closed tab".into(),
+        kernels: vec!["python3".into()],
+        gpu: None,
+        container_image: None,
+        status: inloop_doc::RuntimeStatus::Gone,
+        heartbeat_at: long_ago,
+        lease_epoch: None,
+        restart_requested_at: None,
+        restarted_at: None,
+    });
+    let _runtime = relay.runtime(doc, "server");
+    let servers = |notebook: &Notebook| {
+        notebook
+            .runtimes()
+            .into_iter()
+            .filter(|r| r.name == "server")
+            .count()
+    };
+    until(
+        &notebook,
+        "the runtime registers and forgets the closed tab",
+        |n| servers(n) == 1 && n.runtimes().len() == 1,
+    )
+    .await;
+
+    // A peer forgets the runtime (it looked gone to it); its next heartbeat brings it back.
+    let session = notebook.runtimes()[0].session_id.clone();
+    notebook.remove_runtime(&session);
+    until(&notebook, "the runtime registers again", |n| {
+        servers(n) == 1
+    })
+    .await;
+    let back = &notebook.runtimes()[0];
+    assert_eq!(back.session_id, session);
+    assert!(
+        back.lease_epoch.is_some(),
+        "it still holds the lease: {back:?}"
+    );
+}
+
+/// Waits up to 10 s for `condition` on the notebook.
+async fn until(notebook: &Notebook, what: &str, condition: impl Fn(&Notebook) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition(notebook) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            notebook.runtimes()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
