@@ -9,7 +9,7 @@ use std::sync::Arc;
 use inloop_doc::Notebook;
 use yrs::sync::AwarenessUpdate;
 use yrs::sync::awareness::AwarenessUpdateEntry;
-use yrs::{ReadTxn, Transact};
+use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::chunks::{self, Reassembly};
 use crate::lease::LeaseMessage;
@@ -105,6 +105,9 @@ pub struct ClientSession {
     limits: Option<SizeLimits>,
     /// A frame from the relay arriving in chunks.
     incoming: Reassembly,
+    /// The relay's state vector, while the answer to it waits for the relay's limits (which
+    /// come right after on a relay that has them): a large answer must go in chunks.
+    unanswered: Option<StateVector>,
 }
 
 impl ClientSession {
@@ -122,6 +125,7 @@ impl ClientSession {
             in_flight: VecDeque::new(),
             limits: None,
             incoming: Reassembly::default(),
+            unanswered: None,
         }
     }
 
@@ -155,6 +159,7 @@ impl ClientSession {
         // Whatever was in flight on the last connection goes again in this one's step 2.
         self.in_flight.clear();
         self.incoming = Reassembly::default();
+        self.unanswered = None;
         let state_vector = self.notebook.doc().transact().state_vector();
         // The request for acknowledgements first: the relay then knows to send its limits, and
         // its answer to our state vector in chunks if it is large.
@@ -173,15 +178,21 @@ impl ClientSession {
         let mut received = Received::default();
         match wire::decode(frame)? {
             Message::SyncStep1(state_vector) => {
-                // What we have that the relay lacks: edits made offline, for one. The relay's
-                // limits are known from an earlier connection when there was much to write.
-                let diff = self.notebook.doc().transact().encode_diff_v1(&state_vector);
-                let frame = Message::SyncStep2(diff).encode();
-                received.replies.extend(self.within_limits(frame));
-                self.stepped = true;
-                self.sent(self.changes);
+                // The relay sends its state vector before it reads our request for
+                // acknowledgements; its limits follow. Until we know them (from this
+                // connection or an earlier one) the answer waits.
+                if self.limits.is_some() {
+                    self.answer(state_vector, &mut received);
+                } else {
+                    self.unanswered = Some(state_vector);
+                }
             }
             Message::SyncStep2(update) => {
+                // A relay without limits (a stock y-websocket server) answers our state vector
+                // without sending them first.
+                if let Some(state_vector) = self.unanswered.take() {
+                    self.answer(state_vector, &mut received);
+                }
                 self.apply(&update)?;
                 self.synced = true;
                 received.events.push(ClientEvent::Synced);
@@ -203,6 +214,9 @@ impl ClientSession {
             Message::Limits(limits) => {
                 self.limits = Some(limits);
                 received.events.push(ClientEvent::Limits(limits));
+                if let Some(state_vector) = self.unanswered.take() {
+                    self.answer(state_vector, &mut received);
+                }
             }
             Message::Chunk {
                 total,
@@ -232,6 +246,15 @@ impl ClientSession {
             }
         }
         Ok(received)
+    }
+
+    /// What we have that the relay lacks (edits made offline, for one), within its limits.
+    fn answer(&mut self, state_vector: StateVector, received: &mut Received) {
+        let diff = self.notebook.doc().transact().encode_diff_v1(&state_vector);
+        let frame = Message::SyncStep2(diff).encode();
+        received.replies.extend(self.within_limits(frame));
+        self.stepped = true;
+        self.sent(self.changes);
     }
 
     /// The frame carrying one update, not counted for acknowledgements.

@@ -578,6 +578,21 @@ mod tests {
         assert_eq!(whole.len(), 1);
         assert!(whole[0].len() > limits.max_message_bytes);
         assert_eq!(room.incoming.len(), 0, "nothing is left half put together");
+
+        // A peer that never connected before (a page reloaded after running offline) does not
+        // know the limits when the relay's state vector comes: its answer waits for them.
+        let offline = Notebook::new();
+        offline
+            .apply_update_v1(&room.notebook().encode_update_v1())
+            .unwrap();
+        offline
+            .push_cell(inloop_doc::CellType::Markdown, &text.to_uppercase())
+            .unwrap();
+        let mut reloaded = ClientSession::new(offline);
+        reloaded.local_change();
+        let (hello, join) = (reloaded.connected(), room.join());
+        assert!(exchange(&mut room, 4, &mut reloaded, hello, join));
+        assert_eq!(room.notebook().cells()[2].source, text.to_uppercase());
     }
 
     #[test]
