@@ -174,7 +174,10 @@ Parameters: the cell tagged `parameters` (cell metadata tags) is followed by a c
 tag; an injected cell from an earlier run is replaced).
 
 Progress bars go to stderr (one per running notebook with its current cell, and a total); a
-summary table goes to stdout. The exit status is 1 if any run failed or timed out.";
+summary table goes to stdout. The exit status is 1 if any run failed or timed out.
+
+With --git, each run is committed with its executed notebook as it ends, on the branch
+inloop/NAME of the repository you are in (NAME: the first notebook's name by default).";
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -200,6 +203,24 @@ Examples:
   inloop run sweep.ipynb -f sets.yaml --git
   git log --oneline inloop/sweep
   git diff inloop/sweep~1 inloop/sweep -- inloop-runs/";
+
+/// `--git[=NAME]`, for `inloop run` and `inloop mcp`.
+#[derive(Debug, clap::Args)]
+struct GitBranch {
+    /// Record what this command writes as commits on the git branch inloop/NAME of the
+    /// repository (see above for what, and for the default NAME). The working tree, the index
+    /// and the current branch are not touched; `git log inloop/NAME` lists the commits, and
+    /// `git diff` and `git merge` work as usual. Write it --git or --git=NAME.
+    #[arg(
+        long = "git",
+        value_name = "NAME",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "",
+        env = "INLOOP_GIT"
+    )]
+    branch: Option<String>,
+}
 
 /// Where kernelspecs are looked for, besides the usual places.
 #[derive(Debug, clap::Args)]
@@ -314,19 +335,8 @@ struct RunArgs {
     /// takes about a third of the CPU.
     #[arg(long, env = "INLOOP_NO_FORK")]
     no_fork: bool,
-    /// Record each run as a commit of its executed notebook on the git branch inloop/NAME of
-    /// the repository you are in [NAME: the first notebook's name]. The working tree, the index
-    /// and the current branch are not touched; `git log inloop/NAME` lists the runs, and
-    /// `git diff` and `git merge` work as usual. Write it --git or --git=NAME.
-    #[arg(
-        long,
-        value_name = "NAME",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "",
-        env = "INLOOP_GIT"
-    )]
-    git: Option<String>,
+    #[command(flatten)]
+    git: GitBranch,
     /// No progress bars or lines on stderr (the summary is still printed).
     #[arg(long, short = 'q', env = "INLOOP_QUIET")]
     quiet: bool,
@@ -347,7 +357,11 @@ joins them as a peer under --name, and its runs go to the relay's server runtime
 MCP goes over stdin/stdout unless --http ADDR is given (then at http://ADDR/mcp). Over HTTP,
 clients send `Authorization: Bearer TOKEN` when the server has --http-token TOKEN, which it
 needs on any address but a loopback one. On loopback, requests from web pages of other origins
-than loopback ones (DNS rebinding) are refused unless --http-allow-origin names them.";
+than loopback ones (DNS rebinding) are refused unless --http-allow-origin names them.
+
+With --git, the session is kept in git: every local file a tool writes (a notebook after each
+edit or run, an export, parallel runs) is committed on the branch inloop/NAME of the repository
+holding --root (NAME: --name and the start time, e.g. agent-20261122-093000, by default).";
 
 #[derive(Debug, clap::Args)]
 struct McpArgs {
@@ -390,20 +404,8 @@ struct McpArgs {
     /// The kernelspec for notebooks that name none.
     #[arg(long, env = "INLOOP_KERNEL", default_value = "python3")]
     kernel: String,
-    /// Record the session in git, on the branch inloop/NAME of the repository holding --root
-    /// [NAME: --name and the time the server started (UTC), e.g. agent-20261122-093000]: every local
-    /// file a tool writes (a notebook after each edit or run, an export, parallel runs) is
-    /// committed there. The working tree, the index and the current branch are not touched.
-    /// Write it --git or --git=NAME.
-    #[arg(
-        long,
-        value_name = "NAME",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "",
-        env = "INLOOP_GIT"
-    )]
-    git: Option<String>,
+    #[command(flatten)]
+    git: GitBranch,
     #[command(flatten)]
     kernel_prefixes: KernelPrefixes,
 }
@@ -415,7 +417,7 @@ impl McpArgs {
             .relay
             .map(|url| inloop_mcp::RelayConfig::parse(&url, self.token.as_deref()))
             .transpose()?;
-        config.history = match self.git.as_deref() {
+        config.history = match self.git.branch.as_deref() {
             None => None,
             Some(name) => {
                 let name = match name {
@@ -505,7 +507,7 @@ impl RunArgs {
             values: self.parameters,
         };
         let runs = inloop_batch::plan(&self.notebooks, &sources, &output)?;
-        let history = run_history(self.git.as_deref(), &runs)?;
+        let history = run_history(self.git.branch.as_deref(), &runs)?;
         let seconds = |s: Option<f64>, flag: &str| -> Result<Option<Duration>> {
             s.map(|s| {
                 Duration::try_from_secs_f64(s)
@@ -801,5 +803,17 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of every subcommand's arguments (unique names, valid defaults), which
+    /// otherwise fail only when that subcommand is used.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }
