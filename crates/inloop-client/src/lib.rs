@@ -382,7 +382,14 @@ impl Connection {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        match tokio_tungstenite::client_async(self.url.as_str(), stream).await {
+        // The relay bounds what it sends by its document limit; a message larger than
+        // tungstenite's defaults (a large update relayed whole) must not cost the connection.
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(None)
+            .max_frame_size(None);
+        let handshake =
+            tokio_tungstenite::client_async_with_config(self.url.as_str(), stream, Some(config));
+        match handshake.await {
             Ok((socket, _)) => Ok(socket),
             Err(tungstenite::Error::Http(response)) => {
                 let status = response.status();
