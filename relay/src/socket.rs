@@ -93,8 +93,28 @@ fn refuse(ws: WebSocketUpgrade, Refusal(status, reason): Refusal) -> Response {
             code,
             reason: close_reason(&reason).into(),
         };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
+        let goodbye = async {
+            if socket.send(Message::Close(Some(close))).await.is_ok() {
+                // The peer has likely written its first frames already.
+                read_until_close(&mut socket).await;
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
     })
+}
+
+/// Reads, discarding, until the peer's close frame (or the end): after sending ours, dropping a
+/// socket with data unread would reset the connection, and the peer could lose our close frame
+/// and its reason with it (then retry, as after a network error, instead of giving up).
+async fn read_until_close<S>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    while let Some(Ok(message)) = stream.next().await {
+        if matches!(message, Message::Close(_)) {
+            break;
+        }
+    }
 }
 
 /// A close frame's reason holds at most 123 bytes.
@@ -283,18 +303,9 @@ async fn connection(
     let _ = room.send(Command::Leave { peer }).await;
     // The room dropped its sender on Leave; a close already sent ends the writer at once.
     close_tx.send_if_modified(|_| true);
-    // When the relay closed, read on until the peer answers with its own close frame: dropping
-    // a socket with data unread would reset the connection, and the peer could lose our
-    // close frame and its reason with it.
+    // When the relay closed, read on until the peer answers with its own close frame.
     if close_tx.borrow().is_some() {
-        let drain = async {
-            while let Some(Ok(message)) = stream.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, read_until_close(&mut stream)).await;
     }
     let _ = writer.await;
     metrics.connections.fetch_sub(1, Relaxed);
