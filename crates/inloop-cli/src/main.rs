@@ -361,7 +361,8 @@ than loopback ones (DNS rebinding) are refused unless --http-allow-origin names 
 
 With --git, the session is kept in git: every local file a tool writes (a notebook after each
 edit or run, an export, parallel runs) is committed on the branch inloop/NAME of the repository
-holding --root (NAME: --name and the start time, e.g. agent-20261122-093000, by default).";
+holding --root, and a relay document it changes as a snapshot, relay/DOC_ID.ipynb (NAME: --name
+and the start time, e.g. agent-20261122-093000, by default).";
 
 #[derive(Debug, clap::Args)]
 struct McpArgs {

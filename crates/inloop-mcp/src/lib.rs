@@ -29,8 +29,9 @@
 //!   runs long.
 //! - **History in git** ([`Config::history`], `inloop mcp --git`): the agent's session is a
 //!   branch `inloop/NAME` ([`inloop_history`]); each tool call that writes a local file commits
-//!   it there (subject: the tool and what it did; trailers `Inloop-Agent`, `Inloop-Tool`), and
-//!   its result says so under `history`. The checkout is never touched.
+//!   it there, and one that changes a relay document commits a snapshot of it as
+//!   `relay/DOC_ID.ipynb` (subject: the tool and what it did; trailers `Inloop-Agent`,
+//!   `Inloop-Tool`); its result says so under `history`. The checkout is never touched.
 //! - **Transports**: stdio ([`serve_stdio`]) and streamable HTTP ([`serve_http`], at `/mcp`),
 //!   behind a bearer token ([`HttpAccess`], required on an address other machines reach) and
 //!   `Host`/`Origin` checks against DNS rebinding.

@@ -210,6 +210,9 @@ fn answer(result: ToolResult<Value>) -> Result<CallToolResult, ErrorData> {
     }
 }
 
+/// The folder (under the root) where `--git` keeps snapshots of relay documents.
+const RELAY_SNAPSHOTS: &str = "relay";
+
 /// Adds what `--git` recorded of this call, if anything, to its answer.
 fn with_history(mut answer: Value, recorded: Option<Value>) -> Value {
     if let (Some(recorded), Some(fields)) = (recorded, answer.as_object_mut()) {
@@ -266,9 +269,21 @@ impl NotebookServer {
 
     /// With `--git`, commits a local notebook as this call left it (see [`Store::record`]).
     async fn record_notebook(&self, open: &Open, tool: &str, did: String) -> Option<Value> {
-        let file = open.file()?.to_owned();
+        // A relay document is kept in the history as a snapshot under `relay/` (on the branch
+        // only: the working tree does not get it).
+        let file = match (open.file(), open.doc_id()) {
+            (Some(file), _) => file.to_owned(),
+            (None, Some(doc_id)) => self
+                .store
+                .config
+                .root
+                .join(RELAY_SNAPSHOTS)
+                .join(format!("{doc_id}.ipynb")),
+            (None, None) => return None,
+        };
         let subject = format!("{tool}: {did} in {}", open.reference);
-        self.store.record(tool, vec![file], subject).await
+        let content = open.notebook.to_ipynb().into_bytes();
+        self.store.record(tool, file, content, subject).await
     }
 
     /// After an edit: saved to disk, or sent to the relay and acknowledged.
@@ -620,7 +635,12 @@ impl NotebookServer {
                 );
                 let recorded = self
                     .store
-                    .record("notebook_export", vec![path.clone()], subject)
+                    .record(
+                        "notebook_export",
+                        path.clone(),
+                        text.clone().into_bytes(),
+                        subject,
+                    )
                     .await;
                 let answer = json!({"notebook": open.reference, "format": args.format,
                                     "written": path.display().to_string(), "bytes": text.len()});

@@ -525,14 +525,15 @@ impl Store {
         }
     }
 
-    /// With `--git`, commits `files` (written by this tool call) on the session's branch, as
-    /// `subject` by `tool`; what to tell the agent about it (`None` without `--git`). A failed
-    /// record does not fail the tool: its change is made, and the answer says why it is not in
-    /// the history.
+    /// With `--git`, commits `file` with `content` (what this tool call wrote or left) on the
+    /// session's branch, as `subject` by `tool`; what to tell the agent about it (`None` without
+    /// `--git`). A failed record does not fail the tool: its change is made, and the answer
+    /// says why it is not in the history.
     pub(crate) async fn record(
         &self,
         tool: &str,
-        files: Vec<PathBuf>,
+        file: PathBuf,
+        content: Vec<u8>,
         subject: String,
     ) -> Option<Value> {
         let history = self.config.history.clone()?;
@@ -541,19 +542,9 @@ impl Store {
             "{subject}\n\nInloop-Agent: {}\nInloop-Tool: {tool}\n",
             self.config.name
         );
-        let recorded = tokio::task::spawn_blocking(move || {
-            let contents = files
-                .iter()
-                .map(std::fs::read)
-                .collect::<std::io::Result<Vec<_>>>()?;
-            let entries: Vec<(&Path, &[u8])> = files
-                .iter()
-                .map(PathBuf::as_path)
-                .zip(contents.iter().map(Vec::as_slice))
-                .collect();
-            history.record(&entries, &message)
-        })
-        .await;
+        let recorded =
+            tokio::task::spawn_blocking(move || history.record(&[(&file, &content)], &message))
+                .await;
         Some(match recorded {
             Ok(Ok(Some(commit))) => json!({"branch": branch, "commit": commit.id}),
             Ok(Ok(None)) => json!({"branch": branch, "commit": null,

@@ -146,8 +146,9 @@ fn git_repository(dir: &Path) -> String {
 }
 
 /// The session the client drove is on `inloop/session`, a commit per tool call that wrote a
-/// file, starting at `head`, with the executed notebook; the checkout is untouched.
-fn check_session_history(root: &Path, head: &str) {
+/// file, starting at `head`, with the executed notebook (and the relay document `doc` as a
+/// snapshot); the checkout is untouched.
+fn check_session_history(root: &Path, head: &str, doc: &str) {
     let subjects = git(
         root,
         &["log", "--reverse", "--format=%s", "main..inloop/session"],
@@ -199,6 +200,18 @@ fn check_session_history(root: &Path, head: &str) {
     assert!(executed.to_string().contains("42\\n"), "{executed}");
     let ten = git(root, &["show", "inloop/session:runs/params-ten.ipynb"]);
     assert!(ten.contains("20\\n"), "{ten}");
+    let relay = git(
+        root,
+        &["show", &format!("inloop/session:relay/{doc}.ipynb")],
+    );
+    assert!(
+        relay.contains("print(6*7)") && relay.contains("42\\n"),
+        "{relay}"
+    );
+    assert!(
+        !root.join("relay").exists(),
+        "snapshots are on the branch only"
+    );
     assert_eq!(git(root, &["rev-parse", "HEAD"]), head);
     assert_eq!(git(root, &["diff", "--cached", "--name-only"]), "");
 }
@@ -284,7 +297,7 @@ async fn an_mcp_client_calls_every_tool_over_stdio_and_http() {
         run_client(root.path(), &relay, &admin, &options, &transport)
     });
     check_relay_document(serve.addr, &doc, &admin, false).await;
-    check_session_history(root.path(), &head);
+    check_session_history(root.path(), &head, &doc);
 
     // Streamable HTTP: one `inloop mcp --http` with a token, which the client connects to.
     let root = tempfile::tempdir().unwrap();

@@ -221,7 +221,7 @@ async def local_notebook(session, root, branch):
               and all(len(c["commit"]) == 40 for c in commits), "each run recorded", runs)
 
 
-async def relay_notebook(session, relay_http, token):
+async def relay_notebook(session, relay_http, token, branch):
     created = await call(session, "notebook_create")
     ref = created["notebook"]
     check(ref.startswith("relay:"), "a relay document", created)
@@ -240,6 +240,7 @@ async def relay_notebook(session, relay_http, token):
     run = await call(session, "notebook_execute_cell", notebook=ref,
                      cell_id=inserted["cell_id"], timeout_seconds=120)
     check(run["status"] == "done" and run["text"] == "42\n", "the server runtime ran it", run)
+    check_recorded(run, branch, "notebook_execute_cell on the relay")
     state = await call(session, "notebook_get_state", notebook=ref)
     check(state["recent_executions"][0]["target"] == "server", "a server run", state)
     check(state["variables"]["available"] and state["variables"]["variables"] == [],
@@ -320,7 +321,7 @@ async def main():
             await local_notebook(session, args.root, args.expect_git)
             doc = None
             if args.relay_http:
-                doc = await relay_notebook(session, args.relay_http, args.token)
+                doc = await relay_notebook(session, args.relay_http, args.token, args.expect_git)
     print("RESULT " + json.dumps({"checks": checks, "relay_doc": doc}), flush=True)
 
 
