@@ -431,7 +431,8 @@ async fn run_one(
         }
     }
     if let Some(client) = client {
-        relay::flush_and_close(&client, Duration::from_secs(10)).await;
+        client.wait_stored(Duration::from_secs(10)).await;
+        client.close();
     }
     report
 }

@@ -86,7 +86,12 @@ impl RelayTarget {
         let work = async {
             let body = notebook.to_ipynb();
             let created = self
-                .post("/api/docs", "application/x-ipynb+json", body.as_bytes())
+                .request_json(
+                    "POST",
+                    "/api/docs",
+                    "application/x-ipynb+json",
+                    body.as_bytes(),
+                )
                 .await?;
             let id = created["id"]
                 .as_str()
@@ -94,7 +99,8 @@ impl RelayTarget {
                 .to_owned();
             let viewer = serde_json::json!({"role": "read", "name": format!("watching {name}")});
             let minted = self
-                .post(
+                .request_json(
+                    "POST",
                     &format!("/api/docs/{id}/tokens"),
                     "application/json",
                     viewer.to_string().as_bytes(),
@@ -104,11 +110,11 @@ impl RelayTarget {
                 Some(page) => format!("{}{page}", self.http_base()),
                 None => format!("{}/n/{id}", self.http_base()),
             };
-            let url = format!(
-                "ws://{}/api/docs/{id}/ws?token={}",
-                self.authority, self.token
+            let client = Client::connect(
+                &self.document_url(&id),
+                Notebook::new(),
+                ClientOptions::new(),
             );
-            let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
             client
                 .wait_synced(RELAY_TIMEOUT)
                 .await
@@ -120,12 +126,26 @@ impl RelayTarget {
             .map_err(|_| Error::Relay(format!("{} did not answer in time", self.authority)))?
     }
 
-    /// `POST path` with the token; the JSON answer of a 2xx.
-    async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Value> {
+    /// The WebSocket URL of document `doc_id`, with the token.
+    pub fn document_url(&self, doc_id: &str) -> String {
+        format!(
+            "ws://{}/api/docs/{doc_id}/ws?token={}",
+            self.authority, self.token
+        )
+    }
+
+    /// `METHOD path` of the relay's HTTP API with the token; the JSON answer of a 2xx.
+    pub async fn request_json(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Value> {
         inloop_client::api::request_json(
             &self.authority,
             &self.token,
-            "POST",
+            method,
             path,
             content_type,
             body,
@@ -133,15 +153,6 @@ impl RelayTarget {
         .await
         .map_err(|e| Error::Relay(e.to_string()))
     }
-}
-
-/// Waits until the relay has stored everything `client` wrote (or `limit` passes), then closes.
-pub(crate) async fn flush_and_close(client: &Client, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while client.unacknowledged() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    client.close();
 }
 
 #[cfg(test)]

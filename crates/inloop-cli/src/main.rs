@@ -416,7 +416,7 @@ impl McpArgs {
         let mut config = inloop_mcp::Config::new(self.root);
         config.relay = self
             .relay
-            .map(|url| inloop_mcp::RelayConfig::parse(&url, self.token.as_deref()))
+            .map(|url| inloop_batch::RelayTarget::parse(&url, self.token.as_deref()))
             .transpose()?;
         config.history = match self.git.branch.as_deref() {
             None => None,

@@ -214,6 +214,19 @@ impl Client {
         session.unacknowledged() + self.queued_changes.load(Ordering::SeqCst)
     }
 
+    /// Waits until the relay has stored everything this peer wrote, for at most `limit`;
+    /// whether it has.
+    pub async fn wait_stored(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.unacknowledged() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Sets this peer's presence (a JSON object: name, colour, cursor…).
     pub fn set_presence(&self, json: &str) {
         let frame = self

@@ -38,7 +38,6 @@
 
 mod access;
 mod export;
-mod http;
 mod progress;
 mod server;
 mod store;
@@ -63,8 +62,6 @@ pub use server::NotebookServer;
 #[non_exhaustive]
 pub enum Error {
     #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("the MCP session failed: {0}")]
     Mcp(String),
@@ -82,50 +79,14 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A relay whose documents the agent may work on, and a token that may create and list them
-/// (an admin token).
-#[derive(Clone)]
-pub struct RelayConfig {
-    /// `host:port`.
-    pub authority: String,
-    pub token: String,
-}
-
-impl std::fmt::Debug for RelayConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayConfig")
-            .field("authority", &self.authority)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RelayConfig {
-    /// From `ws://HOST:PORT` or `http://HOST:PORT` (a path is ignored), the token as `?token=`
-    /// or as `token` (which wins).
-    pub fn parse(url: &str, token: Option<&str>) -> Result<Self> {
-        let target = inloop_batch::RelayTarget::parse(url, token)
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let authority = target.http_base().trim_start_matches("http://").to_owned();
-        let (_, query) = url.split_once('?').unwrap_or((url, ""));
-        let token = token
-            .map(str::to_owned)
-            .or_else(|| {
-                query
-                    .split('&')
-                    .find_map(|p| p.strip_prefix("token="))
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
-        Ok(Self { authority, token })
-    }
-}
-
 /// How the MCP server works.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Local notebooks are listed under this folder, and relative paths are taken from it.
     pub root: PathBuf,
-    pub relay: Option<RelayConfig>,
+    /// A relay whose documents the agent may work on, with a token that may create and list
+    /// them (an admin token).
+    pub relay: Option<inloop_batch::RelayTarget>,
     /// The name other peers see on relay documents (and `requested_by` of its runs).
     pub name: String,
     /// The kernelspec for local notebooks that name none in their metadata.

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::export;
 use crate::progress::Progress;
-use crate::store::{Open, Store, ToolResult, flush};
+use crate::store::{Open, STORED_WAIT, Store, ToolResult};
 
 /// The MCP server: every session (one on stdio, one per HTTP client) shares one [`Store`] of
 /// open notebooks and their kernels.
@@ -290,7 +290,7 @@ impl NotebookServer {
     async fn commit(&self, open: &Open) -> ToolResult<()> {
         open.save()?;
         if let crate::store::Place::Relay { client, .. } = &open.place {
-            flush(client).await;
+            client.wait_stored(STORED_WAIT).await;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use inloop_kernel::{JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWrit
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::{Config, http};
+use crate::Config;
 
 /// The prefix of a relay document's reference: `relay:DOC_ID`.
 pub(crate) const RELAY_PREFIX: &str = "relay:";
@@ -110,7 +110,7 @@ impl Store {
         std::path::absolute(&path).map_err(|e| format!("{reference}: {e}"))
     }
 
-    fn relay(&self) -> ToolResult<&crate::RelayConfig> {
+    fn relay(&self) -> ToolResult<&inloop_batch::RelayTarget> {
         self.config.relay.as_ref().ok_or_else(|| {
             "this MCP server was started without --relay, so relay documents are not available; \
              use a local .ipynb path instead"
@@ -182,11 +182,11 @@ impl Store {
                 "relay:{doc_id}: not a document id; notebook_list shows the relay's documents"
             ));
         }
-        let url = format!(
-            "ws://{}/api/docs/{doc_id}/ws?token={}",
-            relay.authority, relay.token
+        let client = Client::connect(
+            &relay.document_url(doc_id),
+            Notebook::new(),
+            ClientOptions::new(),
         );
-        let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
         client
             .wait_synced(Duration::from_secs(30))
             .await
@@ -245,14 +245,15 @@ impl Store {
             }
             None => {
                 let relay = self.relay()?;
-                let created = http::call_json(
-                    relay,
-                    "POST",
-                    "/api/docs",
-                    "application/x-ipynb+json",
-                    notebook.to_ipynb().as_bytes(),
-                )
-                .await?;
+                let created = relay
+                    .request_json(
+                        "POST",
+                        "/api/docs",
+                        "application/x-ipynb+json",
+                        notebook.to_ipynb().as_bytes(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let id = created["id"]
                     .as_str()
                     .ok_or_else(|| format!("the relay answered without an id: {created}"))?;
@@ -292,8 +293,10 @@ impl Store {
         let relay = match &self.config.relay {
             None => Value::Null,
             Some(relay) => {
-                let docs =
-                    http::call_json(relay, "GET", "/api/docs", "application/json", b"").await?;
+                let docs = relay
+                    .request_json("GET", "/api/docs", "application/json", b"")
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let docs = docs.as_array().cloned().unwrap_or_default();
                 docs.into_iter()
                     .map(|mut doc| {
@@ -562,7 +565,7 @@ impl Store {
                 let _ = kernel.shutdown().await;
             }
             if let Place::Relay { client, .. } = &notebook.place {
-                flush(client).await;
+                client.wait_stored(STORED_WAIT).await;
                 client.close();
             }
         }
@@ -610,13 +613,8 @@ async fn published_variables(notebook: &Notebook) -> Value {
     }
 }
 
-/// Waits (a little) until the relay has everything this peer wrote.
-pub(crate) async fn flush(client: &Client) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while client.unacknowledged() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long a change to a relay document may take to be stored before the tool answers anyway.
+pub(crate) const STORED_WAIT: Duration = Duration::from_secs(10);
 
 impl Open {
     /// Shows the agent's name and the cell it works on to the document's other peers.
