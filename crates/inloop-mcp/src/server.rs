@@ -18,7 +18,7 @@ use crate::export;
 use crate::progress::Progress;
 use crate::store::{Open, STORED_WAIT, Store, ToolResult};
 
-/// The MCP server: every session (one on stdio, one per HTTP client) shares one [`Store`] of
+/// The MCP server: every session (one on stdio, one per HTTP client) shares one store of
 /// open notebooks and their kernels.
 #[derive(Clone)]
 pub struct NotebookServer {
