@@ -173,6 +173,8 @@ fn inloop_limits(options: &Options) -> Limits {
     Limits {
         max_messages_per_second: defaults.max_messages_per_second.max(messages_per_second),
         max_connections_per_document: defaults.max_connections_per_document.max(connections),
+        // Every client connects from this machine's one address: no cap per address.
+        max_connections_per_ip: 0,
         ..defaults
     }
 }

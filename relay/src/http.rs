@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use inloop_doc::Notebook;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::doc_id::DocId;
 use crate::rooms::Command;
 use crate::{AppState, Refusal};
 
@@ -88,13 +89,13 @@ pub(crate) async fn list(
 
 /// `GET /api/docs/{id}/ipynb`: the notebook as nbformat 4.5.
 pub(crate) async fn export(
+    DocId(doc_id): DocId,
     State(state): State<AppState>,
-    Path(doc_id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, Refusal> {
-    let role = state.authorize(token(&headers, &query), &doc_id, Action::Export)?;
-    let room = state.room(&doc_id, role).await?;
+    state.authorize(token(&headers, &query), &doc_id, Action::Export)?;
+    let room = state.existing_room(&doc_id).await?;
     let (reply, answer) = oneshot::channel();
     room.send(Command::Export { reply })
         .await
@@ -113,14 +114,14 @@ pub(crate) async fn export(
 
 /// `PUT /api/docs/{id}/ipynb`: replaces the notebook, live, as one edit peers receive.
 pub(crate) async fn import(
+    DocId(doc_id): DocId,
     State(state): State<AppState>,
-    Path(doc_id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let role = state.authorize(token(&headers, &query), &doc_id, Action::Import)?;
-    let room = state.room(&doc_id, role).await?;
+    state.authorize(token(&headers, &query), &doc_id, Action::Import)?;
+    let room = state.existing_room(&doc_id).await?;
     let (reply, answer) = oneshot::channel();
     room.send(Command::Import { ipynb: body, reply })
         .await
@@ -145,8 +146,8 @@ pub(crate) struct MintRequest {
 
 /// `POST /api/docs/{id}/tokens`: a share token for this document.
 pub(crate) async fn mint(
+    DocId(doc_id): DocId,
     State(state): State<AppState>,
-    Path(doc_id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     Json(request): Json<MintRequest>,

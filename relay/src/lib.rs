@@ -11,7 +11,11 @@
 //! - Capability tokens (`?token=` or the WebSocket subprotocol) naming a document or all, a
 //!   role and an expiry, signed with a key kept in `--data` (or `INLOOP_SECRET`).
 //! - HTTP: `POST /api/docs`, `GET /api/docs`, `GET|PUT /api/docs/{id}/ipynb`,
-//!   `POST /api/docs/{id}/tokens`, `GET /healthz`, `GET /metrics`.
+//!   `POST /api/docs/{id}/tokens`, `GET /healthz` (liveness), `GET /readyz` (storage takes
+//!   writes), `GET /metrics`. Refusals are JSON, `{"error": "..."}`.
+//! - Document ids are `[A-Za-z0-9_-]{1,64}`, checked on every route before anything else.
+//! - Timeouts on slow or idle HTTP connections, a cap on connections per client address, and
+//!   pings that drop dead WebSocket peers.
 //! - Limits on message size, document size, connections per document and messages per second;
 //!   a peer that breaks one, sends bytes that do not decode, or does not keep up is disconnected
 //!   with the reason. No update is ever dropped silently.
@@ -27,11 +31,16 @@
 //! ```
 
 mod config;
+mod doc_id;
 mod error;
+mod headers;
 mod http;
+mod json_errors;
 mod local_runtime;
 mod metrics;
+mod ready;
 mod rooms;
+mod serve;
 mod socket;
 mod storage;
 pub mod store;
@@ -43,12 +52,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use inloop_sync::{Action, Claims, Role, TokenKey};
 use tower_http::services::{ServeDir, ServeFile};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use config::{Config, Limits};
 pub use error::{Error, Result};
@@ -73,10 +81,11 @@ struct Inner {
     rooms: Arc<Rooms>,
     storage: Storage,
     metrics: Arc<Metrics>,
+    ready: ready::Readiness,
 }
 
-/// An HTTP refusal: a status and a message meant for the user. Internal failures are logged
-/// and answered with a generic message.
+/// An HTTP refusal: a status and a message meant for the user, sent as `{"error": message}`.
+/// Internal failures are logged and answered with a generic message.
 #[derive(Debug)]
 pub(crate) struct Refusal(StatusCode, String);
 
@@ -92,19 +101,14 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.0, self.1).into_response()
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
     }
 }
 
 impl AppState {
     /// Opens the store in `config.data_dir` and loads or creates the signing key.
     pub fn open(config: Config) -> Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let secret = match &config.secret {
-            Some(secret) => secret.clone(),
-            None => load_or_create_secret(&config.data_dir.join("secret.key"))?,
-        };
-        let key = TokenKey::new(&secret)?;
+        let key = signing_key(&config)?;
         let store = SqliteStore::open(&config.data_dir.join("inloop.sqlite3"))?;
         Self::with_store(config, key, Box::new(store))
     }
@@ -128,6 +132,7 @@ impl AppState {
             rooms,
             storage,
             metrics,
+            ready: ready::Readiness::default(),
         })))
     }
 
@@ -148,9 +153,10 @@ impl AppState {
         name: Option<&str>,
     ) -> String {
         self.0.key.sign(&Claims {
+            id: Some(new_token_id()),
             doc: doc.map(str::to_owned),
             role,
-            exp: unix_now() + lifetime.as_secs(),
+            exp: unix_now().saturating_add(lifetime.as_secs()),
             name: name.map(str::to_owned),
         })
     }
@@ -168,6 +174,20 @@ impl AppState {
                 .check(doc_id, action)
                 .map_err(|e| Refusal(StatusCode::FORBIDDEN, e.to_string()))
         })
+    }
+
+    /// Who a WebSocket peer is: its token must be valid and cover `doc_id`.
+    pub(crate) fn authorize_peer(
+        &self,
+        token: Option<&str>,
+        doc_id: &str,
+    ) -> Result<inloop_sync::Credentials, Refusal> {
+        let claims = self.claims(token, Action::Read)?;
+        let role = claims
+            .check(doc_id, Action::Read)
+            .map_err(|e| Refusal(StatusCode::FORBIDDEN, e.to_string()))?;
+        let principal = claims.principal(token.unwrap_or_default());
+        Ok(inloop_sync::Credentials::new(role, principal))
     }
 
     /// A token's claims if it is valid and its role allows `action` (any document).
@@ -196,22 +216,26 @@ impl AppState {
         Ok(claims)
     }
 
-    /// The document's room; admins create documents by opening them.
-    pub(crate) async fn room(&self, doc_id: &str, role: Role) -> Result<RoomHandle, Refusal> {
-        if let Some(room) = self
-            .0
+    /// The document's room, if the document exists: HTTP requests never create one.
+    pub(crate) async fn existing_room(&self, doc_id: &str) -> Result<RoomHandle, Refusal> {
+        self.0
             .rooms
             .get(doc_id)
             .await
             .map_err(|e| Refusal::internal(&e))?
-        {
-            return Ok(room);
-        }
-        if !role.allows(Action::Create) {
-            return Err(Refusal(
-                StatusCode::NOT_FOUND,
-                format!("no document {doc_id:?} on this relay"),
-            ));
+            .ok_or_else(|| {
+                Refusal(
+                    StatusCode::NOT_FOUND,
+                    format!("no document {doc_id:?} on this relay"),
+                )
+            })
+    }
+
+    /// The document's room for a WebSocket peer; admins create documents by opening them.
+    pub(crate) async fn room(&self, doc_id: &str, role: Role) -> Result<RoomHandle, Refusal> {
+        match self.existing_room(doc_id).await {
+            Err(refusal) if refusal.0 == StatusCode::NOT_FOUND && role.allows(Action::Create) => {}
+            found => return found,
         }
         self.create(doc_id, &inloop_doc::Notebook::blank().encode_update_v1())
             .await?;
@@ -256,25 +280,24 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/docs/{doc_id}/tokens", post(http::mint))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready::readyz))
         .route("/metrics", get(http::metrics));
     let app = match &state.config().web_dir {
-        // `/` is the list of notebooks (index.html); `/n/{doc_id}` is one notebook, whatever its
-        // id: the page reads the id from its URL.
+        // `/` is the list of notebooks (index.html); `/n/{doc_id}` is one notebook, the same
+        // page for every (well-formed) id: the page reads the id from its URL.
         Some(dir) if dir.is_dir() => api
-            .route_service("/n/{doc_id}", ServeFile::new(dir.join("notebook.html")))
+            .merge(
+                Router::new()
+                    .route_service("/n/{doc_id}", ServeFile::new(dir.join("notebook.html")))
+                    .route_layer(axum::middleware::from_fn(doc_id::require)),
+            )
             .fallback_service(ServeDir::new(dir)),
         _ => api,
     };
-    // Cross-origin isolation lets the page's Pyodide worker use SharedArrayBuffer (interrupts).
-    app.layer(SetResponseHeaderLayer::overriding(
-        header::HeaderName::from_static("cross-origin-opener-policy"),
-        HeaderValue::from_static("same-origin"),
-    ))
-    .layer(SetResponseHeaderLayer::overriding(
-        header::HeaderName::from_static("cross-origin-embedder-policy"),
-        HeaderValue::from_static("require-corp"),
-    ))
-    .with_state(state)
+    // The Content-Security-Policy, cross-origin isolation (the Pyodide worker's interrupts) and
+    // the other security headers, on every response.
+    headers::secure(app.layer(axum::middleware::from_fn(json_errors::json_errors)))
+        .with_state(state)
 }
 
 /// A relay bound to its address, not yet serving.
@@ -290,8 +313,21 @@ impl Relay {
     /// Opens the data folder and binds `config.addr` (port 0 picks a free port).
     pub async fn start(config: Config) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
-        let addr = listener.local_addr()?;
         let state = AppState::open(config)?;
+        Self::bound(listener, state)
+    }
+
+    /// [`Relay::start`] over any [`store::Store`] instead of SQLite in the data folder (which
+    /// still holds the signing key unless `config.secret` is set).
+    pub async fn start_with_store(config: Config, store: Box<dyn store::Store>) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(config.addr).await?;
+        let key = signing_key(&config)?;
+        let state = AppState::with_store(config, key, store)?;
+        Self::bound(listener, state)
+    }
+
+    fn bound(listener: tokio::net::TcpListener, state: AppState) -> Result<Self> {
+        let addr = listener.local_addr()?;
         state.0.rooms.local_runtimes().set_addr(addr);
         let admin_token = state.mint(None, Role::Admin, ADMIN_TOKEN_LIFETIME, Some("admin"));
         Ok(Self {
@@ -325,21 +361,14 @@ impl Relay {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        use axum::serve::ListenerExt;
         let rooms = self.state.0.rooms.clone();
-        // Updates are small and latency matters: without this, Nagle's algorithm and the peer's
-        // delayed ACK hold frames back by tens of milliseconds.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::warn!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app(self.state))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                rooms.shut_down().await;
-            })
-            .await?;
+        let limits = self.state.config().limits.clone();
+        let metrics = self.state.metrics().clone();
+        let shutdown = async move {
+            shutdown.await;
+            rooms.shut_down().await;
+        };
+        serve::serve(self.listener, app(self.state), &limits, metrics, shutdown).await;
         Ok(())
     }
 }
@@ -348,6 +377,16 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The key tokens are signed with: `config.secret`, or the one kept in the data folder.
+fn signing_key(config: &Config) -> Result<TokenKey> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let secret = match &config.secret {
+        Some(secret) => secret.clone(),
+        None => load_or_create_secret(&config.data_dir.join("secret.key"))?,
+    };
+    Ok(TokenKey::new(&secret)?)
 }
 
 /// Reads the signing key, or makes one from the OS's randomness on first start.
@@ -383,6 +422,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(std::fs::write(path, bytes)?)
+}
+
+/// A fresh token id: 96 random bits, base64url. (If the system's randomness fails, a clock-based
+/// id still keeps tokens apart; ids are names, not secrets.)
+pub(crate) fn new_token_id() -> String {
+    use base64::Engine;
+    let bytes = random_bytes::<12>().unwrap_or_else(|_| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut bytes = [0; 12];
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..12]);
+        bytes
+    });
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {

@@ -18,6 +18,10 @@ pub(crate) struct Metrics {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) disconnects_slow: AtomicU64,
     pub(crate) disconnects_protocol: AtomicU64,
+    pub(crate) disconnects_unresponsive: AtomicU64,
+    pub(crate) tcp_connections: AtomicU64,
+    pub(crate) tcp_refused: AtomicU64,
+    pub(crate) http_timeouts: AtomicU64,
     persist_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     persist_count: AtomicU64,
     persist_micros: AtomicU64,
@@ -98,6 +102,30 @@ impl Metrics {
             "counter",
             "Peers disconnected for bad messages or broken limits.",
             &self.disconnects_protocol,
+        );
+        metric(
+            "disconnects_unresponsive_total",
+            "counter",
+            "Peers dropped because they answered no ping (dead or half-open connections).",
+            &self.disconnects_unresponsive,
+        );
+        metric(
+            "tcp_connections",
+            "gauge",
+            "Open TCP connections, HTTP and WebSocket.",
+            &self.tcp_connections,
+        );
+        metric(
+            "tcp_refused_total",
+            "counter",
+            "Connections refused at accept: their address held its limit of connections.",
+            &self.tcp_refused,
+        );
+        metric(
+            "http_timeouts_total",
+            "counter",
+            "HTTP connections closed for a request head too slow or nothing moving.",
+            &self.http_timeouts,
         );
 
         let name = "inloop_persist_seconds";

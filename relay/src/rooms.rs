@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use inloop_sync::{Outcome, Role, Room, RoomLimits};
+use inloop_sync::{Credentials, Outcome, Room};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::local_runtime::LocalRuntimes;
@@ -76,7 +76,7 @@ impl PeerLink {
 pub(crate) enum Command {
     Join {
         peer: PeerId,
-        role: Role,
+        credentials: Credentials,
         link: PeerLink,
     },
     Frame {
@@ -176,18 +176,11 @@ impl Rooms {
             return Ok(None);
         };
         let notebook = stored.notebook()?;
-        let limits = &self.config.limits;
-        let room_limits = RoomLimits {
-            max_document_bytes: limits.max_document_bytes,
-            max_message_bytes: limits.max_message_bytes,
-            lease_ttl_ms: limits.lease_ttl.as_millis() as u64,
-            lease_grace_ms: limits.lease_grace.as_millis() as u64,
-        };
         let room = Room::new(
             notebook,
             stored.stored_bytes(),
             stored.lease_epoch,
-            room_limits,
+            self.config.limits.room(),
         );
         let (commands, inbox) = mpsc::channel(INBOX);
         let handle = RoomHandle {
@@ -230,7 +223,7 @@ impl Rooms {
 struct RoomTask {
     doc_id: String,
     room: Room<PeerId>,
-    peers: HashMap<PeerId, (Role, PeerLink)>,
+    peers: HashMap<PeerId, (Credentials, PeerLink)>,
     peer_count: Arc<AtomicUsize>,
     /// Updates appended since the last snapshot.
     log_len: usize,
@@ -319,7 +312,7 @@ impl RoomTask {
 
     /// Starts a local runtime if runs wait with no runtime holding the lease; returns when to
     /// check again, if a runtime started earlier was still running (perhaps on its way out).
-    fn check_runtime(&self, recheck: bool) -> Option<tokio::time::Instant> {
+    fn check_runtime(&mut self, recheck: bool) -> Option<tokio::time::Instant> {
         if !self.room.needs_runtime(recheck) || self.rooms.local_runtimes.ensure(&self.doc_id) {
             return None;
         }
@@ -350,18 +343,22 @@ impl RoomTask {
                 continue;
             }
             match command {
-                Command::Join { peer, role, link } => {
-                    for frame in self.room.join() {
+                Command::Join {
+                    peer,
+                    credentials,
+                    link,
+                } => {
+                    for frame in self.room.join(peer, credentials.clone()) {
                         deliveries.push(Delivery::To(peer, Bytes::from(frame)));
                     }
-                    self.peers.insert(peer, (role, link));
+                    self.peers.insert(peer, (credentials, link));
                     self.peer_count.store(self.peers.len(), Relaxed);
                 }
                 Command::Frame { peer, frame } => {
-                    let Some((role, link)) = self.peers.get(&peer) else {
+                    let Some((_, link)) = self.peers.get(&peer) else {
                         continue; // already disconnected in this batch
                     };
-                    match self.room.receive(peer, *role, &frame, now_ms) {
+                    match self.room.receive(peer, &frame, now_ms) {
                         Ok(outcome) => {
                             self.collect(Some(peer), outcome, &mut append, &mut deliveries)
                         }
@@ -415,10 +412,7 @@ impl RoomTask {
         append: &mut Append,
         deliveries: &mut Vec<Delivery>,
     ) -> Result<()> {
-        let notebook = self.room.notebook();
-        let before = notebook.state_vector();
-        notebook.replace_from_ipynb(ipynb)?;
-        let update = notebook.encode_diff_v1(&before);
+        let update = self.room.import_ipynb(ipynb)?;
         let frame = inloop_sync::wire::encode_update(&update);
         deliveries.push(Delivery::AllBut(None, Bytes::from(frame)));
         append.updates.push(update);

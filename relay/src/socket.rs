@@ -1,19 +1,22 @@
 //! `GET /api/docs/{doc_id}/ws`: the handshake (token, limits) and one task pair per connection,
 //! a reader feeding the document's room and a writer draining what the room queued for it.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use inloop_sync::{Action, Role};
+use inloop_sync::Credentials;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
+use crate::doc_id::DocId;
 use crate::rooms::{Close, Command, PeerId, PeerLink, RoomHandle};
 use crate::{AppState, Refusal};
 
@@ -38,12 +41,22 @@ pub(crate) struct TokenQuery {
 }
 
 pub(crate) async fn upgrade(
+    doc_id: Result<DocId, Refusal>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
-    Path(doc_id): Path<String>,
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
 ) -> Response {
+    // The id first, then whether this is a WebSocket at all: a bad id is refused the way the
+    // request can hear it.
+    let (doc_id, ws) = match (doc_id, ws) {
+        (Ok(DocId(doc_id)), Ok(ws)) => (doc_id, ws),
+        (Err(refusal), Ok(ws)) => return refuse(ws, refusal),
+        (Err(refusal), Err(_)) => return refusal.into_response(),
+        (Ok(_), Err(rejection)) => {
+            return Refusal(rejection.status(), rejection.body_text()).into_response();
+        }
+    };
     // Browsers cannot set headers on a WebSocket, so a token may come as the subprotocol.
     let subprotocol = headers
         .get("sec-websocket-protocol")
@@ -51,11 +64,11 @@ pub(crate) async fn upgrade(
         .and_then(|v| v.split(',').map(str::trim).find(|p| p.starts_with("il1.")))
         .map(str::to_owned);
     let token = query.token.or_else(|| subprotocol.clone());
-    let role = match state.authorize(token.as_deref(), &doc_id, Action::Read) {
-        Ok(role) => role,
+    let credentials = match state.authorize_peer(token.as_deref(), &doc_id) {
+        Ok(credentials) => credentials,
         Err(refusal) => return refuse(ws, refusal),
     };
-    let room = match state.room(&doc_id, role).await {
+    let room = match state.room(&doc_id, credentials.role).await {
         Ok(room) => room,
         Err(refusal) => return refuse(ws, refusal),
     };
@@ -75,7 +88,7 @@ pub(crate) async fn upgrade(
         Some(protocol) => ws.protocols([protocol]),
         None => ws,
     };
-    ws.on_upgrade(move |socket| connection(state, doc_id, role, room, socket))
+    ws.on_upgrade(move |socket| connection(state, doc_id, credentials, room, socket))
 }
 
 /// Answers a refused handshake with a WebSocket that closes at once, saying why: a browser sees
@@ -126,6 +139,57 @@ fn close_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// The relay's pings to one peer: one every `ping_interval`; a peer that left
+/// `max_missed_pongs` of them in a row unanswered (nothing heard from it since) is dead, its
+/// TCP connection most likely half-open (the other end gone without a FIN), and is dropped.
+struct Pings {
+    interval: Option<tokio::time::Interval>,
+    every: std::time::Duration,
+    max_missed: u32,
+    unanswered: Arc<AtomicU32>,
+}
+
+impl Pings {
+    fn new(limits: &crate::Limits, unanswered: Arc<AtomicU32>) -> Self {
+        let every = limits.ping_interval;
+        let interval = (!every.is_zero()).then(|| {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        Self {
+            interval,
+            every,
+            max_missed: limits.max_missed_pongs,
+            unanswered,
+        }
+    }
+
+    /// When the next ping is due (never, with pings off).
+    async fn due(&mut self) {
+        match &mut self.interval {
+            Some(interval) => {
+                interval.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The close for a dead peer; otherwise counts the ping about to be sent.
+    fn dead(&self) -> Option<Close> {
+        let missed = self.unanswered.fetch_add(1, Relaxed);
+        (missed >= self.max_missed).then(|| {
+            Close::new(
+                1001,
+                format!(
+                    "no answer to {missed} pings in {} s: the connection seems dead; reconnect",
+                    (self.every * missed).as_secs()
+                ),
+            )
+        })
+    }
+}
+
 /// Counts messages per second over a one-second window.
 struct RateLimit {
     per_second: u32,
@@ -155,7 +219,7 @@ impl RateLimit {
 async fn connection(
     state: AppState,
     doc_id: String,
-    role: Role,
+    credentials: Credentials,
     mut room: RoomHandle,
     socket: WebSocket,
 ) {
@@ -171,9 +235,10 @@ async fn connection(
     };
 
     // Join, loading the room again if it unloaded since the handshake.
+    let role = credentials.role;
     let mut join = Command::Join {
         peer,
-        role,
+        credentials,
         link: link.clone(),
     };
     for _ in 0..3 {
@@ -195,6 +260,10 @@ async fn connection(
     let send_timeout = limits.send_timeout;
     let writer_metrics = metrics.clone();
     let writer_close = close_tx.clone();
+    let writer_doc_id = doc_id.clone();
+    // Pings sent since the peer was last heard from (any frame counts, a pong or not).
+    let unanswered = Arc::new(AtomicU32::new(0));
+    let mut pings = Pings::new(&limits, unanswered.clone());
     let writer = tokio::spawn(async move {
         let mut batch = Vec::new();
         loop {
@@ -228,6 +297,18 @@ async fn connection(
                     }
                 }
                 _ = close_rx.changed() => break,
+                () = pings.due() => {
+                    if let Some(close) = pings.dead() {
+                        writer_metrics.disconnects_unresponsive.fetch_add(1, Relaxed);
+                        tracing::info!(doc_id = %writer_doc_id, peer, reason = %close.reason, "dropping peer");
+                        writer_close.send_replace(Some(close));
+                        break;
+                    }
+                    let ping = tokio::time::timeout(send_timeout, sink.send(Message::Ping(Bytes::new())));
+                    if !matches!(ping.await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
             }
         }
         let close = close_rx.borrow().clone();
@@ -253,6 +334,7 @@ async fn connection(
             message = stream.next() => message,
             _ = closed.changed() => break,
         };
+        unanswered.store(0, Relaxed);
         let close = match message {
             Some(Ok(Message::Binary(frame))) => {
                 metrics.bytes_in.fetch_add(frame.len() as u64, Relaxed);

@@ -25,6 +25,7 @@ enum Request {
         compacted_updates: usize,
     },
     List(Reply<Vec<DocSummary>>),
+    Probe(Reply<()>),
 }
 
 /// A handle to the storage thread; cheap to clone. The thread ends when every handle is gone.
@@ -70,6 +71,11 @@ impl Storage {
 
     pub(crate) async fn list(&self) -> Result<Vec<DocSummary>> {
         self.ask(Request::List).await
+    }
+
+    /// A small real write, queued behind every append sent before it (`/readyz`).
+    pub(crate) async fn probe(&self) -> Result<()> {
+        self.ask(Request::Probe).await
     }
 
     async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T> {
@@ -136,6 +142,9 @@ fn handle(store: &mut dyn Store, request: Request) {
         }
         Request::List(reply) => {
             let _ = reply.send(store.list());
+        }
+        Request::Probe(reply) => {
+            let _ = reply.send(store.probe());
         }
         Request::Compact {
             doc_id,

@@ -63,6 +63,11 @@ pub trait Store: Send + 'static {
     /// Replaces the snapshot and the first `compacted_updates` log entries with `snapshot`.
     fn compact(&mut self, doc_id: &str, snapshot: &[u8], compacted_updates: usize) -> Result<()>;
     fn list(&mut self) -> Result<Vec<DocSummary>>;
+    /// Fails if the store cannot write now (`/readyz`): a real, small write, cheap enough to
+    /// run once a second. Stores that cannot fail to write need not override it.
+    fn probe(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The embedded store: SQLite in WAL mode, each commit synced to disk before it returns.
@@ -89,7 +94,8 @@ impl SqliteStore {
                  seq INTEGER NOT NULL,
                  data BLOB NOT NULL,
                  PRIMARY KEY (doc_id, seq)
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);",
         )?;
         Ok(Self { conn })
     }
@@ -182,6 +188,15 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(docs)
     }
+
+    /// One row rewritten and committed: the write and the sync to disk of a real append.
+    fn probe(&mut self) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?1)",
+            params![crate::unix_now() as i64],
+        )?;
+        Ok(())
+    }
 }
 
 /// An in-memory [`Store`] for unit tests.
@@ -264,6 +279,8 @@ mod tests {
         assert_eq!(doc.lease_epoch, 4, "epochs never go back");
         assert_eq!(doc.stored_bytes(), 8);
         assert_eq!(store.list().unwrap()[0].id, "a");
+        store.probe().unwrap();
+        assert_eq!(store.list().unwrap().len(), 1, "the probe is no document");
     }
 
     #[test]

@@ -120,9 +120,30 @@ struct ServeArgs {
     /// Seconds a disconnected lease holder keeps the lease.
     #[arg(long, env = "INLOOP_LEASE_GRACE_SECS", default_value_t = Limits::default().lease_grace.as_secs_f64())]
     lease_grace_secs: f64,
+    /// Seconds a client has to send a request's headers whole (0: no limit).
+    #[arg(long, env = "INLOOP_HEADER_READ_TIMEOUT_SECS", default_value_t = Limits::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout_secs: f64,
+    /// Seconds an HTTP connection may stay with nothing moving, kept alive between requests
+    /// or mid-request (0: no limit).
+    #[arg(long, env = "INLOOP_HTTP_IDLE_TIMEOUT_SECS", default_value_t = Limits::default().http_idle_timeout.as_secs_f64())]
+    http_idle_timeout_secs: f64,
+    /// Open connections one client IP address may hold (0: no cap; behind a reverse proxy all
+    /// connections come from the proxy's address).
+    #[arg(long, env = "INLOOP_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
+    /// Seconds between the relay's pings to each WebSocket peer (0: no pings).
+    #[arg(long, env = "INLOOP_PING_INTERVAL_SECS", default_value_t = Limits::default().ping_interval.as_secs_f64())]
+    ping_interval_secs: f64,
+    /// Pings in a row a WebSocket peer may leave unanswered before it is dropped as dead.
+    #[arg(long, env = "INLOOP_MAX_MISSED_PONGS", default_value_t = Limits::default().max_missed_pongs)]
+    max_missed_pongs: u32,
 }
 
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("token", |arg| arg.help(RelayToken::help(
+    "A `runtime` token for the document (POST /api/docs/ID/tokens with {\"role\": \"runtime\"}); \
+     required, here or in a file."
+))))]
 struct RuntimeArgs {
     /// The relay, e.g. ws://127.0.0.1:8787.
     #[arg(long, env = "INLOOP_RELAY")]
@@ -130,9 +151,8 @@ struct RuntimeArgs {
     /// The document's id.
     #[arg(long, env = "INLOOP_DOC")]
     doc: String,
-    /// A `runtime` token for the document (POST /api/docs/ID/tokens with {"role": "runtime"}).
-    #[arg(long, env = "INLOOP_TOKEN")]
-    token: String,
+    #[command(flatten)]
+    token: RelayToken,
     /// The kernelspec to run (`jupyter kernelspec list` shows them).
     #[arg(long, env = "INLOOP_KERNEL", default_value = "python3")]
     kernel: String,
@@ -196,8 +216,9 @@ Examples:
   # Over the input files themselves:
   inloop run a.ipynb b.ipynb --inplace
 
-  # Watch each run live on a relay (`inloop serve` prints its admin token):
-  inloop run sweep.ipynb -f sets.yaml --relay 'ws://127.0.0.1:8787?token=ADMIN'
+  # Watch each run live on a relay (`inloop serve` prints its admin token; keep it in a file
+  # only you can read, chmod 600):
+  inloop run sweep.ipynb -f sets.yaml --relay ws://127.0.0.1:8787 --token-file ~/.inloop/token
 
   # Keep every run as a git commit on the branch inloop/sweep, then look at the history:
   inloop run sweep.ipynb -f sets.yaml --git
@@ -241,6 +262,85 @@ impl KernelPrefixes {
     }
 }
 
+/// The relay token of `runtime`, `run` and `mcp`: on the command line, in INLOOP_TOKEN, or in a
+/// file only its owner may read. Each command says which token with [`RelayToken::help`].
+#[derive(Debug, clap::Args)]
+struct RelayToken {
+    // Its help is the command's (`mut_arg`), so that it says which token.
+    #[arg(
+        long,
+        env = "INLOOP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        requires = "relay"
+    )]
+    token: Option<String>,
+    /// A file holding the token (surrounding whitespace ignored). Only its owner may be able to
+    /// read it (chmod 600 FILE): a file others can read is refused.
+    #[arg(
+        long,
+        env = "INLOOP_TOKEN_FILE",
+        value_name = "FILE",
+        requires = "relay"
+    )]
+    token_file: Option<PathBuf>,
+}
+
+impl RelayToken {
+    /// The help of `--token`: `what` token, and why not to give it there. A command line is
+    /// readable by every user of the machine; a process's environment only by its user.
+    fn help(what: &str) -> String {
+        format!(
+            "{what} Given here it is visible to every user of this machine (ps, \
+             /proc/PID/cmdline): prefer the variable INLOOP_TOKEN or --token-file."
+        )
+    }
+
+    /// The token given, if any.
+    fn get(&self) -> Result<Option<String>> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "a token is given twice, with --token (or INLOOP_TOKEN) and with --token-file \
+                 (or INLOOP_TOKEN_FILE): give one"
+            ),
+            (Some(token), None) => Ok(Some(token.clone())),
+            (None, Some(path)) => read_token_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// The token in the file at `path`, which only its owner may read (as ssh insists for a
+/// private key): a token others can read is no longer a secret, and saying so beats using it.
+fn read_token_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let shown = path.display();
+    let mut file =
+        fs::File::open(path).with_context(|| format!("reading the token file {shown}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Of the file opened, so that it cannot be swapped between the check and the read.
+        let mode = file
+            .metadata()
+            .with_context(|| format!("reading the token file {shown}"))?
+            .permissions()
+            .mode();
+        anyhow::ensure!(
+            mode & 0o077 == 0,
+            "the token file {shown} has mode {:04o}, so other users may read it: make it \
+             readable by you only with `chmod 600 {shown}`",
+            mode & 0o7777
+        );
+    }
+    let mut token = String::new();
+    file.read_to_string(&mut token)
+        .with_context(|| format!("reading the token file {shown}"))?;
+    let token = token.trim();
+    anyhow::ensure!(!token.is_empty(), "the token file {shown} is empty");
+    Ok(token.to_owned())
+}
+
 /// `prefixes`, or the project's `./.venv` when none is given and it has kernelspecs (where
 /// `scripts/setup.sh` installs ipykernel).
 fn or_local_venv(prefixes: Vec<PathBuf>) -> Vec<PathBuf> {
@@ -252,6 +352,9 @@ fn or_local_venv(prefixes: Vec<PathBuf>) -> Vec<PathBuf> {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("token", |arg| arg.help(RelayToken::help(
+    "A token that may create documents on the relay (an admin token), if not in --relay's URL."
+))))]
 struct RunArgs {
     /// The notebooks (.ipynb) to run.
     #[arg(required = true, value_name = "NOTEBOOK")]
@@ -320,13 +423,13 @@ struct RunArgs {
     /// The kernels' working directory [default: each notebook's folder].
     #[arg(long, env = "INLOOP_CWD")]
     cwd: Option<PathBuf>,
-    /// Also make each run a live document on this relay, e.g. 'ws://127.0.0.1:8787?token=ADMIN',
-    /// and print its page URL (with a read-only token) to watch it run.
+    /// Also make each run a live document on this relay, e.g. ws://127.0.0.1:8787, and print
+    /// its page URL (with a read-only token) to watch it run. A token in the URL
+    /// (?token=ADMIN) is visible to other users like --token.
     #[arg(long, env = "INLOOP_RELAY", value_name = "URL")]
     relay: Option<String>,
-    /// A token that may create documents on the relay (an admin token), if not in --relay's URL.
-    #[arg(long, env = "INLOOP_TOKEN", requires = "relay")]
-    token: Option<String>,
+    #[command(flatten)]
+    token: RelayToken,
     /// Bytes of stream output kept per cell; the rest is cut with a note.
     #[arg(long, env = "INLOOP_STREAM_LIMIT", default_value_t = inloop_kernel::DEFAULT_STREAM_LIMIT)]
     stream_limit: usize,
@@ -351,7 +454,8 @@ kernel's variables), notebook_parallel_run (copies with parameters, as `inloop r
 notebook_export (ipynb, Python script, markdown, HTML).
 
 Notebooks are local .ipynb files under --root (saved after every change, each run in a kernel
-of its own kept warm) or, with --relay, live documents on a relay (`relay:DOC_ID`): the agent
+of its own kept warm; a path a tool is given that leads out of --root, symbolic links followed,
+is refused) or, with --relay, live documents on a relay (`relay:DOC_ID`): the agent
 joins them as a peer under --name, and its runs go to the relay's server runtime.
 
 MCP goes over stdin/stdout unless --http ADDR is given (then at http://ADDR/mcp). Over HTTP,
@@ -365,6 +469,10 @@ holding --root, and a relay document it changes as a snapshot, relay/DOC_ID.ipyn
 and the start time, e.g. agent-20261122-093000, by default).";
 
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("token", |arg| arg.help(RelayToken::help(
+    "A token that may create and list documents on the relay (an admin token), if not in \
+     --relay's URL."
+))))]
 struct McpArgs {
     /// Serve streamable HTTP at http://ADDR/mcp instead of stdio (port 0 picks a free one;
     /// the address is printed on stderr).
@@ -388,17 +496,17 @@ struct McpArgs {
         value_delimiter = ','
     )]
     http_allowed_origins: Vec<String>,
-    /// The folder whose .ipynb files notebook_list shows; relative paths start here.
+    /// The folder whose .ipynb files notebook_list shows; relative paths start here. No tool
+    /// reads or writes outside it: a path leading elsewhere (`..`, absolute, or through a
+    /// symbolic link) is refused. It does not confine the code the notebooks run.
     #[arg(long, env = "INLOOP_MCP_ROOT", default_value = ".")]
     root: PathBuf,
-    /// A relay whose documents the agent may create and work on, e.g.
-    /// 'ws://127.0.0.1:8787?token=ADMIN'.
+    /// A relay whose documents the agent may create and work on, e.g. ws://127.0.0.1:8787. A
+    /// token in the URL (?token=ADMIN) is visible to other users like --token.
     #[arg(long, env = "INLOOP_RELAY", value_name = "URL")]
     relay: Option<String>,
-    /// A token that may create and list documents on the relay (an admin token), if not in
-    /// --relay's URL.
-    #[arg(long, env = "INLOOP_TOKEN", requires = "relay")]
-    token: Option<String>,
+    #[command(flatten)]
+    token: RelayToken,
     /// The name other peers see on relay documents.
     #[arg(long, env = "INLOOP_NAME", default_value = "agent")]
     name: String,
@@ -414,9 +522,10 @@ struct McpArgs {
 impl McpArgs {
     fn config(self) -> Result<inloop_mcp::Config> {
         let mut config = inloop_mcp::Config::new(self.root);
+        let token = self.token.get()?;
         config.relay = self
             .relay
-            .map(|url| inloop_batch::RelayTarget::parse(&url, self.token.as_deref()))
+            .map(|url| inloop_batch::RelayTarget::parse(&url, token.as_deref()))
             .transpose()?;
         config.history = match self.git.branch.as_deref() {
             None => None,
@@ -529,9 +638,10 @@ impl RunArgs {
         config.stream_limit = Some(self.stream_limit);
         config.working_dir = self.cwd;
         config.fork_kernels = !self.no_fork;
+        let token = self.token.get()?;
         config.relay = self
             .relay
-            .map(|url| inloop_batch::RelayTarget::parse(&url, self.token.as_deref()))
+            .map(|url| inloop_batch::RelayTarget::parse(&url, token.as_deref()))
             .transpose()?;
         Ok((config, history))
     }
@@ -614,7 +724,10 @@ impl RuntimeArgs {
         Ok(inloop_runtime::agent::Config {
             relay: self.relay,
             doc_id: self.doc,
-            token: self.token,
+            token: self.token.get()?.context(
+                "no token: give the document's runtime token in INLOOP_TOKEN or a file \
+                 (--token-file FILE), or with --token, where other users can see it",
+            )?,
             kernel: self.kernel,
             name,
             kernel_search: self.kernel_prefixes.search_path(),
@@ -664,6 +777,10 @@ impl ServeArgs {
             );
             config.secret = Some(secret.into_bytes());
         }
+        let seconds = |s: f64, flag: &str| -> Result<Duration> {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| anyhow::anyhow!("{flag} {s}: give a number of seconds (0 or more)"))
+        };
         config.limits = Limits {
             max_message_bytes: self.max_message_bytes,
             max_document_bytes: self.max_document_bytes,
@@ -674,6 +791,14 @@ impl ServeArgs {
             idle_unload: Duration::from_secs(self.idle_unload_secs),
             lease_ttl: Duration::from_secs_f64(self.lease_ttl_secs),
             lease_grace: Duration::from_secs_f64(self.lease_grace_secs),
+            header_read_timeout: seconds(
+                self.header_read_timeout_secs,
+                "--header-read-timeout-secs",
+            )?,
+            http_idle_timeout: seconds(self.http_idle_timeout_secs, "--http-idle-timeout-secs")?,
+            max_connections_per_ip: self.max_connections_per_ip,
+            ping_interval: seconds(self.ping_interval_secs, "--ping-interval-secs")?,
+            max_missed_pongs: self.max_missed_pongs,
             ..Limits::default()
         };
         Ok(config)

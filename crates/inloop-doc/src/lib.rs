@@ -56,7 +56,9 @@ mod observe;
 mod path;
 mod pyjson;
 mod schema;
+pub mod structs;
 mod undo;
+mod zones;
 
 pub use error::{Error, Result};
 pub use model::{
@@ -65,3 +67,4 @@ pub use model::{
 };
 pub use notebook::{FORGET_GONE_AFTER_S, FORGET_SILENT_AFTER_S, Notebook};
 pub use observe::{CellField, Change, ChangeBatch, ChangeOrigin, Subscription, UpdateSubscription};
+pub use zones::{Inspection, Unintegrable, Zone, ZoneIndex, Zones};

@@ -824,6 +824,26 @@ impl Notebook {
         }
     }
 
+    /// Whether entry `id`'s code is still the snapshot its requester took: written once, with
+    /// the entry, by the peer that made the entry. A runtime runs nothing else: a peer that
+    /// changed another's snapshot after the request would otherwise run its code as theirs.
+    /// Reads the whole document's structs, so call it once per run, not per change.
+    pub fn execution_code_is_original(&self, id: &str) -> Result<bool> {
+        let entry = {
+            let txn = self.doc.transact();
+            match self.executions.get(&txn, id) {
+                Some(Out::YMap(entry)) => match AsRef::<yrs::branch::Branch>::as_ref(&entry).id() {
+                    yrs::BranchID::Nested(item) => item,
+                    yrs::BranchID::Root(_) => return Ok(false),
+                },
+                _ => return Err(Error::ExecutionNotFound(id.to_owned())),
+            }
+        };
+        let structs = crate::structs::UpdateStructs::decode_v1(&self.encode_update_v1())?;
+        let history = structs.key_history(entry, ek::CODE);
+        Ok(matches!(&history[..], [only] if only.client == entry.client))
+    }
+
     /// Every entry, oldest request first.
     pub fn executions(&self) -> Vec<Execution> {
         self.executions_where(|_| true)

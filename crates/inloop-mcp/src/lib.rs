@@ -13,6 +13,10 @@
 //! - **Local notebooks** (`.ipynb` under [`Config::root`]): read when first used (and again
 //!   whenever the file changed on disk), written back after every change. Each has its own
 //!   Jupyter kernel owned by this server, started on first use and kept warm.
+//! - **Confined to the root**: every path a tool takes (a notebook, an export, the folder of
+//!   parallel runs and each run's file) is resolved, symbolic links followed, and refused with
+//!   a tool error unless it leads under [`Config::root`]; nothing is read or written first.
+//!   This confines the tools, not the code the notebooks run (kernels run as the user).
 //! - **Relay documents** (`relay:DOC_ID`, with [`Config::relay`]): the agent is a peer like any
 //!   other. It joins with an [`inloop_client::Client`], shows its name and the cell it works on
 //!   as presence, its edits are live, and its runs are `server` entries of the document's
@@ -39,6 +43,7 @@
 mod access;
 mod export;
 mod progress;
+mod root;
 mod server;
 mod store;
 
@@ -75,6 +80,13 @@ pub enum Error {
     TokenRequired(SocketAddr),
     #[error("the HTTP token is empty: give a non-empty --http-token (or INLOOP_MCP_TOKEN)")]
     EmptyToken,
+    /// The root folder is missing or not a folder.
+    #[error("the root folder {root}: {source}")]
+    Root {
+        root: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -83,6 +95,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Local notebooks are listed under this folder, and relative paths are taken from it.
+    /// Every path a tool takes must lead under it (symbolic links followed), or the tool
+    /// refuses it: `..`, absolute paths elsewhere and links pointing out are all refused.
     pub root: PathBuf,
     /// A relay whose documents the agent may work on, with a token that may create and list
     /// them (an admin token).
@@ -118,10 +132,21 @@ impl Config {
 /// Serves MCP on standard input and output until the client closes them. Kernels started for
 /// the session are killed on return.
 pub async fn serve_stdio(config: Config) -> Result<()> {
-    let store = Arc::new(store::Store::new(config));
+    serve(config, rmcp::transport::stdio()).await
+}
+
+/// Serves one MCP session on `transport` (any of rmcp's: standard streams, a pair of pipes, an
+/// in-process duplex stream) until the client closes it. Kernels started for the session are
+/// killed on return.
+pub async fn serve<T, E, A>(config: Config, transport: T) -> Result<()>
+where
+    T: rmcp::transport::IntoTransport<rmcp::RoleServer, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let store = Arc::new(store::Store::new(config)?);
     let server = NotebookServer::new(store.clone());
     let running = server
-        .serve(rmcp::transport::stdio())
+        .serve(transport)
         .await
         .map_err(|e| Error::Mcp(e.to_string()))?;
     running
@@ -143,7 +168,7 @@ pub async fn serve_http(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     access.check(addr)?;
-    let store = Arc::new(store::Store::new(config));
+    let store = Arc::new(store::Store::new(config)?);
     let shared = store.clone();
     let cancel = CancellationToken::new();
     let service: StreamableHttpService<NotebookServer, LocalSessionManager> =

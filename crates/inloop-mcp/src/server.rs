@@ -1,6 +1,5 @@
 //! The MCP tools.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +63,7 @@ pub(crate) struct NewCell {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(crate) struct CreateArgs {
     /// Where to create a local notebook: a path ending in `.ipynb`, relative to the server's
-    /// root folder (or absolute). Leave it out to create a live document on the relay instead
+    /// root folder (an absolute path must be under it too). Leave it out to create a live document on the relay instead
     /// (only when the server was started with --relay); the answer gives its `relay:DOC_ID`.
     #[serde(default)]
     path: Option<String>,
@@ -159,7 +158,8 @@ pub(crate) struct ParallelArgs {
     /// One object of parameters per run, e.g. [{"alpha": 0.1}, {"alpha": 0.5}]. A `_name` key
     /// names the run's output file instead of its index.
     parameter_sets: Vec<serde_json::Map<String, Value>>,
-    /// The folder for the executed copies, relative to the root (default `inloop-runs`).
+    /// The folder for the executed copies, relative to the root and under it (default
+    /// `inloop-runs`).
     #[serde(default)]
     output_dir: Option<String>,
     /// Runs at a time (default 4).
@@ -193,7 +193,8 @@ pub(crate) struct ExportArgs {
     notebook: String,
     /// ipynb, script, markdown or html.
     format: Format,
-    /// Write the export to this file (relative to the root) instead of returning its text.
+    /// Write the export to this file (relative to the root, and under it) instead of
+    /// returning its text.
     #[serde(default)]
     path: Option<String>,
 }
@@ -275,8 +276,7 @@ impl NotebookServer {
             (Some(file), _) => file.to_owned(),
             (None, Some(doc_id)) => self
                 .store
-                .config
-                .root
+                .root()
                 .join(RELAY_SNAPSHOTS)
                 .join(format!("{doc_id}.ipynb")),
             (None, None) => return None,
@@ -514,9 +514,7 @@ impl NotebookServer {
         let sets = tempfile_with(&serde_json::to_string(&args.parameter_sets).unwrap_or_default())?;
         let out_dir = self
             .store
-            .config
-            .root
-            .join(args.output_dir.as_deref().unwrap_or("inloop-runs"));
+            .path(args.output_dir.as_deref().unwrap_or("inloop-runs"))?;
         let sources = inloop_batch::ParameterSources {
             files: vec![sets.path().to_owned()],
             ..Default::default()
@@ -527,6 +525,10 @@ impl NotebookServer {
             &inloop_batch::OutputMode::Dir(out_dir),
         )
         .map_err(|e| e.to_string())?;
+        // A run's `_name` names its file, and could climb out of the folder (`../x`).
+        for run in &runs {
+            self.store.path(&run.output.to_string_lossy())?;
+        }
         let mut config = inloop_batch::Config::new(runs);
         config.parallel = args.parallel.unwrap_or(4).max(1);
         config.cell_timeout = match args.timeout_seconds {
@@ -536,7 +538,7 @@ impl NotebookServer {
         config.allow_errors = args.allow_errors;
         config.kernel_search = self.store.config.kernel_search.clone();
         if snapshot.is_some() {
-            config.working_dir = std::path::absolute(&self.store.config.root).ok();
+            config.working_dir = Some(self.store.root().to_owned());
         }
         let progress = Arc::new(RunsProgress {
             progress,
@@ -618,14 +620,7 @@ impl NotebookServer {
         };
         match args.path {
             Some(given) => {
-                let path = {
-                    let p = PathBuf::from(&given);
-                    if p.is_absolute() {
-                        p
-                    } else {
-                        self.store.config.root.join(p)
-                    }
-                };
+                let path = self.store.path(&given)?;
                 crate::store::write_atomically(&path, text.as_bytes())?;
                 let format = serde_json::to_value(args.format).unwrap_or_default();
                 let subject = format!(

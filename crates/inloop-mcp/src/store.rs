@@ -1,7 +1,7 @@
 //! The notebooks the agent works on: local files (with a kernel each) and relay documents (run
 //! by the relay's server runtime).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::Config;
+use crate::root::Root;
 
 /// The prefix of a relay document's reference: `relay:DOC_ID`.
 pub(crate) const RELAY_PREFIX: &str = "relay:";
@@ -72,6 +73,8 @@ impl CellRun {
 /// Every notebook the server has open, shared by all MCP sessions.
 pub(crate) struct Store {
     pub(crate) config: Config,
+    /// `config.root`, resolved once: every path a tool takes goes through [`Store::path`].
+    root: Root,
     open: Mutex<HashMap<String, Arc<Open>>>,
 }
 
@@ -86,28 +89,41 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 }
 
 impl Store {
-    pub(crate) fn new(config: Config) -> Self {
-        Self {
+    pub(crate) fn new(config: Config) -> crate::Result<Self> {
+        let root = Root::new(&config.root).map_err(|source| crate::Error::Root {
+            root: config.root.clone(),
+            source,
+        })?;
+        Ok(Self {
             config,
+            root,
             open: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
-    /// A local path as given (relative to the root), made absolute.
+    /// The root folder's real path.
+    pub(crate) fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The real path of a file or folder a tool was given (relative to the root, or absolute),
+    /// refused unless it leads under the root. Every path from a tool's arguments, read or
+    /// written, goes through here first.
+    pub(crate) fn path(&self, given: &str) -> ToolResult<PathBuf> {
+        self.root
+            .resolve(Path::new(given))
+            .map_err(|error| error.to_string())
+    }
+
+    /// A local notebook's real path ([`Store::path`] of a path ending in `.ipynb`).
     pub(crate) fn local_path(&self, reference: &str) -> ToolResult<PathBuf> {
-        let path = Path::new(reference);
-        let path = if path.is_absolute() {
-            path.to_owned()
-        } else {
-            self.config.root.join(path)
-        };
-        if path.extension().and_then(|e| e.to_str()) != Some("ipynb") {
+        if Path::new(reference).extension().and_then(|e| e.to_str()) != Some("ipynb") {
             return Err(format!(
                 "{reference}: a local notebook is an .ipynb file; give a path ending in .ipynb \
                  (or relay:DOC_ID for a relay document)"
             ));
         }
-        std::path::absolute(&path).map_err(|e| format!("{reference}: {e}"))
+        self.path(reference)
     }
 
     fn relay(&self) -> ToolResult<&inloop_batch::RelayTarget> {
@@ -262,12 +278,15 @@ impl Store {
         }
     }
 
-    /// Local notebooks under the root (skipping hidden folders, `node_modules` and
-    /// `target`), and the relay's documents.
+    /// Local notebooks under the root (skipping hidden folders, `node_modules`, `target` and
+    /// symbolic links leading out of the root), and the relay's documents.
     pub(crate) async fn list(&self) -> ToolResult<Value> {
         let mut local = Vec::new();
-        let root = &self.config.root;
-        let mut dirs = vec![root.clone()];
+        let root = self.root.path();
+        let mut dirs = vec![root.to_owned()];
+        // The real folders walked: a link to a folder already seen (a link back up, say) would
+        // otherwise be walked again, forever.
+        let mut walked = HashSet::from([root.to_owned()]);
         while let Some(dir) = dirs.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -278,14 +297,21 @@ impl Store {
                 if name.starts_with('.') || name == "node_modules" || name == "target" {
                     continue;
                 }
-                if path.is_dir() {
-                    if local.len() < 1000 {
+                // Listed only where the tools would accept it.
+                let Ok(real) = self.root.resolve(&path) else {
+                    continue;
+                };
+                let Ok(metadata) = std::fs::metadata(&real) else {
+                    continue;
+                };
+                if metadata.is_dir() {
+                    if local.len() < 1000 && walked.insert(real) {
                         dirs.push(path);
                     }
                 } else if name.ends_with(".ipynb") {
                     let relative = path.strip_prefix(root).unwrap_or(&path);
-                    let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    local.push(json!({"notebook": relative.display().to_string(), "bytes": size}));
+                    local.push(json!({"notebook": relative.display().to_string(),
+                                      "bytes": metadata.len()}));
                 }
             }
         }

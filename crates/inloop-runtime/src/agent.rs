@@ -42,6 +42,10 @@ pub struct Config {
 }
 
 /// Seconds since the Unix epoch, as the document stores times.
+/// What a refused run says: its code snapshot is not the one its requester wrote.
+pub const CODE_CHANGED: &str =
+    "refused: the code of this run was changed after it was requested; run the cell again";
+
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -220,6 +224,20 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         let connected = *status.borrow() == Status::Synced;
         if let (Some(epoch), true, None) = (epoch, connected, &running) {
             if let Some(entry) = next_to_run(&notebook) {
+                // The relay lets only execute tokens write the queue; this is the second wall:
+                // code someone changed after the request is never run as the requester's.
+                if !notebook.execution_code_is_original(&entry.id)? {
+                    tracing::warn!(exec_id = %entry.id, "refused a run whose code was changed after the request");
+                    notebook.finish_execution(
+                        &entry.id,
+                        ExecutionStatus::Cancelled,
+                        None,
+                        Some(CODE_CHANGED),
+                        Some(epoch),
+                        now(),
+                    )?;
+                    continue;
+                }
                 notebook.start_execution(&entry.id, &session_id, Some(epoch), now())?;
                 let execution_id = entry.id.clone();
                 let writer = OutputWriter::new(config.stream_limit);

@@ -21,6 +21,24 @@ pub enum Error {
 
     #[error("forbidden: {role} tokens may not {action}")]
     Forbidden { role: Role, action: Action },
+
+    /// An update that would not integrate completely, here and now (see
+    /// [`inloop_doc::ZoneIndex`]): it is never kept to integrate later under someone else's
+    /// update.
+    #[error("update refused: {0}")]
+    Unintegrable(#[from] inloop_doc::Unintegrable),
+
+    /// An update carrying items under a client id that another token's peer writes with.
+    #[error("forbidden: client id {client} belongs to another peer; use your own")]
+    ForeignClient { client: u64 },
+
+    /// One presence state larger than the room takes, or more of them than one peer may have.
+    #[error("presence too large: {0}")]
+    PresenceTooLarge(String),
+
+    /// Presence sent faster than the room relays it.
+    #[error("too much presence: the limit is {bytes_per_second} bytes a second")]
+    PresenceFlood { bytes_per_second: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

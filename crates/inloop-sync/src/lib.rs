@@ -10,8 +10,12 @@
 //!   AWARENESS, AUTH, QUERY_AWARENESS) plus inloop's lease message. A stock Yjs `y-websocket`
 //!   client speaks it unchanged.
 //! - [`Room`]: the relay's rules for one document: answers sync, applies and relays updates
-//!   (to be stored durably before they go out), refuses changes from read-only peers, relays
-//!   presence and drops a peer's presence when it leaves, and runs the [`Lease`].
+//!   (to be stored durably before they go out), relays presence within its limits and drops a
+//!   peer's presence when it leaves, and runs the [`Lease`]. Every update is judged under its
+//!   sender's own role before any of it is applied ([`inloop_doc::ZoneIndex`]): it must
+//!   integrate completely at once, write only where the role may (read: nowhere; edit: the
+//!   cells; execute and above: the execution queue too) and only under client ids its token
+//!   owns. A refusal cuts the sender alone.
 //! - [`ClientSession`]: a peer's side: sync on (re)connection, including changes made offline,
 //!   presence, lease events.
 //! - [`chunks`]: frames larger than the relay's message limit (a step 2 after a long time
@@ -23,20 +27,20 @@
 //!
 //! ```
 //! use inloop_doc::{CellType, Notebook};
-//! use inloop_sync::{ClientSession, Role, Room, RoomLimits};
+//! use inloop_sync::{ClientSession, Credentials, Role, Room, RoomLimits};
 //!
-//! let limits = RoomLimits { max_document_bytes: 1 << 20, max_message_bytes: 1 << 20, lease_ttl_ms: 10_000, lease_grace_ms: 5_000 };
-//! let mut room: Room<u32> = Room::new(Notebook::blank(), 0, 0, limits);
+//! let mut room: Room<u32> = Room::new(Notebook::blank(), 0, 0, RoomLimits::default());
 //! let mut alice = ClientSession::new(Notebook::new());
 //!
-//! // Alice connects: she and the room exchange state vectors and what the other lacks.
-//! let mut to_alice = room.join();
+//! // Alice connects with an edit token: she and the room exchange state vectors and what the
+//! // other lacks.
+//! let mut to_alice = room.join(1, Credentials::new(Role::Edit, "alice's token id"));
 //! for frame in alice.connected() {
-//!     to_alice.extend(room.receive(1, Role::Edit, &frame, 0).unwrap().reply);
+//!     to_alice.extend(room.receive(1, &frame, 0).unwrap().reply);
 //! }
 //! for frame in to_alice {
 //!     for reply in alice.receive(&frame).unwrap().replies {
-//!         room.receive(1, Role::Edit, &reply, 0).unwrap();
+//!         room.receive(1, &reply, 0).unwrap();
 //!     }
 //! }
 //! assert!(alice.is_synced());
@@ -45,7 +49,7 @@
 //! // Her edit travels as one update frame; the room stores it, then relays it.
 //! alice.notebook().insert_cell(1, CellType::Markdown, "# Hi").unwrap();
 //! let update = alice.notebook().encode_update_v1();
-//! let outcome = room.receive(1, Role::Edit, &ClientSession::update_frame(&update), 0).unwrap();
+//! let outcome = room.receive(1, &ClientSession::update_frame(&update), 0).unwrap();
 //! assert_eq!(outcome.persist.len(), 1);
 //! assert_eq!(room.notebook().cell_count(), 2);
 //! ```
@@ -64,6 +68,6 @@ pub use client::{
 };
 pub use error::{Error, Result};
 pub use lease::{Lease, LeaseMessage};
-pub use room::{Outcome, Room, RoomLimits};
+pub use room::{Credentials, Outcome, Room, RoomLimits};
 pub use token::{Action, Claims, Role, TokenKey};
 pub use wire::SizeLimits;

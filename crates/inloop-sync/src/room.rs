@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use inloop_doc::Notebook;
+use inloop_doc::{Inspection, Notebook, Zone, ZoneIndex};
 use yrs::sync::AwarenessUpdate;
 use yrs::sync::awareness::AwarenessUpdateEntry;
 use yrs::updates::decoder::Decode;
@@ -57,7 +56,67 @@ pub struct RoomLimits {
     pub max_message_bytes: usize,
     pub lease_ttl_ms: u64,
     pub lease_grace_ms: u64,
+    /// The largest presence state (a name, a colour, a cursor), in bytes of JSON.
+    pub max_presence_bytes: usize,
+    /// Presence states one connection may hold (one per document it shows).
+    pub max_presences_per_peer: usize,
+    /// All presence states of the room together, in bytes.
+    pub max_room_presence_bytes: usize,
+    /// Presence bytes a peer may send per second, on average...
+    pub presence_bytes_per_second: u64,
+    /// ...and in one burst.
+    pub presence_burst_bytes: u64,
 }
+
+impl Default for RoomLimits {
+    /// The relay's defaults.
+    fn default() -> Self {
+        Self {
+            max_document_bytes: 256 << 20,
+            max_message_bytes: 16 << 20,
+            lease_ttl_ms: 15_000,
+            lease_grace_ms: 10_000,
+            max_presence_bytes: 8 << 10,
+            max_presences_per_peer: 4,
+            max_room_presence_bytes: 4 << 20,
+            presence_bytes_per_second: 64 << 10,
+            presence_burst_bytes: 256 << 10,
+        }
+    }
+}
+
+/// Who a peer is, as the relay checked its token when it connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub role: Role,
+    /// The token's id. The peers of one token are one writer: they may reconnect and go on
+    /// writing under the client ids they used before; no other token's peer may.
+    pub principal: Arc<str>,
+}
+
+impl Credentials {
+    pub fn new(role: Role, principal: impl Into<Arc<str>>) -> Self {
+        Self {
+            role,
+            principal: principal.into(),
+        }
+    }
+}
+
+/// A connected peer.
+#[derive(Debug)]
+struct PeerState {
+    credentials: Credentials,
+    /// Whether its sync step 2 (everything it had that we lacked) has arrived on this
+    /// connection: after it, every update of its must integrate at once.
+    stepped: bool,
+    /// Presence bytes it may still send now (a token bucket).
+    presence_allowance: f64,
+    presence_checked_ms: u64,
+}
+
+/// The principal of the relay's own writes (imports): never a token's id.
+const RELAY_PRINCIPAL: &str = "\0relay";
 
 #[derive(Debug)]
 struct Presence<P> {
@@ -75,17 +134,26 @@ pub struct Room<P> {
     limits: RoomLimits,
     /// The stored size: the snapshot and the updates appended since.
     stored_bytes: usize,
-    /// Set by an observer when a peer's update touches the execution queue or the runtimes.
-    touched_execution: Arc<AtomicBool>,
-    /// Like `touched_execution`, but kept until [`Room::needs_runtime`] reads it.
-    execution_activity: Arc<AtomicBool>,
-    /// A refused update was already applied: the document must be reloaded from storage.
+    /// Which zone every item lies in: updates are judged with it before they are applied.
+    zones: ZoneIndex,
+    /// The writer (token id) of each client id that has written here.
+    owners: HashMap<ClientID, Arc<str>>,
+    peers: HashMap<P, PeerState>,
+    /// All presence states' bytes.
+    presence_bytes: usize,
+    /// Set when an update touches the execution queue or the runtimes, until
+    /// [`Room::needs_runtime`] reads it.
+    execution_activity: bool,
+    /// Updates dropped because they came before their sender's sync step 2 and depended on
+    /// changes only that step 2 carries (it carries them too).
+    deferred_updates: u64,
+    /// An update left something pending although it was judged integrable (a bug in the
+    /// judging): the document must be reloaded from storage, which never received it.
     tainted: bool,
     /// Peers that asked for acknowledgements, with the count of updates they sent so far.
     acknowledged: HashMap<P, u64>,
     /// Frames arriving in chunks, per peer; together at most `max_document_bytes`.
     incoming: HashMap<P, Reassembly>,
-    _execution_watch: inloop_doc::Subscription,
 }
 
 impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
@@ -97,26 +165,27 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
         lease_epoch: u64,
         limits: RoomLimits,
     ) -> Self {
-        let touched_execution = Arc::new(AtomicBool::new(false));
-        let execution_activity = Arc::new(AtomicBool::new(false));
-        let flag = touched_execution.clone();
-        let activity = execution_activity.clone();
-        let execution_watch = notebook.observe_runs(move || {
-            flag.store(true, Ordering::Relaxed);
-            activity.store(true, Ordering::Relaxed);
-        });
+        let zones = notebook.zone_index();
+        let owners = HashMap::from([(
+            ClientID::new(notebook.client_id()),
+            Arc::from(RELAY_PRINCIPAL),
+        )]);
         Self {
             notebook,
             presence: HashMap::new(),
             lease: Lease::new(lease_epoch, limits.lease_ttl_ms, limits.lease_grace_ms),
             limits,
             stored_bytes,
-            touched_execution,
-            execution_activity,
+            zones,
+            owners,
+            peers: HashMap::new(),
+            presence_bytes: 0,
+            // A document loaded with runs queued may need a runtime at once.
+            execution_activity: true,
+            deferred_updates: 0,
             tainted: false,
             acknowledged: HashMap::new(),
             incoming: HashMap::new(),
-            _execution_watch: execution_watch,
         }
     }
 
@@ -124,13 +193,13 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
     /// lease. Unless `recheck`, it looks at the queue only if the queue changed since it last
     /// looked, so it costs nothing on ordinary edits; pass `recheck` when the lease has just
     /// been freed or a start is being retried.
-    pub fn needs_runtime(&self, recheck: bool) -> bool {
+    pub fn needs_runtime(&mut self, recheck: bool) -> bool {
         // While a runtime holds the lease the queue is its business: changes are looked at
         // once the lease is free.
         if self.lease.holder().is_some() {
             return false;
         }
-        if !self.execution_activity.swap(false, Ordering::Relaxed) && !recheck {
+        if !std::mem::take(&mut self.execution_activity) && !recheck {
             return false;
         }
         !self
@@ -139,11 +208,29 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
             .is_empty()
     }
 
-    /// True once an update was refused after it had been applied (an `edit` peer that wrote to
-    /// the execution queue): drop this room and load the document again from storage, which
-    /// never received that update. Peers must reconnect to resync.
+    /// True if an update was found to leave something pending after it was applied (which
+    /// the judging before applying should make impossible): drop this room and load the
+    /// document again from storage, which never received that update. Peers must reconnect.
     pub fn is_tainted(&self) -> bool {
         self.tainted
+    }
+
+    /// Updates dropped because they arrived before their sender's sync step 2 and depended on
+    /// what only that step 2 carries.
+    pub fn deferred_updates(&self) -> u64 {
+        self.deferred_updates
+    }
+
+    /// Replaces the notebook by an `.ipynb` as the relay's own change; returns the update to
+    /// store and send to every peer.
+    pub fn import_ipynb(&mut self, ipynb: &[u8]) -> inloop_doc::Result<Vec<u8>> {
+        let before = self.notebook.state_vector();
+        self.notebook.replace_from_ipynb(ipynb)?;
+        let update = self.notebook.encode_diff_v1(&before);
+        self.zones.record_applied(&update, &before);
+        self.execution_activity = true;
+        self.stored_bytes += update.len();
+        Ok(update)
     }
 
     pub fn notebook(&self) -> &Notebook {
@@ -161,8 +248,18 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
         snapshot
     }
 
-    /// The frames a new peer gets first: what we have (so it sends what we lack), and who is here.
-    pub fn join(&self) -> Vec<Vec<u8>> {
+    /// A peer joins: the frames it gets first are what we have (so it sends what we lack), and
+    /// who is here.
+    pub fn join(&mut self, peer: P, credentials: Credentials) -> Vec<Vec<u8>> {
+        self.peers.insert(
+            peer,
+            PeerState {
+                credentials,
+                stepped: false,
+                presence_allowance: self.limits.presence_burst_bytes as f64,
+                presence_checked_ms: 0,
+            },
+        );
         let state_vector = self.notebook.doc().transact().state_vector();
         let mut frames = vec![Message::SyncStep1(state_vector).encode()];
         if !self.presence.is_empty() {
@@ -174,16 +271,10 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
 
     /// Handles one frame from `peer`. An error means the peer broke the protocol or its rights:
     /// close its connection with the error as the reason; the room is unchanged by that frame.
-    pub fn receive(
-        &mut self,
-        peer: P,
-        role: Role,
-        frame: &[u8],
-        now_ms: u64,
-    ) -> Result<Outcome<P>> {
+    pub fn receive(&mut self, peer: P, frame: &[u8], now_ms: u64) -> Result<Outcome<P>> {
         let message = wire::decode(frame)?;
         let carries_update = matches!(message, Message::SyncStep2(_) | Message::Update(_));
-        let mut outcome = self.handle(peer, role, message, now_ms)?;
+        let mut outcome = self.handle(peer, message, now_ms)?;
         // The reply goes out only once `persist` is stored, so the count is of stored updates.
         if let (true, Some(count)) = (carries_update, self.acknowledged.get_mut(&peer)) {
             *count += 1;
@@ -198,7 +289,6 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
     fn receive_chunk(
         &mut self,
         peer: P,
-        role: Role,
         total: u64,
         offset: u64,
         bytes: &[u8],
@@ -220,7 +310,7 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
             Ok(None) => Ok(Outcome::default()),
             Ok(Some(frame)) => {
                 self.incoming.remove(&peer);
-                self.receive(peer, role, chunks::unchunked(&frame)?, now_ms)
+                self.receive(peer, chunks::unchunked(&frame)?, now_ms)
             }
             Err(error) => {
                 self.incoming.remove(&peer);
@@ -229,8 +319,14 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
         }
     }
 
-    fn handle(&mut self, peer: P, role: Role, message: Message, now_ms: u64) -> Result<Outcome<P>> {
+    fn handle(&mut self, peer: P, message: Message, now_ms: u64) -> Result<Outcome<P>> {
         let mut outcome = Outcome::default();
+        let Some(state) = self.peers.get(&peer) else {
+            return Err(Error::Malformed(
+                "a frame from a peer that has not joined".into(),
+            ));
+        };
+        let role = state.credentials.role;
         match message {
             Message::SyncStep1(state_vector) => {
                 let diff = self.notebook.doc().transact().encode_diff_v1(&state_vector);
@@ -244,49 +340,10 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
                     outcome.reply.push(frame);
                 }
             }
-            Message::SyncStep2(update) | Message::Update(update) => {
-                if update == EMPTY_UPDATE {
-                    return Ok(outcome);
-                }
-                let decoded = Update::decode_v1(&update)
-                    .map_err(|e| Error::Malformed(format!("update: {e}")))?;
-                if !role.allows(Action::Edit) {
-                    if self.would_change(&decoded) {
-                        return Err(Error::ReadOnly);
-                    }
-                    return Ok(outcome);
-                }
-                if self.stored_bytes + update.len() > self.limits.max_document_bytes {
-                    // The stored size counts every update since the last snapshot, which can be
-                    // far more than the document (text typed and deleted, outputs replaced).
-                    // Refuse only what would make the document itself too large, the measure
-                    // peers can check before they write.
-                    self.stored_bytes = self.notebook.encode_update_v1().len();
-                    if self.stored_bytes + update.len() > self.limits.max_document_bytes {
-                        return Err(Error::DocumentTooLarge {
-                            limit: self.limits.max_document_bytes,
-                        });
-                    }
-                }
-                self.touched_execution.store(false, Ordering::Relaxed);
-                self.notebook
-                    .apply_update(decoded)
-                    .map_err(|e| Error::Malformed(e.to_string()))?;
-                // Whether an update touches the queue is only known once applied (its items'
-                // parents may be anywhere in the document), so a refusal taints the room.
-                if self.touched_execution.load(Ordering::Relaxed) && !role.allows(Action::Execute) {
-                    self.tainted = true;
-                    return Err(Error::Forbidden {
-                        role,
-                        action: Action::Execute,
-                    });
-                }
-                self.stored_bytes += update.len();
-                outcome.broadcast.push(wire::encode_update(&update));
-                outcome.persist.push(update);
-            }
+            Message::SyncStep2(update) => self.receive_update(peer, &update, true, &mut outcome)?,
+            Message::Update(update) => self.receive_update(peer, &update, false, &mut outcome)?,
             Message::Awareness(update) => {
-                let changed = self.apply_presence(peer, update);
+                let changed = self.apply_presence(peer, update, now_ms)?;
                 if !changed.clients.is_empty() {
                     outcome.broadcast.push(Message::Awareness(changed).encode());
                 }
@@ -313,7 +370,7 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
                 total,
                 offset,
                 bytes,
-            } => return self.receive_chunk(peer, role, total, offset, &bytes, now_ms),
+            } => return self.receive_chunk(peer, total, offset, &bytes, now_ms),
             Message::Lease(message) => {
                 if !role.allows(Action::HoldLease) {
                     let denied = LeaseMessage::Denied {
@@ -330,34 +387,158 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
         Ok(outcome)
     }
 
-    /// Whether an update holds anything this document does not have yet.
-    fn would_change(&self, update: &Update) -> bool {
-        let txn = self.notebook.doc().transact();
-        let ours = txn.state_vector();
-        let inserts = update
-            .state_vector()
-            .iter()
-            .any(|(client, clock)| *clock > ours.get(client));
-        if inserts {
-            return true;
+    /// A document update from `peer` (`step2`: its answer to our state vector). It is applied
+    /// only if it integrates completely now, writes only where the peer's role may write, and
+    /// only under client ids that are the peer's own.
+    fn receive_update(
+        &mut self,
+        peer: P,
+        update: &[u8],
+        step2: bool,
+        outcome: &mut Outcome<P>,
+    ) -> Result<()> {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        let stepped = state.stepped;
+        state.stepped |= step2;
+        let Credentials { role, principal } = state.credentials.clone();
+        if update == EMPTY_UPDATE {
+            return Ok(());
         }
-        let deleted = txn.snapshot().delete_set;
-        !update.delete_set().diff(&deleted).is_empty()
+        let mut inspection = match self.zones.inspect_v1(&self.notebook, update) {
+            Ok(inspection) => inspection,
+            // A live change sent before this connection's step 2 may depend on changes that
+            // only the step 2 carries; the step 2 carries this change too, so dropping it loses
+            // nothing. Keeping it pending would let a later update complete it under the
+            // completer's role.
+            Err(error) if error.is_missing_changes() && !step2 && !stepped => {
+                self.deferred_updates += 1;
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if !role.allows(Action::Edit) {
+            if !inspection.inserts() {
+                inspection.drop_repeated_deletes(&self.notebook);
+            }
+            return if inspection.changes() {
+                Err(Error::ReadOnly)
+            } else {
+                Ok(())
+            };
+        }
+        authorize(role, &mut inspection, &self.notebook)?;
+        if let Some(client) = inspection.authors().iter().find(|client| {
+            self.owners
+                .get(client)
+                .is_some_and(|owner| *owner != principal)
+        }) {
+            return Err(Error::ForeignClient {
+                client: client.get(),
+            });
+        }
+        if self.stored_bytes + update.len() > self.limits.max_document_bytes {
+            // The stored size counts every update since the last snapshot, which can be
+            // far more than the document (text typed and deleted, outputs replaced).
+            // Refuse only what would make the document itself too large, the measure
+            // peers can check before they write.
+            self.stored_bytes = self.notebook.encode_update_v1().len();
+            if self.stored_bytes + update.len() > self.limits.max_document_bytes {
+                return Err(Error::DocumentTooLarge {
+                    limit: self.limits.max_document_bytes,
+                });
+            }
+        }
+        let decoded =
+            Update::decode_v1(update).map_err(|e| Error::Malformed(format!("update: {e}")))?;
+        self.notebook
+            .apply_update(decoded)
+            .map_err(|e| Error::Malformed(e.to_string()))?;
+        if has_pending(&self.notebook) {
+            // Judged integrable, yet something is pending: never serve this copy.
+            self.tainted = true;
+            return Err(Error::Malformed(
+                "the update did not integrate completely; the document is reloading".into(),
+            ));
+        }
+        self.execution_activity |= inspection.writes().contains(Zone::Execution);
+        for client in inspection.authors() {
+            self.owners.insert(*client, principal.clone());
+        }
+        self.zones.record(inspection);
+        self.stored_bytes += update.len();
+        outcome.broadcast.push(wire::encode_update(update));
+        outcome.persist.push(update.to_vec());
+        Ok(())
     }
 
-    /// Records the entries newer than ours, owned by `peer`; returns them.
-    fn apply_presence(&mut self, peer: P, update: AwarenessUpdate) -> AwarenessUpdate {
+    /// Records the entries newer than ours, owned by `peer`; returns them. Entries another
+    /// connected peer owns are ignored (a stock Yjs client also sends removals of peers it
+    /// timed out). Sizes and rates past the limits are refused: the peer is cut.
+    fn apply_presence(
+        &mut self,
+        peer: P,
+        update: AwarenessUpdate,
+        now_ms: u64,
+    ) -> Result<AwarenessUpdate> {
+        let limits = self.limits;
+        let bytes: usize = update.clients.values().map(|e| e.json.len()).sum();
+        if let Some(state) = self.peers.get_mut(&peer) {
+            let elapsed = now_ms.saturating_sub(state.presence_checked_ms) as f64 / 1000.0;
+            state.presence_checked_ms = now_ms;
+            state.presence_allowance = (state.presence_allowance
+                + elapsed * limits.presence_bytes_per_second as f64)
+                .min(limits.presence_burst_bytes as f64)
+                - bytes as f64;
+            if state.presence_allowance < 0.0 {
+                return Err(Error::PresenceFlood {
+                    bytes_per_second: limits.presence_bytes_per_second,
+                });
+            }
+        }
+        let mut owned = self.presence.values().filter(|p| p.owner == peer).count();
+        let mut total = self.presence_bytes;
+        let mut accepted = Vec::new();
+        for (client, entry) in update.clients {
+            if entry.json.len() > limits.max_presence_bytes {
+                return Err(Error::PresenceTooLarge(format!(
+                    "a presence state may hold {} bytes",
+                    limits.max_presence_bytes
+                )));
+            }
+            let known = self.presence.get(&client);
+            if known.is_some_and(|p| p.owner != peer && self.peers.contains_key(&p.owner)) {
+                continue;
+            }
+            if known.is_some_and(|known| entry.clock < known.clock) {
+                continue;
+            }
+            let removal = &*entry.json == "null";
+            let old = known.map_or(0, |p| p.json.len());
+            if known.is_none_or(|p| p.owner != peer) && !removal {
+                owned += 1;
+                if owned > limits.max_presences_per_peer {
+                    return Err(Error::PresenceTooLarge(format!(
+                        "a connection may show at most {} presence states",
+                        limits.max_presences_per_peer
+                    )));
+                }
+            }
+            total = total - old + if removal { 0 } else { entry.json.len() };
+            if total > limits.max_room_presence_bytes {
+                return Err(Error::PresenceTooLarge(format!(
+                    "the document's presence states may hold {} bytes in all",
+                    limits.max_room_presence_bytes
+                )));
+            }
+            accepted.push((client, entry));
+        }
+        self.presence_bytes = total;
         let mut changed = AwarenessUpdate {
             clients: HashMap::new(),
         };
-        for (client, entry) in update.clients {
-            let newer = self
-                .presence
-                .get(&client)
-                .is_none_or(|known| entry.clock >= known.clock);
-            if !newer {
-                continue;
-            }
+        for (client, entry) in accepted {
             if &*entry.json == "null" {
                 self.presence.remove(&client);
             } else {
@@ -372,13 +553,14 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
             }
             changed.clients.insert(client, entry);
         }
-        changed
+        Ok(changed)
     }
 
     /// A peer's connection closed: its presence goes, and a lease it held runs out after the
     /// grace period.
     pub fn leave(&mut self, peer: P, now_ms: u64) -> Outcome<P> {
         let mut outcome = Outcome::default();
+        self.peers.remove(&peer);
         self.acknowledged.remove(&peer);
         self.incoming.remove(&peer);
         let gone: Vec<ClientID> = self
@@ -393,6 +575,7 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
             };
             for client in gone {
                 if let Some(p) = self.presence.remove(&client) {
+                    self.presence_bytes -= p.json.len();
                     let entry = AwarenessUpdateEntry {
                         clock: p.clock + 1,
                         json: Arc::from("null"),
@@ -434,6 +617,35 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
     }
 }
 
+/// Refuses an update that writes where `role` may not. A sync step 2 carries the sender's whole
+/// delete set, values the runtimes overwrote included: deleting what is deleted already changes
+/// nothing, so those deletes are forgotten before refusing.
+fn authorize(role: Role, inspection: &mut Inspection, notebook: &Notebook) -> Result<()> {
+    let forbidden = |inspection: &Inspection| {
+        inspection.writes().iter().find_map(|zone| {
+            let action = match zone {
+                Zone::Notebook => Action::Edit,
+                Zone::Execution => Action::Execute,
+            };
+            (!role.allows(action)).then_some(action)
+        })
+    };
+    if forbidden(inspection).is_none() {
+        return Ok(());
+    }
+    inspection.drop_repeated_deletes(notebook);
+    match forbidden(inspection) {
+        Some(action) => Err(Error::Forbidden { role, action }),
+        None => Ok(()),
+    }
+}
+
+/// Whether the document holds structs or deletes waiting for something it lacks.
+fn has_pending(notebook: &Notebook) -> bool {
+    let txn = notebook.doc().transact();
+    txn.store().pending_update().is_some() || txn.store().pending_ds().is_some()
+}
+
 fn awareness_update<'a, P: 'a>(
     entries: impl Iterator<Item = (ClientID, &'a Presence<P>)>,
 ) -> AwarenessUpdate {
@@ -462,49 +674,249 @@ mod tests {
         max_message_bytes: 1 << 20,
         lease_ttl_ms: 1_000,
         lease_grace_ms: 1_000,
+        max_presence_bytes: 1_000,
+        max_presences_per_peer: 2,
+        max_room_presence_bytes: 4_000,
+        presence_bytes_per_second: 2_000,
+        presence_burst_bytes: 4_000,
     };
+
+    fn as_role(role: Role) -> Credentials {
+        Credentials::new(role, format!("token-{role}"))
+    }
+
+    fn edit() -> Credentials {
+        as_role(Role::Edit)
+    }
+
+    /// A peer's notebook holding the room's state.
+    fn replica(room: &Room<u8>, client: u64) -> Notebook {
+        let peer = Notebook::with_client_id(client);
+        peer.apply_update_v1(&room.notebook().encode_update_v1())
+            .unwrap();
+        peer
+    }
+
+    /// The frame carrying what `f` changes in `notebook`.
+    fn change(notebook: &Notebook, f: impl FnOnce(&Notebook)) -> Vec<u8> {
+        let before = notebook.state_vector();
+        f(notebook);
+        ClientSession::update_frame(&notebook.encode_diff_v1(&before))
+    }
 
     /// A peer's notebook holding the room's state plus one request to run its first cell.
     fn run_request(room: &Room<u8>) -> Vec<u8> {
-        let peer = Notebook::new();
-        peer.apply_update_v1(&room.notebook().encode_update_v1())
-            .unwrap();
-        let before = peer.state_vector();
+        let peer = replica(room, 77);
         let cell = peer.cell_ids()[0].clone();
-        peer.request_execution(&cell, &ExecutionTarget::Server, "peer", 1.0)
-            .unwrap();
-        ClientSession::update_frame(&peer.encode_diff_v1(&before))
+        change(&peer, |nb| {
+            nb.request_execution(&cell, &ExecutionTarget::Server, "peer", 1.0)
+                .unwrap();
+        })
     }
 
     #[test]
-    fn only_execute_roles_may_queue_runs_and_a_refusal_taints_the_room() {
+    fn only_execute_roles_may_queue_runs_and_a_refusal_costs_only_its_sender() {
         let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        room.join(1, edit());
+        room.join(2, as_role(Role::Execute));
         let frame = run_request(&room);
-        let error = room.receive(1, Role::Edit, &frame, 0).unwrap_err();
+        let before = room.notebook().encode_update_v1();
+        let error = room.receive(1, &frame, 0).unwrap_err();
         assert!(
             error.to_string().contains("edit tokens may not run cells"),
             "{error}"
         );
-        assert!(
-            room.is_tainted(),
-            "the refused update was applied: reload the room"
+        assert!(!room.is_tainted(), "judged before it was applied");
+        assert_eq!(
+            room.notebook().encode_update_v1(),
+            before,
+            "nothing applied"
         );
 
-        let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
-        let frame = run_request(&room);
-        let outcome = room.receive(1, Role::Execute, &frame, 0).unwrap();
+        let outcome = room.receive(2, &frame, 0).unwrap();
         assert_eq!(outcome.persist.len(), 1);
-        assert!(!room.is_tainted());
         // Plain edits from an edit peer stay fine.
-        let peer = Notebook::new();
-        peer.apply_update_v1(&room.notebook().encode_update_v1())
-            .unwrap();
-        let before = peer.state_vector();
-        peer.insert_cell(0, inloop_doc::CellType::Markdown, "text")
-            .unwrap();
-        let edit = ClientSession::update_frame(&peer.encode_diff_v1(&before));
-        room.receive(2, Role::Edit, &edit, 0).unwrap();
+        let peer = replica(&room, 78);
+        let plain = change(&peer, |nb| {
+            nb.insert_cell(0, inloop_doc::CellType::Markdown, "text")
+                .unwrap();
+        });
+        room.join(3, edit());
+        room.receive(3, &plain, 0).unwrap();
         assert!(!room.is_tainted());
+    }
+
+    #[test]
+    fn a_pending_write_under_a_future_entry_never_runs_as_the_victims() {
+        use inloop_doc::structs::{ItemSpec, Parent, encode_items_v1};
+        use yrs::{Any, ID, IdSet};
+        let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        let (attacker, victim) = (1, 2);
+        room.join(attacker, edit());
+        room.join(victim, as_role(Role::Execute));
+        let victims = replica(&room, 100);
+        let cell = victims.cell_ids()[0].clone();
+        victims.set_source(&cell, "print('mine')").unwrap();
+        let typed = ClientSession::update_frame(&victims.encode_update_v1());
+        room.receive(victim, &typed, 0).unwrap();
+        // The attacker writes `code` into the entry the victim will create next, with a
+        // higher client id so that it wins the concurrent write.
+        let future_entry = ID::new(
+            ClientID::new(100),
+            victims.state_vector().get(&ClientID::new(100)),
+        );
+        let attack = encode_items_v1(
+            &[ItemSpec {
+                id: ID::new(ClientID::new(900), 0),
+                origin: None,
+                right_origin: None,
+                parent: Parent::Item(future_entry),
+                parent_sub: Some("code".into()),
+                content: Any::from("print('attacker')"),
+            }],
+            &IdSet::default(),
+        );
+        let frame = ClientSession::update_frame(&attack);
+        // Sent before its step 2, it is dropped quietly; after, it cuts the sender.
+        room.receive(attacker, &frame, 0).unwrap();
+        assert_eq!(room.deferred_updates(), 1);
+        room.receive(attacker, &Message::SyncStep2(vec![0, 0]).encode(), 0)
+            .unwrap();
+        let error = room.receive(attacker, &frame, 0).unwrap_err();
+        assert!(matches!(error, Error::Unintegrable(_)), "{error}");
+
+        let request = change(&victims, |nb| {
+            nb.request_execution(&cell, &ExecutionTarget::Server, "victim", 1.0)
+                .unwrap();
+        });
+        room.receive(victim, &request, 0).unwrap();
+        let runs = room.notebook().executions();
+        assert_eq!(runs[0].code, "print('mine')", "the victim's own code");
+        // Now that the entry exists, the same write is judged as what it is.
+        let error = room.receive(attacker, &frame, 0).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Forbidden {
+                    action: Action::Execute,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(room.notebook().executions()[0].code, "print('mine')");
+    }
+
+    #[test]
+    fn read_peers_change_nothing_pending_or_not() {
+        use inloop_doc::structs::{ItemSpec, Parent, encode_items_v1};
+        use yrs::{Any, ID, IdSet};
+        let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        room.join(1, as_role(Role::Read));
+        let pending = encode_items_v1(
+            &[ItemSpec {
+                id: ID::new(ClientID::new(5), 0),
+                origin: Some(ID::new(ClientID::new(6), 3)),
+                right_origin: None,
+                parent: Parent::Neighbours,
+                parent_sub: None,
+                content: Any::from("x"),
+            }],
+            &IdSet::default(),
+        );
+        room.receive(1, &Message::SyncStep2(vec![0, 0]).encode(), 0)
+            .unwrap();
+        let error = room
+            .receive(1, &ClientSession::update_frame(&pending), 0)
+            .unwrap_err();
+        assert!(matches!(error, Error::Unintegrable(_)), "{error}");
+        let peer = replica(&room, 5);
+        let edit = change(&peer, |nb| nb.set_source(&nb.cell_ids()[0], "x").unwrap());
+        let error = room.receive(1, &edit, 0).unwrap_err();
+        assert!(matches!(error, Error::ReadOnly), "{error}");
+        // Its step 2 with nothing new (deletes it knows included) is fine.
+        let step2 =
+            Message::SyncStep2(replica(&room, 6).encode_diff_v1(&room.notebook().state_vector()))
+                .encode();
+        room.receive(1, &step2, 0).unwrap();
+    }
+
+    #[test]
+    fn client_ids_belong_to_the_token_that_first_wrote_them() {
+        let mut room = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        room.join(1, edit());
+        room.join(2, Credentials::new(Role::Edit, "another-edit-token"));
+        room.join(3, edit());
+        let alice = replica(&room, 40);
+        let first = change(&alice, |nb| nb.set_source(&nb.cell_ids()[0], "a").unwrap());
+        room.receive(1, &first, 0).unwrap();
+        // Another token's peer writing on under Alice's client id is refused...
+        let spoof = change(&alice, |nb| nb.set_source(&nb.cell_ids()[0], "ab").unwrap());
+        let error = room.receive(2, &spoof, 0).unwrap_err();
+        assert!(
+            matches!(error, Error::ForeignClient { client: 40 }),
+            "{error}"
+        );
+        // ...while Alice reconnected (the same token, a new connection) goes on.
+        room.leave(1, 0);
+        room.receive(3, &spoof, 0).unwrap();
+        assert_eq!(room.notebook().cells()[0].source, "ab");
+    }
+
+    #[test]
+    fn presence_is_bounded_and_owned() {
+        let mut room: Room<u8> = Room::new(Notebook::blank(), 0, 0, LIMITS);
+        room.join(1, edit());
+        room.join(2, edit());
+        let presence = |client: u64, clock: u32, json: &str| {
+            let mut update = AwarenessUpdate {
+                clients: HashMap::new(),
+            };
+            update.clients.insert(
+                ClientID::new(client),
+                AwarenessUpdateEntry {
+                    clock,
+                    json: Arc::from(json),
+                },
+            );
+            Message::Awareness(update).encode()
+        };
+        let outcome = room
+            .receive(1, &presence(10, 1, r#"{"name":"ada"}"#), 0)
+            .unwrap();
+        assert_eq!(outcome.broadcast.len(), 1);
+        // Peer 2 cannot take over or remove peer 1's state.
+        let outcome = room.receive(2, &presence(10, 5, "null"), 0).unwrap();
+        assert!(outcome.broadcast.is_empty());
+        assert_eq!(room.presence.len(), 1);
+        // One state too large.
+        let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(LIMITS.max_presence_bytes));
+        let error = room.receive(2, &presence(20, 1, &big), 0).unwrap_err();
+        assert!(matches!(error, Error::PresenceTooLarge(_)), "{error}");
+        // Too many states for one connection.
+        room.receive(2, &presence(21, 1, "{}"), 0).unwrap();
+        room.receive(2, &presence(22, 1, "{}"), 0).unwrap();
+        let error = room.receive(2, &presence(23, 1, "{}"), 0).unwrap_err();
+        assert!(matches!(error, Error::PresenceTooLarge(_)), "{error}");
+        // Too fast: the burst is spent, then time refills it.
+        let state = format!(r#"{{"c":"{}"}}"#, "y".repeat(900));
+        let mut sent = 0;
+        let error = loop {
+            match room.receive(1, &presence(10, 10 + sent, &state), 0) {
+                Ok(_) => sent += 1,
+                Err(error) => break error,
+            }
+        };
+        assert!(matches!(error, Error::PresenceFlood { .. }), "{error}");
+        assert_eq!(sent, 4, "a burst of 4,000 bytes");
+        room.join(3, edit());
+        room.receive(3, &presence(30, 1, &state), 0).unwrap();
+        let later = room.receive(3, &presence(30, 2, &state), 5_000);
+        assert!(later.is_ok(), "allowance refills with time");
+        // A peer that leaves frees its bytes.
+        let before = room.presence_bytes;
+        room.leave(3, 5_000);
+        assert!(room.presence_bytes < before);
     }
 
     /// Delivers every frame between one client and the room until neither has more to say;
@@ -526,7 +938,7 @@ mod tests {
                 "a frame over {limit} bytes"
             );
             for frame in std::mem::take(&mut to_room) {
-                let outcome = room.receive(peer, Role::Edit, &frame, 0).unwrap();
+                let outcome = room.receive(peer, &frame, 0).unwrap();
                 to_client.extend(outcome.reply);
             }
             for frame in std::mem::take(&mut to_client) {
@@ -548,7 +960,7 @@ mod tests {
         let mut room = Room::new(Notebook::blank(), 0, 0, limits);
         let notebook = Notebook::new();
         let mut session = ClientSession::new(notebook.clone());
-        let (first, join) = (session.connected(), room.join());
+        let (first, join) = (session.connected(), room.join(1, edit()));
         exchange(&mut room, 1, &mut session, first, join);
         room.leave(1, 0);
 
@@ -559,7 +971,7 @@ mod tests {
             .push_cell(inloop_doc::CellType::Code, &text)
             .unwrap();
         session.local_change();
-        let (again, join) = (session.connected(), room.join());
+        let (again, join) = (session.connected(), room.join(1, edit()));
         assert!(exchange(&mut room, 1, &mut session, again, join));
         assert_eq!(
             session.unacknowledged(),
@@ -570,11 +982,12 @@ mod tests {
 
         // A peer joining gets the document in chunks too, and a stock client whole.
         let mut newcomer = ClientSession::new(Notebook::new());
-        let (hello, join) = (newcomer.connected(), room.join());
+        let (hello, join) = (newcomer.connected(), room.join(2, edit()));
         exchange(&mut room, 2, &mut newcomer, hello, join);
         assert_eq!(newcomer.notebook().cells()[1].source, text);
         let stock = Message::SyncStep1(Default::default()).encode();
-        let whole = room.receive(3, Role::Edit, &stock, 0).unwrap().reply;
+        room.join(3, edit());
+        let whole = room.receive(3, &stock, 0).unwrap().reply;
         assert_eq!(whole.len(), 1);
         assert!(whole[0].len() > limits.max_message_bytes);
         assert_eq!(room.incoming.len(), 0, "nothing is left half put together");
@@ -590,7 +1003,7 @@ mod tests {
             .unwrap();
         let mut reloaded = ClientSession::new(offline);
         reloaded.local_change();
-        let (hello, join) = (reloaded.connected(), room.join());
+        let (hello, join) = (reloaded.connected(), room.join(4, edit()));
         assert!(exchange(&mut room, 4, &mut reloaded, hello, join));
         assert_eq!(room.notebook().cells()[2].source, text.to_uppercase());
     }
@@ -605,7 +1018,8 @@ mod tests {
                 bytes: vec![0; 1000],
             }
             .encode();
-            room.receive(peer, Role::Edit, &frame, 0)
+            room.join(peer, edit());
+            room.receive(peer, &frame, 0)
         };
         let error = piece(1, &mut room, LIMITS.max_document_bytes + 1).unwrap_err();
         assert!(matches!(error, Error::DocumentTooLarge { .. }), "{error}");
@@ -619,8 +1033,9 @@ mod tests {
         room.leave(2, 0);
         let nested = chunks::split(chunks::split(vec![9; 3000], 1000)[0].clone(), 100);
         let mut last = Ok(Outcome::default());
+        room.join(4, edit());
         for frame in &nested {
-            last = room.receive(4, Role::Edit, frame, 0);
+            last = room.receive(4, frame, 0);
         }
         assert!(matches!(last, Err(Error::Malformed(_))), "{last:?}");
     }
@@ -650,7 +1065,7 @@ mod tests {
         take();
         assert_eq!(session.unacknowledged(), 2);
         let first = session.connected();
-        let join = room.join();
+        let join = room.join(1, as_role(Role::Edit));
         assert!(exchange(&mut room, 1, &mut session, first, join));
         assert_eq!(session.unacknowledged(), 0);
         assert_eq!(room.notebook().cell_count(), 3);
@@ -675,11 +1090,14 @@ mod tests {
         // On the new connection a fresh edit goes out before the relay's step 1 arrives: its
         // acknowledgement must not count "e", which only the coming step 2 carries.
         let hello = session.connected();
+        let join = room.join(2, as_role(Role::Edit));
         edit(&mut session, "f");
         let early = session.updates_frames(&take()).unwrap();
         exchange(&mut room, 2, &mut session, [hello, early].concat(), vec![]);
         assert_eq!(session.unacknowledged(), 2, "e and f wait for the step 2");
-        let join = room.join();
+        // "f" depends on "e", which the relay lacks: it waits for the step 2 too, and is not
+        // kept pending meanwhile.
+        assert_eq!(room.deferred_updates(), 1);
         assert!(exchange(&mut room, 2, &mut session, vec![], join));
         assert_eq!(session.unacknowledged(), 0);
         assert_eq!(room.notebook().cell_count(), 7);
@@ -696,7 +1114,8 @@ mod tests {
         peer.insert_cell(0, inloop_doc::CellType::Markdown, "x")
             .unwrap();
         let frame = ClientSession::update_frame(&peer.encode_diff_v1(&before));
-        let outcome = room.receive(1, Role::Edit, &frame, 0).unwrap();
+        room.join(1, edit());
+        let outcome = room.receive(1, &frame, 0).unwrap();
         assert!(
             outcome.reply.is_empty(),
             "a stock Yjs client must not get message type 101"

@@ -115,6 +115,10 @@ impl std::fmt::Display for Action {
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// The token's id: what a revocation names, and who a peer is when it writes (peers of one
+    /// token are one writer). Tokens made before ids existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The document, or `None` for every document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc: Option<String>,
@@ -127,6 +131,15 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// Who the bearer of `token` (whose claims these are) is: the token's id, or for a token
+    /// without one, its signature (distinct for every token).
+    pub fn principal(&self, token: &str) -> String {
+        match &self.id {
+            Some(id) => id.clone(),
+            None => format!("sig:{}", token.rsplit('.').next().unwrap_or_default()),
+        }
+    }
+
     /// Whether these claims cover `doc_id`.
     pub fn covers(&self, doc_id: &str) -> bool {
         self.doc.as_deref().is_none_or(|doc| doc == doc_id)
@@ -227,6 +240,7 @@ mod tests {
 
     fn claims(role: Role) -> Claims {
         Claims {
+            id: Some("t1".into()),
             doc: Some("doc-1".into()),
             role,
             exp: 1_000,

@@ -137,6 +137,7 @@ async fn forged_expired_and_wrong_document_tokens_are_refused_at_the_handshake()
     let doc = relay.create_doc().await;
     let other_doc = relay.create_doc().await;
     let claims = Claims {
+        id: None,
         doc: Some(doc.clone()),
         role: Role::Admin,
         exp: u64::MAX / 2,
@@ -193,8 +194,22 @@ async fn forged_expired_and_wrong_document_tokens_are_refused_at_the_handshake()
     assert!(refusal.starts_with("4404: "), "{refusal}");
 }
 
+/// Every status a client goes through, recorded as it changes.
+fn record_statuses(client: &crate::Client) -> std::sync::Arc<std::sync::Mutex<Vec<Status>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![client.status()]));
+    let mut changes = client.watch_status();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let status = changes.borrow_and_update().clone();
+            record.lock().unwrap().push(status);
+        }
+    });
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edit_token_cannot_queue_runs_and_the_document_reloads_without_the_attempt() {
+async fn an_edit_token_cannot_queue_runs_and_only_the_sender_is_cut() {
     use inloop_doc::ExecutionTarget;
     let relay = TestRelay::start().await;
     let doc = relay.create_doc().await;
@@ -204,6 +219,7 @@ async fn an_edit_token_cannot_queue_runs_and_the_document_reloads_without_the_at
     let watcher = connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Read)))
         .await
         .unwrap();
+    let statuses = record_statuses(&watcher);
     let cell = editor.notebook().cell_ids()[0].clone();
 
     editor
@@ -214,16 +230,25 @@ async fn an_edit_token_cannot_queue_runs_and_the_document_reloads_without_the_at
     assert_eq!(code, Some(4403), "{reason}");
     assert!(reason.contains("edit tokens may not run cells"), "{reason}");
 
-    // The room reloads from storage, which never had it; the others resync (told by a 1012).
-    eventually(Duration::from_secs(10), "the watcher resyncs", || async {
-        matches!(watcher.status(), crate::Status::Synced)
-    })
-    .await;
-    assert!(watcher.notebook().executions().is_empty());
+    // Judged before it was applied: nobody else reconnects, nothing reached anyone.
     let fresh = connect(&relay.ws_url(&doc, &relay.admin_token))
         .await
         .unwrap();
+    fresh.notebook().set_source(&cell, "after").unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "a later edit reaches the watcher",
+        || async { watcher.notebook().source(&cell).unwrap() == "after" },
+    )
+    .await;
+    assert!(watcher.notebook().executions().is_empty());
     assert!(fresh.notebook().executions().is_empty());
+    let seen = statuses.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .all(|s| matches!(s, Status::Synced | Status::Syncing | Status::Connecting)),
+        "the watcher stayed connected: {seen:?}"
+    );
 
     // An execute token may.
     let runner = connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Execute)))

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod hardening;
 mod http;
 mod lease;
 mod node;

@@ -1,9 +1,12 @@
 //! Integration tests of the `inloop` binary: the real process, killed and restarted.
 
+mod attacks;
 mod durability;
 mod mcp;
+mod mcp_root;
 mod run;
 mod runtime;
+mod token;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -18,6 +21,7 @@ pub(crate) const SECRET: &str = "durability-test-secret-0123456789abcdef";
 pub(crate) fn token(role: inloop_sync::Role) -> String {
     let key = inloop_sync::TokenKey::new(SECRET.as_bytes()).unwrap();
     key.sign(&inloop_sync::Claims {
+        id: None,
         doc: None,
         role,
         exp: u64::MAX / 4,

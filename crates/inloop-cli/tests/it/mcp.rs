@@ -15,7 +15,7 @@ use inloop_sync::Role;
 use crate::{Serve, token, venv};
 
 /// The venv's Python, with the `mcp` SDK (installed from PyPI if missing).
-fn python_with_mcp() -> PathBuf {
+pub(crate) fn python_with_mcp() -> PathBuf {
     let python = venv().join("bin/python");
     let has = |python: &Path| {
         Command::new(python)

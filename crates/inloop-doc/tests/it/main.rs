@@ -5,6 +5,7 @@ mod convergence;
 mod executions;
 mod fixtures;
 mod observe;
+mod zones;
 
 use inloop_doc::Notebook;
 use yrs::updates::decoder::Decode;
