@@ -11,6 +11,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The token signing key; when `None`, read from (or created in) `data_dir`.
     pub secret: Option<Vec<u8>>,
+    /// Replace the signing key kept in `data_dir` by a new one at start: every token made
+    /// before stops working (all share links, the old admin URL).
+    pub rotate_key: bool,
     /// The built page (`web/dist`), served at `/` when present.
     pub web_dir: Option<PathBuf>,
     /// Start a server runtime on this machine for documents that queue server runs with no
@@ -122,6 +125,7 @@ impl Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 8787)),
             data_dir: data_dir.into(),
             secret: None,
+            rotate_key: false,
             web_dir: None,
             local_runtime: None,
             limits: Limits::default(),

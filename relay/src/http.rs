@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use inloop_doc::Notebook;
@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::doc_id::DocId;
 use crate::rooms::Command;
+use crate::store::TokenRecord;
 use crate::{AppState, Refusal};
 
 /// Share tokens last a week unless asked otherwise.
@@ -144,7 +145,11 @@ pub(crate) struct MintRequest {
     name: Option<String>,
 }
 
-/// `POST /api/docs/{id}/tokens`: a share token for this document.
+/// The longest name a token may carry (it is shown to others beside the holder's edits).
+const MAX_TOKEN_NAME: usize = 100;
+
+/// `POST /api/docs/{id}/tokens`: a share token for this document, recorded (not the token, its
+/// id) so that it can be listed and revoked.
 pub(crate) async fn mint(
     DocId(doc_id): DocId,
     State(state): State<AppState>,
@@ -153,19 +158,97 @@ pub(crate) async fn mint(
     Json(request): Json<MintRequest>,
 ) -> Result<Response, Refusal> {
     state.authorize(token(&headers, &query), &doc_id, Action::MintToken)?;
-    let lifetime = Duration::from_secs(request.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME));
-    let token = state.mint(
+    let max = state.config().limits.max_token_lifetime.as_secs();
+    let seconds = request
+        .expires_in
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME.min(max));
+    if seconds == 0 || seconds > max {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("expires_in must be 1 to {max} seconds (this relay's longest token life)"),
+        ));
+    }
+    let name = request
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    if name.is_some_and(|n| n.chars().count() > MAX_TOKEN_NAME || n.chars().any(char::is_control)) {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a link's name is at most {MAX_TOKEN_NAME} characters, with no control characters"
+            ),
+        ));
+    }
+    state.existing_room(&doc_id).await?;
+    let (claims, token) = state.mint_claims(
         Some(&doc_id),
         request.role,
-        lifetime,
-        request.name.as_deref(),
+        Duration::from_secs(seconds),
+        name,
     );
+    let record = TokenRecord {
+        id: claims.id.clone().unwrap_or_default(),
+        doc_id: doc_id.clone(),
+        role: request.role.to_string(),
+        name: claims.name.clone(),
+        created_at: crate::unix_now(),
+        expires_at: claims.exp,
+        revoked_at: None,
+    };
+    state
+        .0
+        .storage
+        .record_token(record.clone())
+        .await
+        .map_err(|e| Refusal::internal(&e))?;
     let body = json!({
+        "id": record.id,
         "token": token,
         "role": request.role,
+        "name": record.name,
+        "expires_at": record.expires_at,
         "page": format!("/n/{doc_id}?token={token}"),
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /api/docs/{id}/tokens`: the document's live share links (never the tokens themselves).
+pub(crate) async fn list_tokens(
+    DocId(doc_id): DocId,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, Refusal> {
+    state.authorize(token(&headers, &query), &doc_id, Action::MintToken)?;
+    let tokens = state
+        .0
+        .storage
+        .live_tokens(&doc_id, crate::unix_now())
+        .await
+        .map_err(|e| Refusal::internal(&e))?;
+    Ok(Json(tokens).into_response())
+}
+
+/// `DELETE /api/docs/{id}/tokens/{token_id}`: revokes a share link; the sockets opened with it
+/// close at once (4401).
+pub(crate) async fn revoke_token(
+    DocId(doc_id): DocId,
+    Path((_, token_id)): Path<(String, String)>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Response, Refusal> {
+    state.authorize(token(&headers, &query), &doc_id, Action::MintToken)?;
+    match state.revoke(&doc_id, &token_id).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(false) => Err(Refusal(
+            StatusCode::NOT_FOUND,
+            "no live link with this id on this notebook".into(),
+        )),
+        Err(error) => Err(Refusal::internal(&error)),
+    }
 }
 
 /// `GET /metrics`, for Prometheus; open like `/healthz`.

@@ -82,6 +82,8 @@ struct Inner {
     storage: Storage,
     metrics: Arc<Metrics>,
     ready: ready::Readiness,
+    /// Ids of revoked tokens that have not expired yet: refused like forged ones.
+    revoked: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// An HTTP refusal: a status and a message meant for the user, sent as `{"error": message}`.
@@ -133,7 +135,38 @@ impl AppState {
             storage,
             metrics,
             ready: ready::Readiness::default(),
+            revoked: Default::default(),
         })))
+    }
+
+    /// Loads the revoked token ids from storage (at start).
+    async fn load_revocations(&self) -> Result<()> {
+        let ids = self.0.storage.revoked_tokens(unix_now()).await?;
+        self.0
+            .revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(ids);
+        Ok(())
+    }
+
+    /// Revokes a document's share token: it is refused from now on and the sockets opened
+    /// with it are closed. False if the document has no such live token.
+    pub(crate) async fn revoke(&self, doc_id: &str, token_id: &str) -> Result<bool> {
+        let revoked = self
+            .0
+            .storage
+            .revoke_token(doc_id, token_id, unix_now())
+            .await?;
+        if revoked {
+            self.0
+                .revoked
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(token_id.to_owned());
+            self.0.rooms.disconnect_token(doc_id, token_id).await;
+        }
+        Ok(revoked)
     }
 
     pub fn config(&self) -> &Config {
@@ -152,13 +185,26 @@ impl AppState {
         lifetime: Duration,
         name: Option<&str>,
     ) -> String {
-        self.0.key.sign(&Claims {
+        self.mint_claims(doc, role, lifetime, name).1
+    }
+
+    /// Mints a token; returns its claims too.
+    pub(crate) fn mint_claims(
+        &self,
+        doc: Option<&str>,
+        role: Role,
+        lifetime: Duration,
+        name: Option<&str>,
+    ) -> (Claims, String) {
+        let claims = Claims {
             id: Some(new_token_id()),
             doc: doc.map(str::to_owned),
             role,
             exp: unix_now().saturating_add(lifetime.as_secs()),
             name: name.map(str::to_owned),
-        })
+        };
+        let token = self.0.key.sign(&claims);
+        (claims, token)
     }
 
     /// The token's role, if it is valid, covers `doc_id` (all documents for `None`) and allows
@@ -203,6 +249,19 @@ impl AppState {
             .key
             .verify(token, unix_now())
             .map_err(|e| Refusal(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        let revoked = claims.id.as_ref().is_some_and(|id| {
+            self.0
+                .revoked
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(id)
+        });
+        if revoked {
+            return Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "this link was revoked: ask the notebook's owner for a new one".into(),
+            ));
+        }
         if !claims.role.allows(action) {
             return Err(Refusal(
                 StatusCode::FORBIDDEN,
@@ -278,7 +337,14 @@ pub fn app(state: AppState) -> Router {
             "/api/docs/{doc_id}/ipynb",
             get(http::export).put(http::import),
         )
-        .route("/api/docs/{doc_id}/tokens", post(http::mint))
+        .route(
+            "/api/docs/{doc_id}/tokens",
+            post(http::mint).get(http::list_tokens),
+        )
+        .route(
+            "/api/docs/{doc_id}/tokens/{token_id}",
+            axum::routing::delete(http::revoke_token),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready::readyz))
         .route("/metrics", get(http::metrics));
@@ -314,6 +380,7 @@ impl Relay {
     pub async fn start(config: Config) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
         let state = AppState::open(config)?;
+        state.load_revocations().await?;
         Self::bound(listener, state)
     }
 
@@ -323,6 +390,7 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
         let key = signing_key(&config)?;
         let state = AppState::with_store(config, key, store)?;
+        state.load_revocations().await?;
         Self::bound(listener, state)
     }
 
@@ -382,9 +450,22 @@ pub(crate) fn unix_now() -> u64 {
 /// The key tokens are signed with: `config.secret`, or the one kept in the data folder.
 fn signing_key(config: &Config) -> Result<TokenKey> {
     std::fs::create_dir_all(&config.data_dir)?;
+    let path = config.data_dir.join("secret.key");
+    if config.rotate_key {
+        if config.secret.is_some() {
+            return Err(Error::Config(
+                "the signing key comes from INLOOP_SECRET: to rotate it, set a new one".into(),
+            ));
+        }
+        // A new key: every token signed with the old one stops working.
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
+            _ => tracing::warn!("signing key rotated: every token made before is refused"),
+        }
+    }
     let secret = match &config.secret {
         Some(secret) => secret.clone(),
-        None => load_or_create_secret(&config.data_dir.join("secret.key"))?,
+        None => load_or_create_secret(&path)?,
     };
     Ok(TokenKey::new(&secret)?)
 }

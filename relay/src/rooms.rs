@@ -45,9 +45,12 @@ impl Close {
     /// The close for a refused frame. 4400 to 4499 tell y-websocket clients not to reconnect:
     /// resending the same bytes would fail the same way.
     fn refused(error: &inloop_sync::Error) -> Self {
+        use inloop_sync::Error;
         let code = match error {
-            inloop_sync::Error::ReadOnly | inloop_sync::Error::Forbidden { .. } => 4403,
-            inloop_sync::Error::DocumentTooLarge { .. } => 4413,
+            Error::ReadOnly | Error::Forbidden { .. } | Error::ForeignClient { .. } => 4403,
+            Error::DocumentTooLarge { .. } | Error::PresenceTooLarge(_) => 4413,
+            // Not final: after backing off, the peer may come back and behave.
+            Error::PresenceFlood { .. } => 4429,
             _ => 4400,
         };
         Self::new(code, error.to_string())
@@ -88,6 +91,10 @@ pub(crate) enum Command {
     },
     Export {
         reply: oneshot::Sender<String>,
+    },
+    /// Close the connections opened with this token (revoked).
+    Disconnect {
+        principal: String,
     },
     Import {
         ipynb: Bytes,
@@ -203,6 +210,18 @@ impl Rooms {
         tokio::spawn(task.run());
         tracing::debug!(doc_id, "document loaded");
         Ok(Some(handle))
+    }
+
+    /// Closes the connections to a loaded document opened with token `principal`.
+    pub(crate) async fn disconnect_token(&self, doc_id: &str, principal: &str) {
+        let handle = self.loaded.lock().await.get(doc_id).cloned();
+        if let Some(handle) = handle {
+            let command = Command::Disconnect {
+                principal: principal.to_owned(),
+            };
+            // A room unloading meanwhile has no connections left to close.
+            let _ = handle.send(command).await;
+        }
     }
 
     /// Milliseconds since the relay started: the lease's clock.
@@ -377,6 +396,20 @@ impl RoomTask {
                     self.remove_peer(peer, now_ms, &mut append, &mut deliveries);
                 }
                 Command::Export { reply } => answers.push(Answer::Export(reply)),
+                Command::Disconnect { principal } => {
+                    let revoked: Vec<PeerId> = self
+                        .peers
+                        .iter()
+                        .filter(|(_, (credentials, _))| *credentials.principal == *principal)
+                        .map(|(peer, _)| *peer)
+                        .collect();
+                    for peer in revoked {
+                        if let Some((_, link)) = self.peers.get(&peer) {
+                            link.close(Close::new(4401, "this link was revoked"));
+                        }
+                        self.remove_peer(peer, now_ms, &mut append, &mut deliveries);
+                    }
+                }
                 Command::Import { ipynb, reply } => {
                     let result = self.import(&ipynb, &mut append, &mut deliveries);
                     answers.push(Answer::Import(reply, result));
@@ -603,7 +636,10 @@ impl RoomTask {
                         "the document was unloading; retry".into(),
                     )));
                 }
-                Command::Export { .. } | Command::Frame { .. } | Command::Leave { .. } => {}
+                Command::Export { .. }
+                | Command::Frame { .. }
+                | Command::Leave { .. }
+                | Command::Disconnect { .. } => {}
             }
         }
         // A tainted copy holds a refused update: storage has the document without it.

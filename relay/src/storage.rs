@@ -7,7 +7,7 @@ use std::thread;
 
 use tokio::sync::oneshot;
 
-use crate::store::{Append, DocSummary, Store, StoredDoc};
+use crate::store::{Append, DocSummary, Store, StoredDoc, TokenRecord};
 use crate::{Error, Result};
 
 /// How many queued requests one batch takes at most.
@@ -25,6 +25,10 @@ enum Request {
         compacted_updates: usize,
     },
     List(Reply<Vec<DocSummary>>),
+    RecordToken(TokenRecord, Reply<()>),
+    LiveTokens(String, u64, Reply<Vec<TokenRecord>>),
+    RevokeToken(String, String, u64, Reply<bool>),
+    RevokedTokens(u64, Reply<Vec<String>>),
     Probe(Reply<()>),
 }
 
@@ -71,6 +75,29 @@ impl Storage {
 
     pub(crate) async fn list(&self) -> Result<Vec<DocSummary>> {
         self.ask(Request::List).await
+    }
+
+    pub(crate) async fn record_token(&self, token: TokenRecord) -> Result<()> {
+        self.ask(|reply| Request::RecordToken(token, reply)).await
+    }
+
+    pub(crate) async fn live_tokens(&self, doc_id: &str, now: u64) -> Result<Vec<TokenRecord>> {
+        self.ask(|reply| Request::LiveTokens(doc_id.into(), now, reply))
+            .await
+    }
+
+    pub(crate) async fn revoke_token(
+        &self,
+        doc_id: &str,
+        token_id: &str,
+        now: u64,
+    ) -> Result<bool> {
+        self.ask(|reply| Request::RevokeToken(doc_id.into(), token_id.into(), now, reply))
+            .await
+    }
+
+    pub(crate) async fn revoked_tokens(&self, now: u64) -> Result<Vec<String>> {
+        self.ask(|reply| Request::RevokedTokens(now, reply)).await
     }
 
     /// A small real write, queued behind every append sent before it (`/readyz`).
@@ -142,6 +169,18 @@ fn handle(store: &mut dyn Store, request: Request) {
         }
         Request::List(reply) => {
             let _ = reply.send(store.list());
+        }
+        Request::RecordToken(token, reply) => {
+            let _ = reply.send(store.record_token(&token));
+        }
+        Request::LiveTokens(doc_id, now, reply) => {
+            let _ = reply.send(store.live_tokens(&doc_id, now));
+        }
+        Request::RevokeToken(doc_id, token_id, now, reply) => {
+            let _ = reply.send(store.revoke_token(&doc_id, &token_id, now));
+        }
+        Request::RevokedTokens(now, reply) => {
+            let _ = reply.send(store.revoked_tokens(now));
         }
         Request::Probe(reply) => {
             let _ = reply.send(store.probe());

@@ -46,6 +46,22 @@ pub struct DocSummary {
     pub created_at: u64,
 }
 
+/// A share token as minted: the token itself is never stored (it is a bearer secret); its id
+/// is, so that admins can list and revoke links.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub doc_id: String,
+    /// `read`, `edit`, `execute`, `runtime` or `admin`.
+    pub role: String,
+    pub name: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    pub expires_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+}
+
 /// What one durable write holds: the updates of one document and, maybe, a new lease epoch.
 #[derive(Debug, Clone, Default)]
 pub struct Append {
@@ -63,6 +79,15 @@ pub trait Store: Send + 'static {
     /// Replaces the snapshot and the first `compacted_updates` log entries with `snapshot`.
     fn compact(&mut self, doc_id: &str, snapshot: &[u8], compacted_updates: usize) -> Result<()>;
     fn list(&mut self) -> Result<Vec<DocSummary>>;
+    /// Remembers a minted share token.
+    fn record_token(&mut self, token: &TokenRecord) -> Result<()>;
+    /// A document's tokens that are neither expired at `now` nor revoked.
+    fn live_tokens(&mut self, doc_id: &str, now: u64) -> Result<Vec<TokenRecord>>;
+    /// Marks a document's token revoked; false if it has no such live token.
+    fn revoke_token(&mut self, doc_id: &str, token_id: &str, now: u64) -> Result<bool>;
+    /// The ids of revoked tokens that have not expired at `now` (expired ones are refused
+    /// anyway).
+    fn revoked_tokens(&mut self, now: u64) -> Result<Vec<String>>;
     /// Fails if the store cannot write now (`/readyz`): a real, small write, cheap enough to
     /// run once a second. Stores that cannot fail to write need not override it.
     fn probe(&mut self) -> Result<()> {
@@ -95,7 +120,17 @@ impl SqliteStore {
                  data BLOB NOT NULL,
                  PRIMARY KEY (doc_id, seq)
              ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS tokens (
+                 id TEXT PRIMARY KEY,
+                 doc_id TEXT NOT NULL,
+                 role TEXT NOT NULL,
+                 name TEXT,
+                 created_at INTEGER NOT NULL,
+                 expires_at INTEGER NOT NULL,
+                 revoked_at INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS tokens_by_doc ON tokens (doc_id);",
         )?;
         Ok(Self { conn })
     }
@@ -189,6 +224,64 @@ impl Store for SqliteStore {
         Ok(docs)
     }
 
+    fn record_token(&mut self, token: &TokenRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO tokens (id, doc_id, role, name, created_at, expires_at, revoked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                token.id,
+                token.doc_id,
+                token.role,
+                token.name,
+                token.created_at as i64,
+                clamp(token.expires_at),
+                token.revoked_at.map(clamp),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn live_tokens(&mut self, doc_id: &str, now: u64) -> Result<Vec<TokenRecord>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, doc_id, role, name, created_at, expires_at FROM tokens
+             WHERE doc_id = ?1 AND revoked_at IS NULL AND expires_at > ?2
+             ORDER BY created_at, id",
+        )?;
+        let tokens = statement
+            .query_map(params![doc_id, clamp(now)], |row| {
+                Ok(TokenRecord {
+                    id: row.get(0)?,
+                    doc_id: row.get(1)?,
+                    role: row.get(2)?,
+                    name: row.get(3)?,
+                    created_at: row.get::<_, i64>(4)? as u64,
+                    expires_at: row.get::<_, i64>(5)? as u64,
+                    revoked_at: None,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(tokens)
+    }
+
+    fn revoke_token(&mut self, doc_id: &str, token_id: &str, now: u64) -> Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE tokens SET revoked_at = ?3
+             WHERE id = ?2 AND doc_id = ?1 AND revoked_at IS NULL AND expires_at > ?3",
+            params![doc_id, token_id, clamp(now)],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn revoked_tokens(&mut self, now: u64) -> Result<Vec<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id FROM tokens WHERE revoked_at IS NOT NULL AND expires_at > ?1",
+        )?;
+        let ids = statement
+            .query_map(params![clamp(now)], |row| row.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids)
+    }
+
     /// One row rewritten and committed: the write and the sync to disk of a real append.
     fn probe(&mut self) -> Result<()> {
         self.conn.execute(
@@ -199,10 +292,16 @@ impl Store for SqliteStore {
     }
 }
 
+/// SQLite integers are signed: times past `i64::MAX` (never reached) are stored as that.
+fn clamp(seconds: u64) -> i64 {
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
 /// An in-memory [`Store`] for unit tests.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     docs: BTreeMap<String, (u64, StoredDoc)>,
+    tokens: BTreeMap<String, TokenRecord>,
 }
 
 impl Store for MemoryStore {
@@ -253,6 +352,41 @@ impl Store for MemoryStore {
             })
             .collect())
     }
+
+    fn record_token(&mut self, token: &TokenRecord) -> Result<()> {
+        self.tokens.insert(token.id.clone(), token.clone());
+        Ok(())
+    }
+
+    fn live_tokens(&mut self, doc_id: &str, now: u64) -> Result<Vec<TokenRecord>> {
+        let mut live: Vec<TokenRecord> = self
+            .tokens
+            .values()
+            .filter(|t| t.doc_id == doc_id && t.revoked_at.is_none() && t.expires_at > now)
+            .cloned()
+            .collect();
+        live.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(live)
+    }
+
+    fn revoke_token(&mut self, doc_id: &str, token_id: &str, now: u64) -> Result<bool> {
+        match self.tokens.get_mut(token_id) {
+            Some(t) if t.doc_id == doc_id && t.revoked_at.is_none() && t.expires_at > now => {
+                t.revoked_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn revoked_tokens(&mut self, now: u64) -> Result<Vec<String>> {
+        Ok(self
+            .tokens
+            .values()
+            .filter(|t| t.revoked_at.is_some() && t.expires_at > now)
+            .map(|t| t.id.clone())
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +415,35 @@ mod tests {
         assert_eq!(store.list().unwrap()[0].id, "a");
         store.probe().unwrap();
         assert_eq!(store.list().unwrap().len(), 1, "the probe is no document");
+
+        let token = |id: &str, doc: &str, expires_at| TokenRecord {
+            id: id.into(),
+            doc_id: doc.into(),
+            role: "edit".into(),
+            name: Some("Ada".into()),
+            created_at: 10,
+            expires_at,
+            revoked_at: None,
+        };
+        store.record_token(&token("t1", "a", 100)).unwrap();
+        store.record_token(&token("t2", "a", 50)).unwrap();
+        store.record_token(&token("t3", "b", u64::MAX)).unwrap();
+        let live: Vec<String> = store
+            .live_tokens("a", 60)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(live, ["t1"], "t2 expired, t3 is another document's");
+        assert!(!store.revoke_token("b", "t1", 60).unwrap(), "not b's token");
+        assert!(store.revoke_token("a", "t1", 60).unwrap());
+        assert!(!store.revoke_token("a", "t1", 61).unwrap(), "revoked once");
+        assert!(store.live_tokens("a", 60).unwrap().is_empty());
+        assert_eq!(store.revoked_tokens(60).unwrap(), ["t1"]);
+        assert!(
+            store.revoked_tokens(100).unwrap().is_empty(),
+            "expired: no need to remember"
+        );
     }
 
     #[test]
@@ -295,5 +458,6 @@ mod tests {
         // Reopened, the data is still there.
         let mut reopened = SqliteStore::open(&dir.path().join("inloop.sqlite3")).unwrap();
         assert_eq!(reopened.load("a").unwrap().unwrap().updates.len(), 2);
+        assert_eq!(reopened.revoked_tokens(60).unwrap(), ["t1"]);
     }
 }

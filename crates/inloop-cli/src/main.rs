@@ -137,6 +137,25 @@ struct ServeArgs {
     /// Pings in a row a WebSocket peer may leave unanswered before it is dropped as dead.
     #[arg(long, env = "INLOOP_MAX_MISSED_PONGS", default_value_t = Limits::default().max_missed_pongs)]
     max_missed_pongs: u32,
+    /// Largest presence state (name, colour, cursor) a peer may send, in bytes.
+    #[arg(long, env = "INLOOP_MAX_PRESENCE_BYTES", default_value_t = Limits::default().max_presence_bytes)]
+    max_presence_bytes: usize,
+    /// Presence states one connection may show.
+    #[arg(long, env = "INLOOP_MAX_PRESENCES_PER_CONNECTION", default_value_t = Limits::default().max_presences_per_connection)]
+    max_presences_per_connection: usize,
+    /// All presence states of one document together, in bytes.
+    #[arg(long, env = "INLOOP_MAX_DOCUMENT_PRESENCE_BYTES", default_value_t = Limits::default().max_document_presence_bytes)]
+    max_document_presence_bytes: usize,
+    /// Presence bytes a peer may send per second (bursts of four times as many).
+    #[arg(long, env = "INLOOP_PRESENCE_BYTES_PER_SECOND", default_value_t = Limits::default().presence_bytes_per_second)]
+    presence_bytes_per_second: u64,
+    /// The longest life of a share link, in days; longer `expires_in` is refused.
+    #[arg(long, env = "INLOOP_MAX_TOKEN_DAYS", default_value_t = Limits::default().max_token_lifetime.as_secs() / 86_400)]
+    max_token_days: u64,
+    /// Replace the signing key in --data by a new one before starting: every token made before
+    /// (share links, the old admin URL) stops working. Not with INLOOP_SECRET: set a new one.
+    #[arg(long)]
+    rotate_key: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -799,8 +818,14 @@ impl ServeArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             ping_interval: seconds(self.ping_interval_secs, "--ping-interval-secs")?,
             max_missed_pongs: self.max_missed_pongs,
+            max_presence_bytes: self.max_presence_bytes,
+            max_presences_per_connection: self.max_presences_per_connection,
+            max_document_presence_bytes: self.max_document_presence_bytes,
+            presence_bytes_per_second: self.presence_bytes_per_second,
+            max_token_lifetime: Duration::from_secs(self.max_token_days.saturating_mul(86_400)),
             ..Limits::default()
         };
+        config.rotate_key = self.rotate_key;
         Ok(config)
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use inloop_doc::CellType;
-use inloop_relay::store::{Append, DocSummary, MemoryStore, Store, StoredDoc};
+use inloop_relay::store::{Append, DocSummary, MemoryStore, Store, StoredDoc, TokenRecord};
 use inloop_relay::{Config, Limits, Relay};
 use inloop_sync::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -747,6 +747,24 @@ impl Store for FailingStore {
 
     fn list(&mut self) -> inloop_relay::Result<Vec<DocSummary>> {
         self.inner.list()
+    }
+
+    fn record_token(&mut self, token: &TokenRecord) -> inloop_relay::Result<()> {
+        self.writable()?;
+        self.inner.record_token(token)
+    }
+
+    fn live_tokens(&mut self, doc_id: &str, now: u64) -> inloop_relay::Result<Vec<TokenRecord>> {
+        self.inner.live_tokens(doc_id, now)
+    }
+
+    fn revoke_token(&mut self, doc_id: &str, id: &str, now: u64) -> inloop_relay::Result<bool> {
+        self.writable()?;
+        self.inner.revoke_token(doc_id, id, now)
+    }
+
+    fn revoked_tokens(&mut self, now: u64) -> inloop_relay::Result<Vec<String>> {
+        self.inner.revoked_tokens(now)
     }
 
     fn probe(&mut self) -> inloop_relay::Result<()> {

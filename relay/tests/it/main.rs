@@ -7,8 +7,10 @@ mod hardening;
 mod http;
 mod lease;
 mod node;
+mod presence;
 mod storage;
 mod sync;
+mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +51,15 @@ impl TestRelay {
     /// A relay started again on the address and data folder of one that was stopped.
     pub(crate) async fn resume(addr: SocketAddr, data: tempfile::TempDir) -> Self {
         Self::serving(data, addr, |_| {}).await
+    }
+
+    /// [`TestRelay::resume`] with its config changed by `adjust`.
+    pub(crate) async fn resume_with(
+        addr: SocketAddr,
+        data: tempfile::TempDir,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::serving(data, addr, adjust).await
     }
 
     /// [`TestRelay::resume`] with these limits.
