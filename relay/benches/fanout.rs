@@ -104,6 +104,11 @@ struct Options {
     /// Only these scenarios (repeatable); default: all three.
     #[arg(long, value_enum)]
     scenario: Vec<Scenario>,
+    /// Another build of this bench (`target/release/deps/fanout-*` built from an earlier
+    /// commit): its inloop relay runs too, as `inloop-before`, so that a change's cost shows
+    /// side by side in one run.
+    #[arg(long, value_name = "BENCH_BINARY")]
+    baseline: Option<PathBuf>,
     /// Internal: serve inloop's relay on ADDR with data in DATA_DIR (the bench starts itself so).
     #[arg(long, hide = true, num_args = 2, value_names = ["ADDR", "DATA_DIR"])]
     serve_inloop: Option<Vec<String>>,
@@ -118,6 +123,9 @@ enum ServerKind {
     Node,
     #[value(name = "y-sweet")]
     YSweet,
+    /// inloop's relay as built by `--baseline`.
+    #[value(name = "inloop-before")]
+    Baseline,
 }
 
 impl ServerKind {
@@ -128,6 +136,7 @@ impl ServerKind {
             ServerKind::Inloop => "inloop",
             ServerKind::Node => "node",
             ServerKind::YSweet => "y-sweet",
+            ServerKind::Baseline => "inloop-before",
         }
     }
 }
@@ -244,13 +253,17 @@ async fn run(options: Options) -> Result<()> {
 /// The servers asked for, failing with what to run if one of them is not installed.
 fn servers_to_run(options: &Options) -> Result<Vec<ServerKind>> {
     let mut servers = Vec::new();
-    for kind in ServerKind::ALL {
+    let baseline = options.baseline.is_some().then_some(ServerKind::Baseline);
+    for kind in ServerKind::ALL.into_iter().chain(baseline) {
         if !options.only.is_empty() && !options.only.contains(&kind) {
             println!("note: {} skipped (--only)", kind.name());
             continue;
         }
         let missing = match kind {
             ServerKind::Inloop => None,
+            ServerKind::Baseline if !options.baseline.as_ref().is_some_and(|p| p.is_file()) => {
+                Some("--baseline names no file".to_owned())
+            }
             ServerKind::Node if !node_server_script().is_file() => Some(format!(
                 "the Node server is not installed ({} is missing)",
                 node_server_script().display()
@@ -672,8 +685,12 @@ impl Server {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let mut command = match kind {
-            ServerKind::Inloop => {
-                let mut command = Command::new(std::env::current_exe()?);
+            ServerKind::Inloop | ServerKind::Baseline => {
+                let program = match (kind, &options.baseline) {
+                    (ServerKind::Baseline, Some(baseline)) => baseline.clone(),
+                    _ => std::env::current_exe()?,
+                };
+                let mut command = Command::new(program);
                 command.arg("--serve-inloop").arg(addr.to_string());
                 command.arg(dir.path().join("data"));
                 // The child computes the same limits from the same options.
@@ -748,7 +765,7 @@ impl Server {
     async fn new_doc(&self, name: &str) -> Result<String> {
         let addr = self.addr;
         Ok(match self.kind {
-            ServerKind::Inloop => {
+            ServerKind::Inloop | ServerKind::Baseline => {
                 let token = self.token.as_deref().context("inloop's token")?;
                 let created = http_post_json(addr, "/api/docs", Some(token), "").await?;
                 let id = created["id"].as_str().context("POST /api/docs: no id")?;

@@ -418,8 +418,10 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
             }
             Err(error) => return Err(error.into()),
         };
+        // Reading the document's delete set costs a pass over it: only a step 2 (once per
+        // connection) may carry deletes of what is deleted already; a live update never does.
         if !role.allows(Action::Edit) {
-            if !inspection.inserts() {
+            if step2 && !inspection.inserts() {
                 inspection.drop_repeated_deletes(&self.notebook);
             }
             return if inspection.changes() {
@@ -428,7 +430,7 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
                 Ok(())
             };
         }
-        authorize(role, &mut inspection, &self.notebook)?;
+        authorize(role, &mut inspection, step2.then_some(&self.notebook))?;
         if let Some(client) = inspection.authors().iter().find(|client| {
             self.owners
                 .get(client)
@@ -617,10 +619,10 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
     }
 }
 
-/// Refuses an update that writes where `role` may not. A sync step 2 carries the sender's whole
-/// delete set, values the runtimes overwrote included: deleting what is deleted already changes
-/// nothing, so those deletes are forgotten before refusing.
-fn authorize(role: Role, inspection: &mut Inspection, notebook: &Notebook) -> Result<()> {
+/// Refuses an update that writes where `role` may not. A sync step 2 (pass the `notebook` for
+/// one) carries the sender's whole delete set, values the runtimes overwrote included: deleting
+/// what is deleted already changes nothing, so those deletes are forgotten before refusing.
+fn authorize(role: Role, inspection: &mut Inspection, step2_of: Option<&Notebook>) -> Result<()> {
     let forbidden = |inspection: &Inspection| {
         inspection.writes().iter().find_map(|zone| {
             let action = match zone {
@@ -633,7 +635,9 @@ fn authorize(role: Role, inspection: &mut Inspection, notebook: &Notebook) -> Re
     if forbidden(inspection).is_none() {
         return Ok(());
     }
-    inspection.drop_repeated_deletes(notebook);
+    if let Some(notebook) = step2_of {
+        inspection.drop_repeated_deletes(notebook);
+    }
     match forbidden(inspection) {
         Some(action) => Err(Error::Forbidden { role, action }),
         None => Ok(()),
