@@ -32,7 +32,9 @@ async fn presence_floods_cut_the_sender_only() {
     let relay = TestRelay::start().await;
     let limits = inloop_relay::Limits::default();
     let doc = relay.create_doc().await;
-    let owner = connect(&relay.ws_url(&doc, &relay.admin_token)).await.unwrap();
+    let owner = connect(&relay.ws_url(&doc, &relay.admin_token))
+        .await
+        .unwrap();
     let watcher = connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Read)))
         .await
         .unwrap();
@@ -51,7 +53,10 @@ async fn presence_floods_cut_the_sender_only() {
     let flood = connect(&relay.ws_url(&doc, &relay.token(&doc, Role::Read)))
         .await
         .unwrap();
-    let state = format!(r#"{{"name":"{}"}}"#, "y".repeat(limits.max_presence_bytes - 20));
+    let state = format!(
+        r#"{{"name":"{}"}}"#,
+        "y".repeat(limits.max_presence_bytes - 20)
+    );
     for clock in 1..=(10 << 20) / state.len() as u32 {
         flood.send_raw(presence(2, clock, state.clone()));
     }
@@ -61,9 +66,11 @@ async fn presence_floods_cut_the_sender_only() {
 
     // The others are still served.
     owner.notebook().set_source(&cell, "still here").unwrap();
-    eventually(Duration::from_secs(5), "an edit reaches the watcher", || async {
-        watcher.notebook().source(&cell).unwrap() == "still here"
-    })
+    eventually(
+        Duration::from_secs(5),
+        "an edit reaches the watcher",
+        || async { watcher.notebook().source(&cell).unwrap() == "still here" },
+    )
     .await;
     // What the flood got through is bounded by the burst, and it is gone with its sender.
     let relayed = relay.metric("inloop_bytes_out_total").await;
@@ -71,8 +78,10 @@ async fn presence_floods_cut_the_sender_only() {
         relayed < limits.presence_bytes_per_second * 4 * 3 + (1 << 20),
         "{relayed} bytes went out"
     );
-    eventually(Duration::from_secs(5), "the flood's presence is removed", || async {
-        watcher.presence().iter().all(|p| !p.contains("yyyy"))
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the flood's presence is removed",
+        || async { watcher.presence().iter().all(|p| !p.contains("yyyy")) },
+    )
     .await;
 }
