@@ -72,8 +72,9 @@ impl Reassembly {
             return Err(Error::DocumentTooLarge { limit: max_total });
         }
         if offset == 0 && self.buffer.is_empty() {
+            // Nothing reserved ahead: the total is the sender's word, and the budget counts
+            // bytes received. The buffer grows with what arrives.
             self.total = total;
-            self.buffer.reserve_exact(total);
         }
         let expected = self.buffer.len() as u64;
         if offset != expected || total != self.total || self.buffer.len() + bytes.len() > total {
@@ -91,9 +92,9 @@ impl Reassembly {
         Ok(Some(std::mem::take(self).buffer))
     }
 
-    /// Bytes received of a frame not complete yet.
+    /// Bytes held for a frame not complete yet (what was allocated, not only received).
     pub fn pending_bytes(&self) -> usize {
-        self.buffer.len()
+        self.buffer.capacity()
     }
 }
 
@@ -101,6 +102,26 @@ impl Reassembly {
 mod tests {
     use super::*;
     use crate::wire;
+
+    /// Found by fuzzing (fuzz/regressions/chunks/f2-reservation-outside-budget): the first
+    /// chunk reserved the whole declared total, which the budget never counted; 40 read peers
+    /// sending 9 bytes each took 10 GB.
+    #[test]
+    fn nothing_is_reserved_for_a_declared_total() {
+        let mut reassembly = Reassembly::default();
+        let budget = 256 << 20;
+        assert_eq!(
+            reassembly
+                .push(budget as u64, 0, &[1, 2, 3], budget)
+                .unwrap(),
+            None
+        );
+        assert!(
+            reassembly.pending_bytes() < 1 << 10,
+            "{}",
+            reassembly.pending_bytes()
+        );
+    }
 
     fn reassemble(frames: &[Vec<u8>], max_total: usize) -> Result<Option<Vec<u8>>> {
         let mut reassembly = Reassembly::default();

@@ -127,11 +127,31 @@ impl<P: Copy + Eq> Lease<P> {
     fn request(&mut self, peer: P, session: String, now_ms: u64) -> Vec<Notice<P>> {
         let expires_at_ms = now_ms + self.ttl_ms;
         match &mut self.holder {
-            // The holder asking again (a reconnection within the grace period keeps the epoch).
-            Some(holder) if holder.session == session => {
+            // The holder asking again: on its own connection, or on a new one after its old one
+            // closed (a reconnection within the grace period keeps the epoch).
+            Some(holder)
+                if holder.session == session && holder.peer.is_none_or(|held| held == peer) =>
+            {
                 holder.peer = Some(peer);
                 holder.expires_at_ms = expires_at_ms;
                 vec![(peer, self.granted())]
+            }
+            // Its session on a second connection while the first is still open: one of them is
+            // not what it says (a stale half-open connection, or a copy). The new one gets a new
+            // epoch, so whatever the old one still writes is stale; the old one is told.
+            Some(holder) if holder.session == session => {
+                let old = holder.peer;
+                let lost = self.lost("your session holds the lease on another connection now");
+                self.epoch += 1;
+                self.holder = Some(Holder {
+                    peer: Some(peer),
+                    session,
+                    expires_at_ms,
+                });
+                let mut notices: Vec<Notice<P>> =
+                    old.into_iter().map(|old| (old, lost.clone())).collect();
+                notices.push((peer, self.granted()));
+                notices
             }
             Some(_) => {
                 self.standbys
@@ -287,6 +307,35 @@ mod tests {
         assert_eq!(
             lease.receive(1, LeaseMessage::Release, 2),
             vec![(2, granted(2, 1_000))]
+        );
+    }
+
+    /// Found by fuzzing (fuzz/regressions/lease/f4-same-session-second-connection): a second
+    /// open connection naming the holder's session (visible in the document) was granted the
+    /// same epoch while the first still believed it held the lease.
+    #[test]
+    fn the_holders_session_on_a_second_open_connection_fences_the_first() {
+        let mut lease = Lease::new(0, 10_000, 500);
+        lease.receive(1, request("a"), 0);
+        let notices = lease.receive(2, request("a"), 10);
+        assert!(
+            matches!(
+                &notices[..],
+                [
+                    (1, LeaseMessage::Lost { epoch: 1, .. }),
+                    (2, LeaseMessage::Granted { epoch: 2, .. })
+                ]
+            ),
+            "{notices:?}"
+        );
+        assert!(matches!(
+            lease.receive(1, LeaseMessage::Heartbeat, 20)[0],
+            (1, LeaseMessage::Lost { .. })
+        ));
+        // The same connection asking again keeps its epoch.
+        assert_eq!(
+            lease.receive(2, request("a"), 30),
+            vec![(2, granted(2, 10_000))]
         );
     }
 }

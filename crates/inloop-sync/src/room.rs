@@ -366,6 +366,8 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
             }
             // Relay to peer only.
             Message::Limits(_) => {}
+            // Frames too large for one message are changes: a read peer has none to send.
+            Message::Chunk { .. } if !role.allows(Action::Edit) => return Err(Error::ReadOnly),
             Message::Chunk {
                 total,
                 offset,
@@ -454,9 +456,11 @@ impl<P: Copy + Eq + std::hash::Hash + std::fmt::Debug> Room<P> {
         }
         let decoded =
             Update::decode_v1(update).map_err(|e| Error::Malformed(format!("update: {e}")))?;
-        self.notebook
-            .apply_update(decoded)
-            .map_err(|e| Error::Malformed(e.to_string()))?;
+        if let Err(error) = self.notebook.apply_update(decoded) {
+            // Judged integrable, yet yrs failed part way: never serve this copy.
+            self.tainted = true;
+            return Err(Error::Malformed(error.to_string()));
+        }
         if has_pending(&self.notebook) {
             // Judged integrable, yet something is pending: never serve this copy.
             self.tainted = true;

@@ -4,7 +4,7 @@
 use yrs::StateVector;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
-use yrs::sync::protocol::{MSG_SYNC, MSG_SYNC_UPDATE, SyncMessage};
+use yrs::sync::protocol::{MSG_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1, MSG_SYNC_UPDATE, SyncMessage};
 use yrs::sync::{AwarenessUpdate, Message as YMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::{Encode, Encoder, EncoderV1};
@@ -113,11 +113,40 @@ pub fn encode_update(update: &[u8]) -> Vec<u8> {
     encoder.to_vec()
 }
 
+/// Refuses a state vector or an awareness update that declares more entries than its bytes can
+/// hold: yrs reserves room for the declared count before reading an entry, so a few bytes
+/// claiming billions of entries would cost the relay half a gigabyte and a second of CPU.
+fn check_counts(frame: &[u8]) -> Result<()> {
+    let malformed = |e: yrs::encoding::read::Error| Error::Malformed(e.to_string());
+    let mut cursor = Cursor::new(frame);
+    let kind: u8 = cursor.read_var().map_err(malformed)?;
+    // Each entry takes at least this many bytes: a state vector's (client, clock); an awareness
+    // entry's (client, clock, JSON length).
+    let (payload, min_entry) = match kind {
+        MSG_SYNC => match cursor.read_var::<u8>().map_err(malformed)? {
+            MSG_SYNC_STEP_1 => (cursor.read_buf().map_err(malformed)?, 2),
+            _ => return Ok(()),
+        },
+        MSG_AWARENESS => (cursor.read_buf().map_err(malformed)?, 3),
+        _ => return Ok(()),
+    };
+    let mut inner = Cursor::new(payload);
+    let count: u64 = inner.read_var().map_err(malformed)?;
+    let room = (payload.len() - inner.next) as u64;
+    if count.saturating_mul(min_entry) > room {
+        return Err(Error::Malformed(format!(
+            "{count} entries declared in {room} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// The message in a frame. y-websocket sends one message per frame; a truncated one is an error.
 pub fn decode(frame: &[u8]) -> Result<Message> {
     if frame.is_empty() {
         return Err(Error::Malformed("an empty frame".into()));
     }
+    check_counts(frame)?;
     let message = YMessage::decode_v1(frame).map_err(|e| Error::Malformed(e.to_string()))?;
     Ok(match message {
         YMessage::Sync(SyncMessage::SyncStep1(sv)) => Message::SyncStep1(sv),
@@ -164,6 +193,46 @@ pub fn decode(frame: &[u8]) -> Result<Message> {
 mod tests {
     use super::*;
     use crate::lease::LeaseMessage;
+
+    /// Found by fuzzing (fuzz/regressions/sync_frame/f5-*): a count of entries the bytes cannot
+    /// hold made yrs reserve half a gigabyte before reading any entry.
+    #[test]
+    fn counts_the_bytes_cannot_hold_are_refused_before_anything_is_reserved() {
+        let awareness = [1, 5, 0x80, 0xc6, 0x86, 0x8f, 0x01];
+        let state_vector = [0, 0, 5, 0x80, 0xc6, 0x86, 0x8f, 0x01];
+        for frame in [&awareness[..], &state_vector[..]] {
+            let started = std::time::Instant::now();
+            let error = decode(frame).unwrap_err();
+            assert!(error.to_string().contains("entries declared"), "{error}");
+            assert!(started.elapsed() < std::time::Duration::from_millis(50));
+        }
+        // Real ones still decode.
+        let mut clients = std::collections::HashMap::new();
+        clients.insert(
+            yrs::ClientID::new(7),
+            yrs::sync::awareness::AwarenessUpdateEntry {
+                clock: 1,
+                json: "{}".into(),
+            },
+        );
+        let presence = Message::Awareness(yrs::sync::AwarenessUpdate { clients });
+        assert_eq!(decode(&presence.clone().encode()).unwrap(), presence);
+    }
+
+    /// Found by fuzzing (fuzz/regressions/sync_frame/f1-client-id-over-53-bits): yrs
+    /// debug-asserts client ids fit 53 bits; a peer's bytes must not panic test builds either.
+    #[test]
+    fn a_client_id_over_53_bits_does_not_panic() {
+        let mut encoder = EncoderV1::new();
+        encoder.write_var(1u32); // one entry
+        encoder.write_var(1u64 << 60); // its client id
+        encoder.write_var(1u32);
+        encoder.write_string("{}");
+        let mut frame = EncoderV1::new();
+        frame.write_var(MSG_AWARENESS);
+        frame.write_buf(encoder.to_vec());
+        let _ = decode(&frame.to_vec());
+    }
 
     #[test]
     fn messages_round_trip() {

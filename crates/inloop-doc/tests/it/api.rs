@@ -298,3 +298,16 @@ fn replacing_from_ipynb_is_one_edit_peers_receive_and_a_bad_file_changes_nothing
     assert_eq!(peer.to_ipynb(), notebook.to_ipynb());
     assert_eq!(peer.to_ipynb_value()["nbformat_minor"], json!(5));
 }
+
+/// Found by fuzzing (fuzz/regressions/ipynb/f6-float-not-round-tripped.ipynb): floats read
+/// slightly off (1e-25 came back as 9.999999999999999e-26) and changed on every round trip.
+#[test]
+fn floats_survive_import_and_export_exactly() {
+    let text = r#"{"cells": [], "metadata": {"x": 1e-25, "y": 0.30000000000000004, "z": 1.7976931348623157e308}, "nbformat": 4, "nbformat_minor": 5}"#;
+    let once = inloop_doc::Notebook::from_ipynb(text).unwrap().to_ipynb();
+    let value: serde_json::Value = serde_json::from_str(&once).unwrap();
+    assert_eq!(value["metadata"]["x"].as_f64(), Some(1e-25));
+    assert_eq!(value["metadata"]["y"].as_f64(), Some(0.30000000000000004));
+    let twice = inloop_doc::Notebook::from_ipynb(&once).unwrap().to_ipynb();
+    assert_eq!(once, twice);
+}
