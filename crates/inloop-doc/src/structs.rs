@@ -261,6 +261,105 @@ pub fn encode_items_v1(items: &[ItemSpec], deletes: &IdSet) -> Vec<u8> {
     encoder.to_vec()
 }
 
+/// How deep `Any` values may nest (arrays in maps in arrays...): yrs decodes them recursively,
+/// so a deeper value from a peer could overflow the relay's stack. serde_json, which reads every
+/// notebook we import, stops at the same depth.
+pub const MAX_ANY_DEPTH: usize = 128;
+
+/// Reads an item's content and returns its length in clocks, allocating nothing on the word of
+/// the counts it declares (yrs's own decoder reserves for them first: a few bytes could declare
+/// billions). Once this has read the content, every count it holds is backed by bytes, so yrs
+/// decoding the same update afterwards reserves only what the update really holds.
+fn content_len(
+    decoder: &mut DecoderV1<'_>,
+    info: u8,
+) -> std::result::Result<u32, yrs::encoding::read::Error> {
+    use yrs::block::{
+        BLOCK_ITEM_ANY_REF_NUMBER, BLOCK_ITEM_BINARY_REF_NUMBER, BLOCK_ITEM_DELETED_REF_NUMBER,
+        BLOCK_ITEM_EMBED_REF_NUMBER, BLOCK_ITEM_FORMAT_REF_NUMBER, BLOCK_ITEM_STRING_REF_NUMBER,
+    };
+    use yrs::encoding::read::Error as ReadError;
+    Ok(match info & 0b1111 {
+        BLOCK_ITEM_DELETED_REF_NUMBER => decoder.read_len()?,
+        BLOCK_ITEM_BINARY_REF_NUMBER => {
+            decoder.read_buf()?;
+            1
+        }
+        BLOCK_ITEM_STRING_REF_NUMBER => decoder.read_string()?.encode_utf16().count() as u32,
+        // JSON text, parsed by yrs with serde_json's own depth limit.
+        BLOCK_ITEM_EMBED_REF_NUMBER => {
+            decoder.read_string()?;
+            1
+        }
+        BLOCK_ITEM_FORMAT_REF_NUMBER => {
+            decoder.read_string()?;
+            decoder.read_string()?;
+            1
+        }
+        BLOCK_ITEM_TYPE_REF_NUMBER => {
+            yrs::types::TypeRef::decode(decoder)?;
+            1
+        }
+        BLOCK_ITEM_ANY_REF_NUMBER => {
+            let count = decoder.read_len()?;
+            for _ in 0..count {
+                skip_any(decoder, 0)?;
+            }
+            count
+        }
+        // Legacy JSON content (no Yjs of this decade writes it) and subdocuments (notebooks
+        // have none): neither is taken from peers.
+        _ => return Err(ReadError::UnexpectedValue),
+    })
+}
+
+/// Reads one `Any` value without keeping it: the layout of yrs's `Any::decode`.
+fn skip_any(
+    decoder: &mut DecoderV1<'_>,
+    depth: usize,
+) -> std::result::Result<(), yrs::encoding::read::Error> {
+    use yrs::encoding::read::Error as ReadError;
+    if depth >= MAX_ANY_DEPTH {
+        return Err(ReadError::UnexpectedValue);
+    }
+    match decoder.read_u8()? {
+        127 | 126 | 121 | 120 => {}
+        125 => {
+            decoder.read_var::<i64>()?;
+        }
+        124 => {
+            decoder.read_f32()?;
+        }
+        123 => {
+            decoder.read_f64()?;
+        }
+        122 => {
+            decoder.read_i64()?;
+        }
+        119 => {
+            decoder.read_string()?;
+        }
+        118 => {
+            let entries: u64 = decoder.read_var()?;
+            for _ in 0..entries {
+                decoder.read_string()?;
+                skip_any(decoder, depth + 1)?;
+            }
+        }
+        117 => {
+            let items: u64 = decoder.read_var()?;
+            for _ in 0..items {
+                skip_any(decoder, depth + 1)?;
+            }
+        }
+        116 => {
+            decoder.read_buf()?;
+        }
+        _ => return Err(ReadError::UnexpectedValue),
+    }
+    Ok(())
+}
+
 fn read_struct(
     id: ID,
     decoder: &mut DecoderV1<'_>,
@@ -288,7 +387,7 @@ fn read_struct(
             let parent_sub = (names_parent && info & HAS_PARENT_SUB != 0)
                 .then(|| decoder.read_string().map(Arc::from))
                 .transpose()?;
-            let content = ItemContent::decode(decoder, info)?;
+            let len = content_len(decoder, info)?;
             let kind = StructKind::Item {
                 origin,
                 right_origin,
@@ -296,7 +395,7 @@ fn read_struct(
                 parent_sub,
                 is_type: info & 0b1111 == BLOCK_ITEM_TYPE_REF_NUMBER,
             };
-            (content.len_utf16(), kind)
+            (len, kind)
         }
     };
     if len == 0 {
@@ -312,6 +411,7 @@ fn read_struct(
 
 #[cfg(test)]
 mod tests {
+    use yrs::updates::decoder::Decode;
     use yrs::{GetString, Map, ReadTxn, Text, Transact};
 
     use super::*;
@@ -385,6 +485,47 @@ mod tests {
         let text = doc.get_or_insert_text("t");
         text.insert(&mut doc.transact_mut(), 0, "héllo");
         assert_eq!(text.get_string(&doc.transact()), "héllo");
+    }
+
+    /// One item of `Any` content whose bytes are `content` (the count, then the values).
+    fn any_item(content: &[u8]) -> Vec<u8> {
+        // 1 client, 1 struct, client 5, clock 0, info: Any content with a parent sub and no
+        // neighbours, parent named "m", key "k"; then the content; then an empty delete set.
+        let mut update = vec![1, 1, 5, 0, 8 | HAS_PARENT_SUB, 1, 1, b'm', 1, b'k'];
+        update.extend_from_slice(content);
+        update.push(0);
+        update
+    }
+
+    /// Found by fuzzing: yrs reserves room for the count an item's content declares before
+    /// reading a value; the reader must not, nor recurse without end into nested values.
+    #[test]
+    fn declared_counts_and_nesting_cost_nothing() {
+        let started = std::time::Instant::now();
+        // 2^32 - 1 values declared, one present.
+        let bomb = any_item(&[0xff, 0xff, 0xff, 0xff, 0x0f, 127]);
+        assert!(UpdateStructs::decode_v1(&bomb).is_err());
+        // An array declaring 2^32 - 1 items, inside one value.
+        let nested_bomb = any_item(&[1, 117, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(UpdateStructs::decode_v1(&nested_bomb).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        // Arrays nested past the limit are refused; within it, read.
+        let nest = |depth: usize| {
+            let mut content = vec![1];
+            content.extend(std::iter::repeat_n([117, 1], depth).flatten());
+            content.push(126);
+            any_item(&content)
+        };
+        assert!(UpdateStructs::decode_v1(&nest(MAX_ANY_DEPTH + 10_000)).is_err());
+        let fine = UpdateStructs::decode_v1(&nest(MAX_ANY_DEPTH - 1)).unwrap();
+        assert_eq!(fine.structs.len(), 1);
+        // What the reader takes, yrs reads the same way.
+        let doc = yrs::Doc::new();
+        doc.transact_mut()
+            .apply_update(yrs::Update::decode_v1(&nest(MAX_ANY_DEPTH - 1)).unwrap())
+            .unwrap();
+        let map = doc.get_or_insert_map("m");
+        assert!(map.get(&doc.transact(), "k").is_some());
     }
 
     #[test]

@@ -85,6 +85,13 @@ impl Reassembly {
             *self = Self::default();
             return Err(Error::Malformed(error));
         }
+        // Grown as bytes arrive (doubling, never past the total), so what is held stays within
+        // twice what was received.
+        let needed = self.buffer.len() + bytes.len();
+        if needed > self.buffer.capacity() {
+            let target = needed.max(self.buffer.capacity() * 2).min(total);
+            self.buffer.reserve_exact(target - self.buffer.len());
+        }
         self.buffer.extend_from_slice(bytes);
         if self.buffer.len() < total {
             return Ok(None);
@@ -92,9 +99,9 @@ impl Reassembly {
         Ok(Some(std::mem::take(self).buffer))
     }
 
-    /// Bytes held for a frame not complete yet (what was allocated, not only received).
+    /// Bytes received of a frame not complete yet (what is held is at most twice as many).
     pub fn pending_bytes(&self) -> usize {
-        self.buffer.capacity()
+        self.buffer.len()
     }
 }
 
