@@ -9,7 +9,7 @@
 //!   connection, frame and worker to this origin only; no plugins, no `<base>`, no form
 //!   submissions, and no framing by anyone. Nothing a notebook renders in the page can load or
 //!   send anything elsewhere, even past the sanitizer.
-//! - The HTML output frame's ([`OUTPUT_FRAME_PATH`], shown in `<iframe sandbox="allow-scripts">`):
+//! - The HTML output frame's ([`OUTPUT_FRAME_PATH`], in `<iframe sandbox="allow-scripts …">`):
 //!   the output's own inline scripts and styles run, but it loads nothing from the network
 //!   (`data:` and `blob:` only), its document is sandboxed even when opened on its own, and only
 //!   this origin may frame it. A frame inherits nothing from the page (a `srcdoc` frame would
@@ -37,7 +37,7 @@ const NONCE_PLACEHOLDER: &str = "__INLOOP_CSP_NONCE__";
 /// Pages larger than this are sent as they are (ours are a few KiB).
 const MAX_TEMPLATED_PAGE: usize = 1 << 20;
 
-/// The page's policy; `{nonce}` is `'nonce-…'` for a page that asked for one, else empty.
+/// The page's policy, with the page's style nonce if it asked for one.
 fn page_policy(nonce: Option<&str>) -> String {
     let style_nonce = nonce.map_or_else(String::new, |n| format!(" 'nonce-{n}'"));
     format!(
@@ -94,8 +94,7 @@ where
 async fn security_headers(mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let output_frame = path == OUTPUT_FRAME_PATH;
-    let page = serves_page(path);
-    if page {
+    if serves_page(path) {
         // A page is templated anew every time: a 304 would pair the browser's cached body with
         // this response's nonce (and an old cached page with the new policy).
         let headers = request.headers_mut();
@@ -103,17 +102,12 @@ async fn security_headers(mut request: Request, next: Next) -> Response {
         headers.remove(header::IF_MODIFIED_SINCE);
     }
     let response = next.run(request).await;
-    let (response, nonce) = if output_frame {
-        (response, None)
+    let (mut response, policy) = if output_frame {
+        (response, OUTPUT_FRAME_POLICY.to_owned())
     } else {
-        with_fresh_nonce(response).await
+        let (response, nonce) = with_fresh_nonce(response).await;
+        (response, page_policy(nonce.as_deref()))
     };
-    let policy = if output_frame {
-        OUTPUT_FRAME_POLICY.to_owned()
-    } else {
-        page_policy(nonce.as_deref())
-    };
-    let mut response = response;
     let headers = response.headers_mut();
     set(headers, header::CONTENT_SECURITY_POLICY, &policy);
     for (name, value) in COMMON {

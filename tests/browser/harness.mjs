@@ -147,6 +147,24 @@ export async function waitFor(what, check, timeout = 20_000) {
   }
 }
 
+/**
+ * Makes a share link of `role` (read, edit, execute) in the notebook page's share dialog and
+ * returns it: the page puts links on the clipboard, never in the DOM, so the page's context needs
+ * the clipboard permissions (`context.grantPermissions(['clipboard-read', 'clipboard-write'])`).
+ */
+export async function makeShareLink(page, role, name = '') {
+  const menu = page.locator('#share-menu');
+  if (!(await menu.isVisible())) await page.locator('[data-action="share"]').click();
+  await page.locator('[data-testid="share-role"]').selectOption(role);
+  await page.locator('[data-testid="share-name"]').fill(name);
+  const before = await page.evaluate(() => navigator.clipboard.readText().catch(() => ''));
+  await page.locator('[data-testid="share-make"]').click();
+  return waitFor(`a ${role} link on the clipboard`, async () => {
+    const text = await page.evaluate(() => navigator.clipboard.readText());
+    return text !== before && /\/n\/[^?]+\?token=il1\./.test(text) && text;
+  });
+}
+
 /** The flags Chromium needs on these machines: headless as root, no calls home. */
 export const chromiumArgs = [
   '--headless',

@@ -7,14 +7,16 @@
 //   .cell-count, .cell-duration, button[data-action=run], [data-testid=cell-target]
 //   toolbar [data-action=run-all|interrupt|restart|add-cell|download|share],
 //   input[type=file][data-testid=upload], select[data-testid=runtime],
-//   [data-testid=share-read|share-edit|share-execute],
+//   the share dialog: [data-testid=share-role|share-expiry|share-name|share-make], rows
+//   [data-testid=share-link] with [data-testid=share-revoke]; links go to the clipboard only,
+//   and the token leaves the address bar once the page has loaded,
 //   [data-testid=status-connection][data-state], status-kernel, status-lease, presence, .cm-remote-cursor
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
 import { launchChromium, outDir, startRelay as startHarnessRelay, waitFor } from '../browser/harness.mjs';
 
-export { launchChromium, startProxy, waitFor, repo } from '../browser/harness.mjs';
+export { launchChromium, makeShareLink, startProxy, waitFor, repo } from '../browser/harness.mjs';
 
 /** The relay of tests/browser/harness.mjs, serving `E2E_WEB` when set (else web/dist). */
 export const startRelay = (options = {}) => startHarnessRelay({ web: process.env.E2E_WEB || undefined, ...options });

@@ -11,6 +11,7 @@ import {
   cellIds,
   editorText,
   ipynb,
+  makeShareLink,
   notebookUrl,
   observer,
   openContext,
@@ -21,22 +22,9 @@ import {
   waitFor,
 } from './lib.mjs';
 
-/** The share links the page offers (share button, then the read/edit/execute links). */
+/** The share links the page makes (share dialog, a read and an edit link, from the clipboard). */
 async function shareLinks(page) {
-  await page.locator('[data-action="share"]').click();
-  const links = {};
-  for (const role of ['read', 'edit', 'execute']) {
-    const link = page.locator(`[data-testid="share-${role}"]`);
-    await link.waitFor({ state: 'attached', timeout: 10_000 });
-    // An <a href>, an <input value> or an element whose text is the link.
-    links[role] = await waitFor(`the ${role} link`, () =>
-      link.evaluate((el) => {
-        const value = el.href || el.value || el.dataset.url || el.textContent;
-        return /\/n\/[^?]+\?token=/.test(value ?? '') && value.trim();
-      }),
-    );
-  }
-  return links;
+  return { read: await makeShareLink(page, 'read', 'Reader'), edit: await makeShareLink(page, 'edit', 'Editor') };
 }
 
 /** Tries to type into cell `id`'s editor; resolves to whether its text changed. */
@@ -80,6 +68,7 @@ test('read and edit links: what they may and may not do', { timeout: 120_000 }, 
   const editor = await openContext();
   try {
     const docId = await relay.createDoc(ipynb([{ id: 'code', source: 'import os\nos.getpid()' }, { id: 'md', type: 'markdown', source: '# Shared' }]));
+    await owner.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: relay.url });
     const ownerPage = await openNotebook(owner.context, notebookUrl(relay.url, docId, relay.adminToken));
     await synced(ownerPage);
     let links;

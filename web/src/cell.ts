@@ -4,7 +4,7 @@
 import type { Cell, Execution, TextDelta } from '/engine/inloop_wasm.js';
 import { h } from './common';
 import { CellEditor, type EditorCommand, type RemoteCaret } from './editor';
-import { renderMarkdown } from './markdown';
+import { type Attachments, renderMarkdown } from './markdown';
 import { outputsKey, renderOutput } from './outputs';
 
 export type CellType = 'code' | 'markdown' | 'raw';
@@ -79,6 +79,9 @@ export class CellView {
   private outputKeys: string[] = [];
   private readonly expanded = new Set<string>();
   private peersKey = '';
+  /** The markdown cell's attachments (its `attachment:NAME` images), and their signature. */
+  private attachments: Attachments | undefined;
+  private attachmentsKey = 'null';
 
   constructor(
     private readonly host: CellHost,
@@ -159,7 +162,14 @@ export class CellView {
 
   /** Everything but the source, from the engine's view of the cell. */
   update(cell: Cell) {
+    const attachmentsKey = JSON.stringify(cell.attachments ?? null);
+    if (attachmentsKey !== this.attachmentsKey) {
+      this.attachments = cell.attachments;
+      this.attachmentsKey = attachmentsKey;
+      this.markdownStale = true;
+    }
     this.setType(cell.cell_type);
+    this.refresh();
     this.executionCount = cell.execution_count ?? null;
     const inloop = (cell.metadata?.inloop ?? {}) as { target?: string };
     this.target = inloop.target === 'browser' || inloop.target === 'server' ? inloop.target : '';
@@ -257,7 +267,7 @@ export class CellView {
     this.markdownStale = false;
     const source = this.editor ? this.editor.text : this.host.source(this.id);
     if (source.trim()) {
-      this.markdownEl.innerHTML = renderMarkdown(source);
+      this.markdownEl.replaceChildren(renderMarkdown(source, this.attachments));
       this.markdownEl.classList.remove('empty');
     } else {
       this.markdownEl.textContent = 'Empty markdown cell: double-click to edit';

@@ -35,6 +35,7 @@ export function roleAtLeast(role: Role | undefined, needed: Role): boolean {
   return ROLES.indexOf(role) >= ROLES.indexOf(needed);
 }
 
+/** The admin token this browser remembers (localStorage: every tab, until "Sign out"). */
 export const ADMIN_TOKEN_KEY = 'inloop.adminToken';
 export const NAME_KEY = 'inloop.name';
 export const COLOUR_KEY = 'inloop.colour';
@@ -56,16 +57,74 @@ export function storageSet(key: string, value: string | null) {
   }
 }
 
-/** The admin token: from `?token=` when it is one (remembered), else the remembered one. */
-export function adminToken(urlToken: string | null): string | null {
-  if (urlToken && tokenClaims(urlToken)?.role === 'admin') {
-    storageSet(ADMIN_TOKEN_KEY, urlToken);
-    return urlToken;
+/** The admin token: `token` when it is one (then remembered), else the remembered one. */
+export function adminToken(token: string | null): string | null {
+  if (token && tokenClaims(token)?.role === 'admin') {
+    storageSet(ADMIN_TOKEN_KEY, token);
+    return token;
   }
   const stored = storageGet(ADMIN_TOKEN_KEY);
   const claims = tokenClaims(stored);
   if (stored && claims?.role === 'admin' && (!claims.exp || claims.exp * 1000 > Date.now())) return stored;
   return null;
+}
+
+/**
+ * Where a tab keeps the token it opened `docId` with: sessionStorage, so it lives as long as the
+ * tab (a reload finds it, other tabs and the next visit do not) and never in the address bar.
+ * web/static/notebook-boot.js, which moves a link's `?token=` here, uses the same key.
+ */
+export function tabTokenKey(docId: string): string {
+  return `inloop.token.${docId}`;
+}
+
+/** Hands `token` to the next page of this tab that opens `docId`. */
+export function rememberTabToken(docId: string, token: string) {
+  try {
+    sessionStorage.setItem(tabTokenKey(docId), token);
+  } catch {
+    /* storage disabled: the notebook page falls back to the remembered admin token */
+  }
+}
+
+/**
+ * The nonce the relay put on this page's stylesheet link and in its Content-Security-Policy,
+ * for the `<style>` elements CodeMirror creates (empty when the page was served without one).
+ * Read as the `nonce` property: Chromium hides the attribute from CSS and `getAttribute`.
+ */
+export function styleNonce(): string {
+  return document.querySelector<HTMLLinkElement>('link[rel="stylesheet"][nonce]')?.nonce ?? '';
+}
+
+/**
+ * Puts `text` on the clipboard. Without the asynchronous clipboard (no permission, an old
+ * browser) a detached textarea's value (a property, never an attribute or a text node) is copied.
+ */
+export async function copyText(text: string): Promise<void> {
+  try {
+    await navigator.clipboard.writeText(text);
+    return;
+  } catch {
+    /* below */
+  }
+  const area = document.createElement('textarea');
+  area.className = 'offscreen';
+  document.body.append(area);
+  area.value = text;
+  area.select();
+  const copied = document.execCommand('copy');
+  area.value = '';
+  area.remove();
+  if (!copied) throw new Error('the browser refused to use the clipboard');
+}
+
+/** Offers `blob` as a download named `name`. */
+export function saveFile(name: string, blob: Blob) {
+  const a = h('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
 }
 
 export function h<K extends keyof HTMLElementTagNameMap>(

@@ -36,6 +36,7 @@ import {
   placeholder,
 } from '@codemirror/view';
 import type { TextDelta } from '/engine/inloop_wasm.js';
+import { styleNonce } from './common';
 
 /** Marks transactions that come from the document (peers, undo): not sent back. */
 export const fromDocument = Annotation.define<boolean>();
@@ -64,6 +65,7 @@ export interface EditorHooks {
 export interface RemoteCaret {
   clientId: number;
   name: string;
+  /** A CSS colour the page checked (presence is any peer's input). */
   colour: string;
   anchor: number;
   head: number;
@@ -108,7 +110,8 @@ function caretDecorations(carets: RemoteCaret[], length: number): DecorationSet 
       ranges.push(
         Decoration.mark({
           class: 'cm-remote-selection',
-          attributes: { style: `background-color: ${c.colour}33`, 'data-peer': c.name },
+          // (CodeMirror sets `style` through the CSSOM, which the page's policy allows.)
+          attributes: { style: `background-color: color-mix(in srgb, ${c.colour} 20%, transparent)`, 'data-peer': c.name },
         }).range(from, to),
       );
     }
@@ -158,6 +161,12 @@ export function deltaToChanges(delta: TextDelta[], length: number): ChangeSpec[]
   }
   return changes;
 }
+
+/**
+ * CodeMirror puts its styles in a `<style>` element of the page, which the page's
+ * Content-Security-Policy lets through only with the nonce the relay gave this page.
+ */
+const cspNonce = EditorView.cspNonce.of(styleNonce());
 
 const theme = EditorView.theme({
   '&': { fontSize: '13.5px', backgroundColor: 'transparent' },
@@ -240,6 +249,7 @@ export class CellEditor {
       syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
       keymap.of([...closeBracketsKeymap, ...defaultKeymap]),
       EditorView.lineWrapping,
+      cspNonce,
       theme,
       caretField,
       this.language.of(languageOf(options.language)),

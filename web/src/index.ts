@@ -1,14 +1,29 @@
 // The list page, /?token=ADMIN: the notebooks on this relay, a new one, an import.
+//
+// The admin token leaves the address bar at once and is remembered in this browser
+// (localStorage). It is never put in the page: a notebook link is /n/{id}, and a click hands the
+// token to the notebook page of this tab through sessionStorage (a link opened in a new tab
+// finds the remembered one); downloads are fetched with it in a header.
 
-import { ADMIN_TOKEN_KEY, adminToken, byId, h, relativeTime, storageSet, toast, tokenClaims } from './common';
+import {
+  ADMIN_TOKEN_KEY,
+  adminToken,
+  byId,
+  h,
+  relativeTime,
+  rememberTabToken,
+  saveFile,
+  storageSet,
+  toast,
+  tokenClaims,
+} from './common';
 
 interface DocSummary {
   id: string;
   created_at: number;
 }
 
-const params = new URLSearchParams(location.search);
-const urlToken = params.get('token');
+const urlToken = new URLSearchParams(location.search).get('token');
 
 function showBanner(text: string, error = true) {
   const banner = byId('banner');
@@ -17,8 +32,24 @@ function showBanner(text: string, error = true) {
   banner.classList.toggle('banner-error', error);
 }
 
-function notebookUrl(id: string, token: string): string {
-  return `/n/${encodeURIComponent(id)}?token=${encodeURIComponent(token)}`;
+function notebookPath(id: string): string {
+  return `/n/${encodeURIComponent(id)}`;
+}
+
+/** Opens notebook `id` in this tab with `token`, which never appears in the address bar. */
+function openNotebook(id: string, token: string, replace = false) {
+  rememberTabToken(id, token);
+  if (replace) location.replace(notebookPath(id));
+  else location.href = notebookPath(id);
+}
+
+async function download(id: string, token: string) {
+  const response = await api(`/api/docs/${encodeURIComponent(id)}/ipynb`, token);
+  if (!response.ok) {
+    toast(`Could not download ${id}: ${await refusal(response)}`, 'error');
+    return;
+  }
+  saveFile(`${id}.ipynb`, await response.blob());
 }
 
 async function api(path: string, token: string, init: RequestInit = {}): Promise<Response> {
@@ -52,15 +83,23 @@ async function listDocs(token: string) {
   const table = byId<HTMLTableElement>('docs');
   const body = table.tBodies[0];
   body.replaceChildren(
-    ...docs.map((doc) =>
-      h(
+    ...docs.map((doc) => {
+      const link = h('a', { href: notebookPath(doc.id), class: 'doc-link' }, doc.id);
+      link.addEventListener('click', (e) => {
+        if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return; // a new tab or window
+        e.preventDefault();
+        openNotebook(doc.id, token);
+      });
+      const save = h('button', { class: 'link-button muted', type: 'button' }, 'Download');
+      save.addEventListener('click', () => void download(doc.id, token));
+      return h(
         'tr',
         { 'data-testid': 'doc', 'data-doc-id': doc.id },
-        h('td', {}, h('a', { href: notebookUrl(doc.id, token), class: 'doc-link' }, doc.id)),
+        h('td', {}, link),
         h('td', { class: 'muted', title: new Date(doc.created_at * 1000).toLocaleString() }, relativeTime(doc.created_at)),
-        h('td', { class: 'doc-actions' }, h('a', { href: `/api/docs/${encodeURIComponent(doc.id)}/ipynb?token=${encodeURIComponent(token)}`, download: `${doc.id}.ipynb`, class: 'muted' }, 'Download')),
-      ),
-    ),
+        h('td', { class: 'doc-actions' }, save),
+      );
+    }),
   );
   table.hidden = docs.length === 0;
   byId('list-empty').hidden = docs.length > 0;
@@ -77,7 +116,7 @@ async function create(token: string, ipynb?: string, name?: string) {
     return;
   }
   const { id } = (await response.json()) as { id: string };
-  location.href = notebookUrl(id, token);
+  openNotebook(id, token);
 }
 
 function askToken(text: string) {
@@ -88,21 +127,37 @@ function askToken(text: string) {
     e.preventDefault();
     const value = byId<HTMLInputElement>('token-input').value.trim();
     if (!value) return;
-    const url = new URL(location.href);
-    url.searchParams.set('token', value);
-    location.href = url.href;
+    const accepted = acceptToken(value);
+    if (accepted === 'admin') location.reload();
+    else if (!accepted) showBanner('That is not an inloop token: paste the part after ?token= of the URL `inloop serve` printed.');
   };
 }
 
+/**
+ * A token given in the URL or pasted: an admin token (for every notebook) is remembered, to list
+ * them; a share link's token opens its own notebook.
+ */
+function acceptToken(value: string): 'admin' | 'notebook' | null {
+  const claims = tokenClaims(value);
+  if (claims?.role === 'admin' && !claims.doc) {
+    storageSet(ADMIN_TOKEN_KEY, value);
+    return 'admin';
+  }
+  if (claims?.doc) {
+    openNotebook(claims.doc, value, true);
+    return 'notebook';
+  }
+  return null;
+}
+
 async function main() {
-  const token = adminToken(urlToken);
+  if (urlToken !== null) {
+    // Out of the address bar first, whatever the token is.
+    history.replaceState(null, '', '/');
+    if (acceptToken(urlToken) === 'notebook') return;
+  }
+  const token = adminToken(null);
   if (!token) {
-    const claims = tokenClaims(urlToken);
-    if (urlToken && claims?.doc) {
-      // A share link's token: it opens its own notebook, not the list.
-      location.replace(notebookUrl(claims.doc, urlToken));
-      return;
-    }
     askToken(
       urlToken
         ? 'This token cannot list notebooks: the list needs the admin token that `inloop serve` printed.'
@@ -111,8 +166,6 @@ async function main() {
     document.body.dataset.ready = 'true';
     return;
   }
-  // Keep the token out of the address bar (it is remembered in this browser).
-  if (urlToken) history.replaceState(null, '', '/');
   byId('actions').hidden = false;
   byId('forget').hidden = false;
   byId('forget').onclick = () => {

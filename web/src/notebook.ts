@@ -1,5 +1,6 @@
 // The notebook page, /n/{doc_id}?token=T: a view over the engine (inloop-wasm). The engine owns
 // the document, sync, kernels and execution; this renders and forwards what the user asks.
+// web/static/notebook-boot.js has already taken the token out of the address bar.
 
 import init, { Notebook } from '/engine/inloop_wasm.js';
 import type { Cell, ChangeBatch, Execution, Presence, Runtime, Status, TextDelta } from '/engine/inloop_wasm.js';
@@ -11,16 +12,20 @@ import {
   byId,
   h,
   roleAtLeast,
+  saveFile,
   storageGet,
   storageSet,
   toast,
   tokenClaims,
 } from './common';
 import type { EditorCommand, RemoteCaret } from './editor';
+import { ShareDialog } from './share';
 
 declare global {
   interface Window {
     startedWorker?: Worker | null;
+    /** Set by web/static/notebook-boot.js: the notebook and the token this tab opens it with. */
+    inloopBoot?: { docId: string; token: string | null };
     inloopPage?: { nb: Notebook; page?: NotebookPage };
   }
 }
@@ -29,8 +34,9 @@ type Mode = 'command' | 'edit';
 type Target = 'browser' | 'server';
 
 const params = new URLSearchParams(location.search);
-const docId = decodeURIComponent(location.pathname.match(/^\/n\/([^/]+)/)?.[1] ?? params.get('doc') ?? '');
-const token = params.get('token');
+const docId = window.inloopBoot?.docId ?? '';
+/** Only ever in memory (and this tab's sessionStorage): never in the DOM or the address bar. */
+const token = window.inloopBoot?.token ?? null;
 const claims = tokenClaims(token);
 // A token the page cannot read: let the relay decide, show everything.
 const canEdit = claims ? roleAtLeast(claims.role, 'edit') : true;
@@ -57,9 +63,11 @@ function presenceName(state: Presence['state']): string {
   return String(state.name ?? user?.name ?? 'Anonymous');
 }
 
+/** A peer's colour if it is a plain hex colour (presence is any peer's input), else grey. */
 function presenceColour(state: Presence['state']): string {
   const user = state.user as { color?: string; colour?: string } | undefined;
-  return String(state.colour ?? user?.color ?? user?.colour ?? '#888');
+  const colour = String(state.colour ?? user?.color ?? user?.colour ?? '');
+  return /^#[0-9a-f]{3,8}$/i.test(colour) ? colour : '#888';
 }
 
 function presenceKind(state: Presence['state']): 'person' | 'runtime' | 'agent' {
@@ -96,7 +104,6 @@ export class NotebookPage implements CellHost {
   private everSynced = false;
   private probed = false;
   private readonly observer: IntersectionObserver;
-  private shareLinks: Record<string, string> | null = null;
 
   constructor(readonly nb: Notebook) {
     this.observer = new IntersectionObserver(
@@ -859,7 +866,7 @@ export class NotebookPage implements CellHost {
       upload.value = '';
       if (file) await this.importFile(file);
     });
-    this.wireShare();
+    new ShareDialog(docId, token, adminToken(token)); // wires the share button and its dialog
     for (const el of document.querySelectorAll<HTMLElement>('[data-needs="edit"]')) {
       if (this.readOnly) (el as HTMLButtonElement).disabled = true;
     }
@@ -874,13 +881,7 @@ export class NotebookPage implements CellHost {
   }
 
   private download() {
-    const text = this.nb.toIpynb();
-    const blob = new Blob([text], { type: 'application/x-ipynb+json' });
-    const a = h('a', { href: URL.createObjectURL(blob), download: `${docId}.ipynb` });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    saveFile(`${docId}.ipynb`, new Blob([this.nb.toIpynb()], { type: 'application/x-ipynb+json' }));
   }
 
   /** Replaces the notebook by an .ipynb (asking first unless the notebook is empty). */
@@ -929,71 +930,6 @@ export class NotebookPage implements CellHost {
       }
       await this.importFile(file);
     });
-  }
-
-  // ---- share -------------------------------------------------------------------------------
-
-  private wireShare() {
-    const button = document.querySelector<HTMLButtonElement>('[data-action="share"]')!;
-    const menu = byId('share-menu');
-    const admin = adminToken(token);
-    byId('share-current').setAttribute('value', location.href);
-    (byId('share-current') as HTMLInputElement).value = location.href;
-    byId('share-mint').hidden = !admin;
-    byId('share-nomint').hidden = !!admin;
-    button.addEventListener('click', async (e) => {
-      e.stopPropagation();
-      menu.hidden = !menu.hidden;
-      if (!menu.hidden && admin && !this.shareLinks) await this.mintLinks(admin);
-    });
-    document.addEventListener('mousedown', (e) => {
-      if (!menu.hidden && !(e.target as HTMLElement).closest('#share-menu, [data-action="share"]')) menu.hidden = true;
-    });
-    menu.addEventListener('keydown', (e) => {
-      if (e.key === 'Escape') menu.hidden = true;
-    });
-    menu.addEventListener('click', async (e) => {
-      const copy = (e.target as HTMLElement).closest<HTMLButtonElement>('button[data-copy]');
-      if (!copy) return;
-      const input = byId<HTMLInputElement>(copy.dataset.copy!);
-      try {
-        await navigator.clipboard.writeText(input.value);
-        toast('Link copied');
-      } catch {
-        input.select();
-        document.execCommand('copy');
-      }
-    });
-  }
-
-  private async mintLinks(admin: string) {
-    const status = byId('share-status');
-    status.textContent = 'Making links…';
-    try {
-      const links: Record<string, string> = {};
-      await Promise.all(
-        (['read', 'edit', 'execute'] as const).map(async (role) => {
-          const response = await fetch(`/api/docs/${encodeURIComponent(docId)}/tokens`, {
-            method: 'POST',
-            headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
-            body: JSON.stringify({ role, name: `${role} link` }),
-          });
-          if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
-          const body = (await response.json()) as { token: string; page?: string };
-          const page = body.page ?? `/n/${encodeURIComponent(docId)}?token=${encodeURIComponent(body.token)}`;
-          links[role] = new URL(page, location.origin).href;
-        }),
-      );
-      for (const role of ['read', 'edit', 'execute']) {
-        const input = byId<HTMLInputElement>(`share-${role}`);
-        input.value = links[role];
-        input.setAttribute('value', links[role]);
-      }
-      this.shareLinks = links;
-      status.textContent = '';
-    } catch (error) {
-      status.textContent = `Could not make links: ${message(error)}. The admin token may have expired: open the admin URL that \`inloop serve\` printed.`;
-    }
   }
 
   // ---- presence ----------------------------------------------------------------------------
@@ -1127,8 +1063,10 @@ export class NotebookPage implements CellHost {
   /** Offline before ever syncing: is it the network, or a refused token? */
   private async probeAccess() {
     try {
-      const url = `/api/docs/${encodeURIComponent(docId)}/ipynb${token ? `?token=${encodeURIComponent(token)}` : ''}`;
-      const response = await fetch(url, { method: 'HEAD' });
+      const response = await fetch(`/api/docs/${encodeURIComponent(docId)}/ipynb`, {
+        method: 'HEAD',
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      });
       if (response.status === 401 || response.status === 403 || response.status === 404) {
         this.refusal = response.status === 404 ? 'no such notebook' : token ? 'the link’s token was refused (wrong, expired or for another notebook)' : 'this link has no token';
         this.renderConnection();
@@ -1280,7 +1218,7 @@ async function main() {
     return;
   }
   if (!token) {
-    byId('banner').textContent = 'This address has no ?token=: the relay will refuse it. Open the notebook from the list, or use a share link.';
+    byId('banner').textContent = 'This tab has no token for this notebook: the relay will refuse it. Open the notebook from the list, or use a share link.';
     byId('banner').hidden = false;
   }
   const identity = myIdentity();

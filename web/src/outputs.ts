@@ -1,7 +1,9 @@
 // Rendering of nbformat outputs: stream text (ANSI colours, long streams collapsed), rich
 // displays (HTML in a sandboxed iframe, PNG, JPEG, SVG as images, JSON, markdown), errors.
+// Outputs are document content, written by any peer that may edit: none of them reaches the
+// page (docs/SECURITY.md, "Rendering untrusted content").
 
-import { ansiToHtml, escapeHtml } from './ansi';
+import { ansiToNodes } from './ansi';
 import { renderMarkdown } from './markdown';
 
 /** Streams longer than this are collapsed behind an expand control. */
@@ -76,22 +78,46 @@ function terminalText(text: string, cls: string, expanded: Set<string>, key: str
     more.dataset.action = 'expand-output';
     more.addEventListener('click', () => {
       expanded.add(key);
-      pre.innerHTML = ansiToHtml(text);
+      pre.replaceChildren(ansiToNodes(text));
       more.remove();
     });
     wrap.append(more);
-    pre.innerHTML = ansiToHtml(lines.slice(-COLLAPSE_LINES).join('\n') + '\n');
+    pre.replaceChildren(ansiToNodes(lines.slice(-COLLAPSE_LINES).join('\n') + '\n'));
     wrap.dataset.collapsed = 'true';
   } else {
-    pre.innerHTML = ansiToHtml(text);
+    pre.replaceChildren(ansiToNodes(text));
   }
   wrap.append(pre);
   return wrap;
 }
 
-let frameSeq = 0;
-const frames = new Map<string, HTMLIFrameElement>();
+/**
+ * The page that shows HTML outputs (web/static/output-frame.html), served by the relay under a
+ * policy of its own: inline scripts run, nothing loads from the network.
+ */
+const OUTPUT_FRAME_URL = '/output-frame.html';
+
+/** What the page knows of one HTML output frame. */
+interface FrameState {
+  html: string;
+  /** Shown instead when the frame cannot load (offline: see htmlFrame). */
+  fallback: () => HTMLElement;
+  shown: boolean;
+  blocked: Set<string>;
+  notice: HTMLElement;
+}
+
+const frames = new Map<HTMLIFrameElement, FrameState>();
 let listening = false;
+
+/** The frame whose window sent `event`, if it is one of ours and still on the page. */
+function frameOf(event: MessageEvent): [HTMLIFrameElement, FrameState] | undefined {
+  for (const [frame, state] of frames) {
+    if (!frame.isConnected) frames.delete(frame);
+    else if (event.source !== null && event.source === frame.contentWindow) return [frame, state];
+  }
+  return undefined;
+}
 
 function listenToFrames() {
   if (listening) return;
@@ -99,38 +125,67 @@ function listenToFrames() {
   window.addEventListener('message', (event) => {
     const msg = event.data;
     if (!msg || typeof msg !== 'object' || typeof msg.inloopFrame !== 'string') return;
-    const frame = frames.get(msg.inloopFrame);
-    if (!frame || event.source !== frame.contentWindow) return;
-    if (!frame.isConnected) {
-      frames.delete(msg.inloopFrame);
-      return;
+    const found = frameOf(event);
+    if (!found) return;
+    const [frame, state] = found;
+    switch (msg.inloopFrame) {
+      case 'ready':
+        // Only to a frame of another origin: never hand content to a frame that could reach
+        // into this page (a copy of the frame page served without the relay's sandbox).
+        if (state.shown || frame.contentDocument !== null) return;
+        state.shown = true;
+        frame.dataset.state = 'shown';
+        frame.contentWindow!.postMessage({ inloopHtml: state.html }, '*');
+        break;
+      case 'height': {
+        const height = Math.min(Math.max(Number(msg.height) || 0, 16), 5000);
+        frame.style.height = `${Math.ceil(height)}px`;
+        break;
+      }
+      case 'blocked':
+        if (typeof msg.url === 'string' && state.blocked.size < 5 && !state.blocked.has(msg.url)) {
+          state.blocked.add(msg.url);
+          state.notice.textContent = `Not loaded: ${[...state.blocked].join(', ')}. An output may not load anything from the network (it could tell another server who reads this notebook); an output that embeds its scripts works.`;
+          state.notice.hidden = false;
+        }
+        break;
     }
-    const height = Math.min(Math.max(Number(msg.height) || 0, 16), 5000);
-    frame.style.height = `${Math.ceil(height)}px`;
   });
 }
 
 /**
- * HTML in an iframe with `sandbox="allow-scripts"` (an opaque origin: no access to this page,
- * its storage or its tokens); a small script in it reports its height.
+ * HTML in an iframe with `sandbox="allow-scripts allow-popups"` (an opaque origin: no access to
+ * this page, its storage or its tokens), loaded from the relay's output frame page, which asks
+ * for the HTML and reports its height and what its policy blocked. Not `srcdoc`: a srcdoc frame
+ * inherits this page's policy, under which the output's own scripts would not run.
+ *
+ * Browsers do not let a service worker answer a sandboxed frame: offline, the frame cannot
+ * load, and the output's other representation (`fallback`) is shown instead.
  */
-function htmlFrame(html: string): HTMLIFrameElement {
+function htmlFrame(html: string, fallback: () => HTMLElement): HTMLElement {
   listenToFrames();
-  const id = `f${++frameSeq}`;
+  const wrap = el('div', 'output-html');
   const frame = document.createElement('iframe');
   frame.className = 'output-html-frame';
   frame.setAttribute('sandbox', 'allow-scripts allow-popups');
   frame.setAttribute('referrerpolicy', 'no-referrer');
   frame.setAttribute('title', 'HTML output');
-  const reporter = `<script>(function(){var id=${JSON.stringify(id)};function h(){var d=document.documentElement,b=document.body;parent.postMessage({inloopFrame:id,height:Math.max(d.scrollHeight,b?b.scrollHeight:0)},'*')}addEventListener('load',h);if(window.ResizeObserver){new ResizeObserver(h).observe(document.documentElement)}h();setTimeout(h,100)})()</script>`;
-  const style = `<style>html{margin:0;padding:0;overflow-y:hidden}body{margin:0;padding:0 4px 0 8px;font:13px/1.45 system-ui,sans-serif;color:#1f2328}table{border-collapse:collapse}th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}</style>`;
-  frame.srcdoc = `<!doctype html><html><head><meta charset="utf-8">${style}</head><body>${html}${reporter}</body></html>`;
   frame.style.height = '24px';
-  if (frames.size > 100) {
-    for (const [key, f] of frames) if (!f.isConnected) frames.delete(key);
-  }
-  frames.set(id, frame);
-  return frame;
+  const notice = el('p', 'output-blocked');
+  notice.hidden = true;
+  const state: FrameState = { html, fallback, shown: false, blocked: new Set(), notice };
+  frame.addEventListener('load', () => {
+    // A loaded frame says it is ready before its load event; one that did not is an error page.
+    setTimeout(() => {
+      if (state.shown || !frame.isConnected) return;
+      frames.delete(frame);
+      frame.replaceWith(state.fallback());
+    }, 1000);
+  }, { once: true });
+  frame.src = OUTPUT_FRAME_URL;
+  frames.set(frame, state);
+  wrap.append(frame, notice);
+  return wrap;
 }
 
 function imageOf(mime: string, value: unknown): HTMLImageElement {
@@ -155,17 +210,28 @@ function jsonView(value: unknown): HTMLElement {
   return details;
 }
 
+/** What an HTML output shows when its frame cannot load: its plain text, and why. */
+function htmlUnavailable(plain: string, expanded: Set<string>, key: string): HTMLElement {
+  const box = el('div', 'output-html-unavailable');
+  box.append(el('p', 'output-blocked', 'This HTML output needs the relay to be shown (it is offline or unreachable).'));
+  if (plain) box.append(terminalText(plain, 'output-plain', expanded, key));
+  return box;
+}
+
 function richData(data: Record<string, unknown>, expanded: Set<string>, key: string): HTMLElement {
   const mime = pickMime(data);
   const box = el('div', 'output-data');
   if (!mime) return box;
   box.dataset.mime = mime;
   const value = data[mime];
-  if (mime === 'text/html') box.append(htmlFrame(joinText(value)));
+  if (mime === 'text/html') {
+    const plain = 'text/plain' in data ? joinText(data['text/plain']) : '';
+    box.append(htmlFrame(joinText(value), () => htmlUnavailable(plain, expanded, key)));
+  }
   else if (mime.startsWith('image/')) box.append(imageOf(mime, value));
   else if (mime === 'text/markdown') {
     const md = el('div', 'output-markdown markdown-body');
-    md.innerHTML = renderMarkdown(joinText(value));
+    md.append(renderMarkdown(joinText(value)));
     box.append(md);
   } else if (mime === 'application/json' || mime.endsWith('+json')) box.append(jsonView(value));
   else if (mime === 'text/latex') box.append(el('pre', 'output-latex', joinText(value)));
@@ -199,7 +265,7 @@ export function renderOutput(output: Output, index: number, expanded: Set<string
       break;
     }
     default:
-      box.append(el('pre', 'output-plain', `[${escapeHtml(type)} output]`));
+      box.append(el('pre', 'output-plain', `[${type} output]`));
   }
   return box;
 }

@@ -14,11 +14,15 @@
 //   network fails (any /n/{id} is notebook.html: the page reads the id from its URL) or takes
 //   longer than NAVIGATION_TIMEOUT_MS.
 // - /api/* (the HTTP API, the WebSocket) and anything else: never touched.
+// - The HTML output frame (/output-frame.html in <iframe sandbox>): browsers never let a service
+//   worker answer a sandboxed frame, so offline an HTML output shows its plain text instead
+//   (web/src/outputs.ts, htmlFrame).
 //
 // Responses from the cache carry Cross-Origin-Opener-Policy: same-origin and
 // Cross-Origin-Embedder-Policy: require-corp (re-added if missing), so the page stays
 // crossOriginIsolated offline (the kernel's SharedArrayBuffer interrupts) and the module worker
-// may load.
+// may load. They keep every other header the relay sent, the Content-Security-Policy included: a
+// page's policy and the style nonce in its body were cached together, so they still match.
 //
 // Install precaches only the small files (everything under LARGE_BYTES: the shell, the engine, the
 // kernel, the wheels) and the large ones an older version's cache has with the same hash (copied),
