@@ -47,6 +47,18 @@ pub(crate) async fn upgrade(
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
+    // Browsers cannot set headers on a WebSocket, so a token may come as the subprotocol. It is
+    // echoed on every answer, refusals included: a browser fails a handshake whose subprotocol
+    // is not echoed as 1006, without the close code that says why.
+    let subprotocol = headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').map(str::trim).find(|p| p.starts_with("il1.")))
+        .map(str::to_owned);
+    let ws = ws.map(|ws| match &subprotocol {
+        Some(protocol) => ws.protocols([protocol.clone()]),
+        None => ws,
+    });
     // The id first, then whether this is a WebSocket at all: a bad id is refused the way the
     // request can hear it.
     let (doc_id, ws) = match (doc_id, ws) {
@@ -57,13 +69,7 @@ pub(crate) async fn upgrade(
             return Refusal(rejection.status(), rejection.body_text()).into_response();
         }
     };
-    // Browsers cannot set headers on a WebSocket, so a token may come as the subprotocol.
-    let subprotocol = headers
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').map(str::trim).find(|p| p.starts_with("il1.")))
-        .map(str::to_owned);
-    let token = query.token.or_else(|| subprotocol.clone());
+    let token = query.token.or(subprotocol);
     let credentials = match state.authorize_peer(token.as_deref(), &doc_id) {
         Ok(credentials) => credentials,
         Err(refusal) => return refuse(ws, refusal),
@@ -84,10 +90,6 @@ pub(crate) async fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);
-    let ws = match subprotocol {
-        Some(protocol) => ws.protocols([protocol]),
-        None => ws,
-    };
     ws.on_upgrade(move |socket| connection(state, doc_id, credentials, room, socket))
 }
 

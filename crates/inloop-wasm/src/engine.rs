@@ -45,8 +45,8 @@ pub(crate) struct Inner {
     pub(crate) doc_id: String,
     pub(crate) notebook: Notebook,
     pub(crate) name: String,
-    /// The relay's WebSocket URL with the token, or `None` when not connecting.
-    pub(crate) url: Option<String>,
+    /// The relay's WebSocket URL and the token, or `None` when not connecting.
+    pub(crate) url: Option<crate::sync::Endpoint>,
     pub(crate) session: RefCell<ClientSession>,
     pub(crate) socket: RefCell<Option<Socket>>,
     pub(crate) status: RefCell<StatusReport>,
@@ -108,7 +108,7 @@ impl Inner {
         doc_id: String,
         notebook: Notebook,
         name: String,
-        url: Option<String>,
+        url: Option<crate::sync::Endpoint>,
         store: Option<Store>,
         kernel: Option<Rc<PyodideKernel>>,
         runner: crate::runner::Runner,

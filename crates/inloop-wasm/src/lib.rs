@@ -39,7 +39,7 @@
 //! await init();
 //! const nb = await Notebook.open({
 //!   docId: 'b3c1…',
-//!   token: 'il1.…',              // a share token (?token= on the WebSocket URL)
+//!   token: 'il1.…',              // a share token (sent as the WebSocket's subprotocol)
 //!   relay: 'ws://127.0.0.1:8787', // default: this page's origin
 //!   worker: '/kernel/worker.js',  // default; null for no kernel
 //!   startedWorker,               // optional: `new Worker(worker, {type: 'module'})` made by the
@@ -215,7 +215,7 @@ const TYPES: &str = r#"
 /** What `Notebook.open` takes. */
 export interface OpenOptions {
   docId: string;
-  /** A share token, sent as `?token=` on the WebSocket URL. */
+  /** A share token, sent as the WebSocket's subprotocol (never in its URL). */
   token?: string;
   /** `ws://`, `wss://`, `http://` or `https://` of the relay; default: this page's origin. */
   relay?: string;
@@ -378,11 +378,10 @@ impl Engine {
             None
         };
         let url = if options.connect {
-            Some(socket_url(
-                options.relay.as_deref(),
-                &options.doc_id,
-                options.token.as_deref(),
-            )?)
+            Some(sync::Endpoint {
+                url: socket_url(options.relay.as_deref(), &options.doc_id)?,
+                token: options.token.clone(),
+            })
         } else {
             None
         };
@@ -885,8 +884,8 @@ fn parse_cell_type(cell_type: &str) -> Result<CellType> {
     cell_type.parse().map_err(Error::Argument)
 }
 
-/// `{relay}/api/docs/{doc_id}/ws?token=…`, the relay's URL as `ws://`/`wss://`.
-fn socket_url(relay: Option<&str>, doc_id: &str, token: Option<&str>) -> Result<String> {
+/// `{relay}/api/docs/{doc_id}/ws`, the relay's URL as `ws://`/`wss://`.
+fn socket_url(relay: Option<&str>, doc_id: &str) -> Result<String> {
     let relay = match relay {
         Some(relay) => relay.trim_end_matches('/').to_owned(),
         None => {
@@ -912,10 +911,5 @@ fn socket_url(relay: Option<&str>, doc_id: &str, token: Option<&str>) -> Result<
         )));
     }
     let doc = String::from(js_sys::encode_uri_component(doc_id));
-    let mut url = format!("{relay}/api/docs/{doc}/ws");
-    if let Some(token) = token {
-        url.push_str("?token=");
-        url.push_str(&String::from(js_sys::encode_uri_component(token)));
-    }
-    Ok(url)
+    Ok(format!("{relay}/api/docs/{doc}/ws"))
 }
