@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use inloop_doc::Notebook;
 use yrs::sync::AwarenessUpdate;
-use yrs::sync::awareness::AwarenessUpdateEntry;
 use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::chunks::{self, Reassembly};
@@ -324,21 +323,8 @@ impl ClientSession {
 
     fn presence_frame(&mut self) -> Vec<u8> {
         self.presence_clock += 1;
-        let json = self
-            .local_presence
-            .clone()
-            .unwrap_or_else(|| Arc::from("null"));
-        let mut update = AwarenessUpdate {
-            clients: HashMap::new(),
-        };
-        let entry = AwarenessUpdateEntry {
-            clock: self.presence_clock,
-            json,
-        };
-        update
-            .clients
-            .insert(self.notebook.doc().client_id(), entry);
-        Message::Awareness(update).encode()
+        let json = self.local_presence.as_deref().unwrap_or("null");
+        Message::presence(self.notebook.client_id(), self.presence_clock, json).encode()
     }
 
     fn apply(&self, update: &[u8]) -> Result<()> {

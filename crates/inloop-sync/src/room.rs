@@ -876,19 +876,8 @@ mod tests {
         let mut room: Room<u8> = Room::new(Notebook::blank(), 0, 0, LIMITS);
         room.join(1, edit());
         room.join(2, edit());
-        let presence = |client: u64, clock: u32, json: &str| {
-            let mut update = AwarenessUpdate {
-                clients: HashMap::new(),
-            };
-            update.clients.insert(
-                ClientID::new(client),
-                AwarenessUpdateEntry {
-                    clock,
-                    json: Arc::from(json),
-                },
-            );
-            Message::Awareness(update).encode()
-        };
+        let presence =
+            |client: u64, clock: u32, json: &str| Message::presence(client, clock, json).encode();
         let outcome = room
             .receive(1, &presence(10, 1, r#"{"name":"ada"}"#), 0)
             .unwrap();

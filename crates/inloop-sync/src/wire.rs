@@ -104,6 +104,21 @@ impl Message {
     }
 }
 
+impl Message {
+    /// An awareness message carrying one client's presence state (`null` removes it).
+    pub fn presence(client: u64, clock: u32, json: &str) -> Self {
+        let mut update = AwarenessUpdate {
+            clients: std::collections::HashMap::new(),
+        };
+        let entry = yrs::sync::awareness::AwarenessUpdateEntry {
+            clock,
+            json: json.into(),
+        };
+        update.clients.insert(yrs::ClientID::new(client), entry);
+        Message::Awareness(update)
+    }
+}
+
 /// The update frame for `update`, written straight from the slice (the relay's fan-out).
 pub fn encode_update(update: &[u8]) -> Vec<u8> {
     let mut encoder = EncoderV1::new();

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use inloop_doc::CellType;
+use inloop_relay::Limits;
 use inloop_relay::store::{Append, DocSummary, MemoryStore, Store, StoredDoc, TokenRecord};
-use inloop_relay::{Config, Limits, Relay};
 use inloop_sync::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -773,36 +773,6 @@ impl Store for FailingStore {
     }
 }
 
-/// A relay serving over `store`, as [`TestRelay`] does over SQLite.
-async fn relay_over(store: FailingStore) -> TestRelay {
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config::new(data.path());
-    config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let relay = Relay::start_with_store(config, Box::new(store))
-        .await
-        .expect("relay starts");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let addr = relay.addr();
-    let admin_token = relay.admin_token().to_owned();
-    let state = relay.state().clone();
-    let task = tokio::spawn(async move {
-        relay
-            .run_until(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("relay serves");
-    });
-    TestRelay {
-        addr,
-        admin_token,
-        state,
-        data,
-        stop: Some(stop),
-        task: Some(task),
-    }
-}
-
 async fn get(relay: &TestRelay, path: &str) -> (u16, String) {
     http_request(relay.addr, "GET", path, None, b"").await
 }
@@ -825,7 +795,7 @@ async fn readyz_fails_while_storage_cannot_write_and_healthz_stays_ok() {
     let store = FailingStore::default();
     let broken = store.broken.clone();
     let probes = store.probes.clone();
-    let relay = relay_over(store).await;
+    let relay = TestRelay::over_store(Box::new(store)).await;
     let doc = relay.create_doc().await;
     assert_eq!(get(&relay, "/readyz").await, (200, "ok".into()));
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));

@@ -80,6 +80,22 @@ impl TestRelay {
         config.addr = addr;
         adjust(&mut config);
         let relay = Relay::start(config).await.expect("relay starts");
+        Self::run(relay, data)
+    }
+
+    /// A relay serving over `store` instead of SQLite (tests' stores that fail on purpose).
+    pub(crate) async fn over_store(store: Box<dyn inloop_relay::store::Store>) -> Self {
+        let data = tempfile::tempdir().expect("temporary folder");
+        let mut config = Config::new(data.path());
+        config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let relay = Relay::start_with_store(config, store)
+            .await
+            .expect("relay starts");
+        Self::run(relay, data)
+    }
+
+    /// Serves `relay` in a task until the returned handle is stopped or dropped.
+    fn run(relay: Relay, data: tempfile::TempDir) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let addr = relay.addr();
         let admin_token = relay.admin_token().to_owned();

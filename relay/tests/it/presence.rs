@@ -1,30 +1,15 @@
 //! Presence floods: a read-link peer sending huge or endless presence is cut with the reason,
 //! and everyone else goes on being served and sees a bounded amount of it.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use inloop_sync::Role;
 use inloop_sync::wire::Message;
-use yrs::ClientID;
-use yrs::sync::AwarenessUpdate;
-use yrs::sync::awareness::AwarenessUpdateEntry;
 
 use crate::{TestRelay, connect, ended, eventually};
 
 fn presence(client: u64, clock: u32, json: String) -> Vec<u8> {
-    let mut update = AwarenessUpdate {
-        clients: HashMap::new(),
-    };
-    update.clients.insert(
-        ClientID::new(client),
-        AwarenessUpdateEntry {
-            clock,
-            json: Arc::from(json),
-        },
-    );
-    Message::Awareness(update).encode()
+    Message::presence(client, clock, &json).encode()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,33 +7,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use inloop_client::{Client, ClientOptions};
 use inloop_doc::structs::{ItemSpec, Parent, StructKind, UpdateStructs, encode_items_v1};
 use inloop_doc::{ExecutionStatus, ExecutionTarget, Notebook, Output};
 use inloop_sync::{ClientSession, Role};
 use yrs::{Any, ClientID, ID, IdSet};
 
-use crate::{RuntimeProcess, Serve, token};
+use crate::{RuntimeProcess, Serve, peer, token, until};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn peer(addr: SocketAddr, doc: &str, role: Role) -> Client {
-    let url = format!("ws://{addr}/api/docs/{doc}/ws?token={}", token(role));
-    let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
-    client.wait_synced(Duration::from_secs(10)).await.unwrap();
-    client
-}
-
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Python that leaves a marker file: proof that the attacker's code ran.
 fn payload(marker: &Path) -> String {
@@ -66,7 +47,7 @@ async fn an_edit_link_cannot_make_the_runtime_run_its_code() {
     let _owner = peer(relay.addr, doc, Role::Admin).await; // an admin's first visit creates it
     let victim = peer(relay.addr, doc, Role::Execute).await;
     let _runtime = RuntimeProcess::start(relay.addr, doc, &token(Role::Runtime), "server");
-    until("the runtime registers", || {
+    until("the runtime registers", TIMEOUT, || {
         !victim.notebook().runtimes().is_empty()
     })
     .await;
@@ -109,7 +90,7 @@ async fn an_edit_link_cannot_make_the_runtime_run_its_code() {
         .notebook()
         .request_execution(&cell, &ExecutionTarget::Server, "victim", 1.0)
         .unwrap();
-    until("the victim's run ends", || {
+    until("the victim's run ends", TIMEOUT, || {
         victim
             .notebook()
             .execution(&run)
@@ -119,7 +100,7 @@ async fn an_edit_link_cannot_make_the_runtime_run_its_code() {
     let ended = victim.notebook().execution(&run).unwrap();
     assert_eq!(ended.status, ExecutionStatus::Done, "{ended:?}");
     assert_eq!(ended.code, "print('victim')");
-    until("the victim's output", || {
+    until("the victim's output", TIMEOUT, || {
         printed(victim.notebook(), &cell) == "victim\n"
     })
     .await;
@@ -135,7 +116,7 @@ async fn a_run_whose_code_was_changed_after_the_request_is_refused_by_the_runtim
     let _owner = peer(relay.addr, doc, Role::Admin).await;
     let victim = peer(relay.addr, doc, Role::Execute).await;
     let _runtime = RuntimeProcess::start(relay.addr, doc, &token(Role::Runtime), "server");
-    until("the runtime registers", || {
+    until("the runtime registers", TIMEOUT, || {
         !victim.notebook().runtimes().is_empty()
     })
     .await;
@@ -149,7 +130,7 @@ async fn a_run_whose_code_was_changed_after_the_request_is_refused_by_the_runtim
     let busy = notebook
         .request_execution(&busy_cell, &ExecutionTarget::Server, "victim", 1.0)
         .unwrap();
-    until("the slow cell runs", || {
+    until("the slow cell runs", TIMEOUT, || {
         notebook.execution(&busy).unwrap().status == ExecutionStatus::Running
     })
     .await;
@@ -162,7 +143,7 @@ async fn a_run_whose_code_was_changed_after_the_request_is_refused_by_the_runtim
     // Another execute peer (who could run its own code anyway) overwrites the victim's
     // snapshot, so that its code would run under the victim's name.
     let other = peer(relay.addr, doc, Role::Execute).await;
-    until("the request reaches the other peer", || {
+    until("the request reaches the other peer", TIMEOUT, || {
         other.notebook().execution(&run).is_ok()
     })
     .await;
@@ -187,12 +168,12 @@ async fn a_run_whose_code_was_changed_after_the_request_is_refused_by_the_runtim
         &IdSet::default(),
     );
     other.send_raw(ClientSession::update_frame(&overwrite));
-    until("the overwrite reaches the victim", || {
+    until("the overwrite reaches the victim", TIMEOUT, || {
         notebook.execution(&run).unwrap().code != "print('victim')"
     })
     .await;
 
-    until("the refused run ends", || {
+    until("the refused run ends", TIMEOUT, || {
         notebook.execution(&run).is_ok_and(|e| e.status.is_final())
     })
     .await;
@@ -211,13 +192,13 @@ async fn a_run_whose_code_was_changed_after_the_request_is_refused_by_the_runtim
     let again = notebook
         .request_execution(&cell, &ExecutionTarget::Server, "victim", 3.0)
         .unwrap();
-    until("the second run ends", || {
+    until("the second run ends", TIMEOUT, || {
         notebook
             .execution(&again)
             .is_ok_and(|e| e.status == ExecutionStatus::Done)
     })
     .await;
-    until("the victim's output", || {
+    until("the victim's output", TIMEOUT, || {
         printed(&notebook, &cell) == "victim\n"
     })
     .await;

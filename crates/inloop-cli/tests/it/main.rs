@@ -108,6 +108,41 @@ impl Drop for Serve {
     }
 }
 
+/// A peer of `doc` on the relay at `addr` with a token of `role`, synced.
+pub(crate) async fn peer(
+    addr: SocketAddr,
+    doc: &str,
+    role: inloop_sync::Role,
+) -> inloop_client::Client {
+    let url = format!("ws://{addr}/api/docs/{doc}/ws?token={}", token(role));
+    let client = inloop_client::Client::connect(
+        &url,
+        inloop_doc::Notebook::new(),
+        inloop_client::ClientOptions::new(),
+    );
+    client
+        .wait_synced(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    client
+}
+
+/// Polls until `condition` holds, or panics with `what` after `timeout`.
+pub(crate) async fn until(
+    what: &str,
+    timeout: std::time::Duration,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The repository's venv (ipykernel, nbformat, the mcp SDK), made by scripts/setup.sh.
 pub(crate) fn venv() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");

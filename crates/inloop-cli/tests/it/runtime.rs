@@ -3,20 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use inloop_client::{Client, ClientOptions};
 use inloop_doc::{CellType, ExecutionStatus, ExecutionTarget, Notebook};
 use inloop_sync::Role;
 
-use crate::{RuntimeProcess, Serve, token};
+use crate::{RuntimeProcess, Serve, peer, token, until};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn client(addr: SocketAddr, doc: &str) -> Client {
-    let url = format!("ws://{addr}/api/docs/{doc}/ws?token={}", token(Role::Admin));
-    let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
-    client.wait_synced(Duration::from_secs(10)).await.unwrap();
-    client
-}
 
 fn queue(notebook: &Notebook, source: &str, at: f64) -> String {
     let cell = notebook
@@ -25,18 +17,6 @@ fn queue(notebook: &Notebook, source: &str, at: f64) -> String {
     notebook
         .request_execution(&cell, &ExecutionTarget::Server, "test", at)
         .unwrap()
-}
-
-/// Polls until `condition` holds, or panics with `what` after `timeout`.
-async fn until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +34,7 @@ async fn only_the_lease_holder_runs_and_a_standby_finishes_the_queue_after_kill_
         ],
     );
     let doc = "two-runtimes";
-    let client = client(relay.addr, doc).await;
+    let client = peer(relay.addr, doc, Role::Admin).await;
     let notebook = client.notebook().clone();
     let first = RuntimeProcess::start(relay.addr, doc, &token(Role::Runtime), "first");
     until("the first runtime registers", TIMEOUT, || {
@@ -129,7 +109,7 @@ async fn a_relay_restarted_mid_execution_loses_no_output() {
     let mut relay = Serve::start(data.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
     let addr = relay.addr;
     let doc = "relay-restart";
-    let client = client(addr, doc).await;
+    let client = peer(addr, doc, Role::Admin).await;
     let notebook = client.notebook().clone();
     let _runtime = RuntimeProcess::start(addr, doc, &token(Role::Runtime), "runtime");
     until("the runtime registers", TIMEOUT, || {
@@ -177,7 +157,7 @@ async fn serve_starts_a_local_runtime_for_the_first_server_run_and_it_stops_when
         SocketAddr::from(([127, 0, 0, 1], 0)),
         &["--runtime-kernel-prefix", &venv, "--runtime-idle-secs", "3"],
     );
-    let client = client(relay.addr, "local").await;
+    let client = peer(relay.addr, "local", Role::Admin).await;
     let notebook = client.notebook().clone();
     assert!(notebook.runtimes().is_empty());
 

@@ -9,23 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use inloop_client::{Client, ClientOptions};
 use inloop_doc::{CellType, ExecutionStatus, ExecutionTarget, Notebook};
 use inloop_sync::Role;
 
-use crate::{SECRET, Serve, token, venv};
+use crate::{SECRET, Serve, peer, token, venv};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every token starts with.
 const TOKEN_PREFIX: &str = "il1.";
-
-async fn client(addr: SocketAddr, doc: &str) -> Client {
-    let url = format!("ws://{addr}/api/docs/{doc}/ws?token={}", token(Role::Admin));
-    let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
-    client.wait_synced(Duration::from_secs(10)).await.unwrap();
-    client
-}
 
 /// Polls until `found` gives something, or panics with `what` after `timeout`.
 async fn until<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
@@ -101,7 +93,7 @@ async fn serve_gives_its_local_runtime_the_token_in_a_private_file_not_on_its_co
         SocketAddr::from(([127, 0, 0, 1], 0)),
         &["--runtime-kernel-prefix", &venv],
     );
-    let client = client(relay.addr, "token-file").await;
+    let client = peer(relay.addr, "token-file", Role::Admin).await;
     let notebook = client.notebook().clone();
     let (cell, run) = queue_environment_probe(&notebook);
 
@@ -271,7 +263,7 @@ async fn a_runtime_started_by_hand_reads_its_token_file() {
         .spawn()
         .unwrap();
 
-    let client = client(relay.addr, "by-hand").await;
+    let client = peer(relay.addr, "by-hand", Role::Admin).await;
     let notebook = client.notebook().clone();
     let (cell, run) = queue_environment_probe(&notebook);
     let outputs = printed(&notebook, &cell, &run).await;
