@@ -10,11 +10,15 @@
 //   the share dialog: [data-testid=share-role|share-expiry|share-name|share-make], rows
 //   [data-testid=share-link] with [data-testid=share-revoke]; links go to the clipboard only,
 //   and the token leaves the address bar once the page has loaded,
-//   [data-testid=status-connection][data-state], status-kernel, status-lease, presence, .cm-remote-cursor
+//   [data-testid=status-connection][data-state], status-kernel, status-lease, presence, .cm-remote-cursor,
+//   <body data-mode="edit|command">, a cell deleted by someone else while edited here:
+//   .cell.orphaned with [data-testid=orphan-notice] and its buttons [data-testid=keep-copy|discard-copy]
+import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import readline from 'node:readline';
 
-import { launchChromium, outDir, startRelay as startHarnessRelay, waitFor } from '../browser/harness.mjs';
+import { launchChromium, outDir, repo, startRelay as startHarnessRelay, waitFor } from '../browser/harness.mjs';
 
 export { launchChromium, makeShareLink, startProxy, waitFor, repo } from '../browser/harness.mjs';
 
@@ -234,4 +238,41 @@ export async function observer(context, relay, docId, token) {
   );
   await waitFor('the observer synced', () => page.evaluate(() => window.nb.status().state === 'synced'));
   return page;
+}
+
+/**
+ * A stock Yjs client (tests/node/yjs_peer.mjs: npm `yjs` + `y-websocket`) in the notebook
+ * `docId`, driven over its stdin/stdout protocol (see the peer's header comment). Resolves once
+ * it has synced. `request(cmd)` sends one command and resolves to its reply (an `error` reply
+ * rejects); `cells()` is the peer's view of the cells ([{id, cell_type, source}]).
+ */
+export async function yjsPeer(relay, docId, token, name = 'yjs peer') {
+  const child = spawn(
+    process.execPath,
+    [path.join(repo, 'tests/node/yjs_peer.mjs'), '--server', `${relay.wsUrl}/api/docs`, '--room', `${docId}/ws`, '--token', token, '--name', name],
+    { cwd: repo, stdio: ['pipe', 'pipe', process.env.E2E_VERBOSE ? 'inherit' : 'ignore'] },
+  );
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  // The peer answers each command with exactly one ok/error/state event, in order.
+  const pending = [];
+  let synced = false;
+  readline.createInterface({ input: child.stdout }).on('line', (line) => {
+    const event = JSON.parse(line);
+    if (event.event === 'synced') synced = true;
+    if (['ok', 'error', 'state'].includes(event.event)) pending.shift()?.(event);
+  });
+  const request = (cmd) =>
+    new Promise((resolve, reject) => {
+      pending.push((event) => (event.event === 'error' ? reject(new Error(`yjs peer: ${cmd.cmd}: ${event.message}`)) : resolve(event)));
+      child.stdin.write(`${JSON.stringify(cmd)}\n`);
+    });
+  await waitFor('the yjs peer synced', () => synced, 15_000);
+  return {
+    request,
+    cells: async () => (await request({ cmd: 'state' })).cells,
+    async quit() {
+      if (child.exitCode === null) child.stdin.end();
+      await exited;
+    },
+  };
 }

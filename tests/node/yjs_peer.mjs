@@ -25,6 +25,10 @@
 //        index defaults to the end, cell_type to "code", source to ""
 //   {"cmd":"insert_text","cell":I,"at":N,"text":".."}   N in UTF-16 units, clamped
 //   {"cmd":"delete_text","cell":I,"at":N,"len":L}       both clamped
+//   {"cmd":"move_cell","from":I,"to":J}   the way Yjs clients (JupyterLab) move a cell: one
+//        transaction deletes cells[I] and inserts a copy (a new Y.Map, same id) so that it ends
+//        up at J (0 to the cell count minus one)
+//   {"cmd":"delete_cell","cell":I}
 //   {"cmd":"set_awareness","state":{...}|null}
 //   {"cmd":"state"} -> {"event":"state","cells":[{"id","cell_type","source"}],
 //        "meta":{..},"client_id":N,"state_vector":B64,"update":B64}
@@ -196,6 +200,24 @@ const commands = {
     const len = clamp(requireInt(cmd, 'len'), 0, source.length - at)
     if (len > 0) source.delete(at, len)
     emit({ event: 'ok', cmd: 'delete_text' })
+  },
+  move_cell (cmd) {
+    const from = requireInt(cmd, 'from')
+    const to = requireInt(cmd, 'to')
+    if (from >= cells.length || to >= cells.length) throw new CommandError(`no cell ${Math.max(from, to)} (document has ${cells.length} cells)`)
+    // Yjs has no move: a deep copy of the map (its Y.Text and all) replaces the original.
+    ydoc.transact(() => {
+      const copy = cells.get(from).clone()
+      cells.delete(from, 1)
+      cells.insert(to, [copy])
+    })
+    emit({ event: 'ok', cmd: 'move_cell' })
+  },
+  delete_cell (cmd) {
+    const index = requireInt(cmd, 'cell')
+    if (index >= cells.length) throw new CommandError(`no cell ${index} (document has ${cells.length} cells)`)
+    cells.delete(index, 1)
+    emit({ event: 'ok', cmd: 'delete_cell' })
   },
   set_awareness (cmd) {
     if (cmd.state !== null && (typeof cmd.state !== 'object' || Array.isArray(cmd.state))) {

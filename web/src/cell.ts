@@ -19,6 +19,8 @@ export interface CellHost {
   selection(id: string, anchor: number, head: number, focused: boolean): void;
   editorFocused(id: string): void;
   editorBlurred(id: string): void;
+  /** Whether the cell is the one in edit mode. */
+  editing(id: string): boolean;
   command(id: string, name: EditorCommand): boolean;
   cellAction(id: string, action: string, value?: string): void;
   carets(id: string): RemoteCaret[];
@@ -74,6 +76,8 @@ export class CellView {
   private readonly outputsEl: HTMLElement;
   private readonly targetSelect: HTMLSelectElement;
   private placeholder: HTMLPreElement | null = null;
+  /** Shown while the cell is a copy of one deleted under the person editing it. */
+  private orphanNotice: HTMLElement | null = null;
   private placeholderStale = false;
   private markdownStale = true;
   private outputKeys: string[] = [];
@@ -189,7 +193,8 @@ export class CellView {
     if (type !== 'code') this.setOutputs([]);
     if (type === 'markdown') {
       this.markdownStale = true;
-      this.setRendered(true);
+      // A cell made markdown while someone types in it keeps its editor (and their focus).
+      this.setRendered(!this.host.editing(this.id));
     } else {
       this.el.classList.remove('rendered');
     }
@@ -254,9 +259,60 @@ export class CellView {
     if (this.type === 'markdown' && this.rendered && this.markdownStale) this.renderMarkdown();
   }
 
-  /** Re-reads the text from the document (after a cell was replaced in place). */
-  resync() {
+  /**
+   * The document has a new map or text for this cell (it moved the Yjs way, came back after a
+   * delete, or its text was replaced), maybe a copy that lacks keys typed here meanwhile. The
+   * editor stays (focus, caret and all): keys the copy lacks are sent again; when the copy
+   * differs otherwise, the document's text wins unless `mine` (a copy that lived only here since
+   * its cell was deleted: what was typed into it wins).
+   */
+  rebind(mine: boolean) {
     const text = this.host.source(this.id);
+    if (!this.editor) {
+      if (this.placeholder?.textContent !== (text || ' ')) this.resync(text);
+      return;
+    }
+    const lost = this.editor.lostChanges(text) ?? (mine ? this.editor.deltaFrom(text) : null);
+    if (lost) {
+      this.host.localEdit(this.id, lost);
+    } else {
+      this.editor.setText(text);
+      this.markdownStale = true;
+      this.refresh();
+    }
+  }
+
+  /**
+   * Marks the cell as a copy of one deleted while it was being edited (or as a cell again): a
+   * notice offers to keep the copy (put it back in the notebook) or to discard it.
+   */
+  setOrphaned(orphaned: boolean) {
+    this.el.classList.toggle('orphaned', orphaned);
+    if (!orphaned) {
+      this.orphanNotice?.remove();
+      this.orphanNotice = null;
+      return;
+    }
+    if (this.orphanNotice) return;
+    const button = (action: string, label: string, primary = false) => {
+      const b = h('button', { class: `button${primary ? ' primary' : ''}`, type: 'button', 'data-testid': action }, label);
+      // Keep the focus in the editor: pressing the button is no reason to leave edit mode.
+      b.addEventListener('mousedown', (e) => e.preventDefault());
+      b.addEventListener('click', () => this.host.cellAction(this.id, action));
+      return b;
+    };
+    this.orphanNotice = h(
+      'div',
+      { class: 'cell-orphan', role: 'alert', 'data-testid': 'orphan-notice' },
+      h('span', {}, 'Someone deleted this cell while you were editing it. What you type stays in your copy here, and nowhere else.'),
+      button('keep-copy', 'Keep my copy', true),
+      button('discard-copy', 'Discard'),
+    );
+    this.inputEl.before(this.orphanNotice);
+  }
+
+  /** Re-reads the text from the document (after a cell was replaced in place). */
+  resync(text = this.host.source(this.id)) {
     if (this.editor) this.editor.setText(text);
     else this.showPlaceholder(text);
     this.markdownStale = true;
@@ -286,8 +342,8 @@ export class CellView {
     }
   }
 
-  /** Edit mode: the editor, focused. */
-  edit(at?: 'start' | 'end') {
+  /** Edit mode: the editor, focused (the caret at the start, the end or a given selection). */
+  edit(at?: 'start' | 'end' | { anchor: number; head: number }) {
     if (this.type === 'markdown') this.setRendered(false);
     this.mount();
     this.editor!.focus(at);

@@ -146,6 +146,20 @@ export function changesToDelta(changes: ChangeSet): TextDelta[] {
   return delta;
 }
 
+/** The one span where `text` differs from `old` (common start and end kept); null if equal. */
+function changedSpan(old: string, text: string): { from: number; to: number; insert: string } | null {
+  if (old === text) return null;
+  let start = 0;
+  while (start < old.length && start < text.length && old[start] === text[start]) start++;
+  let endOld = old.length;
+  let endNew = text.length;
+  while (endOld > start && endNew > start && old[endOld - 1] === text[endNew - 1]) {
+    endOld--;
+    endNew--;
+  }
+  return { from: start, to: endOld, insert: text.slice(start, endNew) };
+}
+
 /** The CodeMirror changes of a delta; null if it does not fit a text of `length`. */
 export function deltaToChanges(delta: TextDelta[], length: number): ChangeSpec[] | null {
   const changes: ChangeSpec[] = [];
@@ -183,12 +197,20 @@ export interface EditorOptions {
   hooks: EditorHooks;
 }
 
+/** How many of its own latest changes an editor remembers (see `CellEditor.lostChanges`). */
+const LOCAL_CHANGES_KEPT = 1000;
+
 /** A cell editor: CodeMirror with no history of its own (the engine's undo is the one history). */
 export class CellEditor {
   readonly view: EditorView;
   private readonly language = new Compartment();
   private readonly readOnly = new Compartment();
   private caretsKey = '';
+  /**
+   * This editor's own changes since the last one that came from the document, each with its
+   * inverse: what a copy of the cell made while they were on their way may lack.
+   */
+  private local: { changes: ChangeSet; inverse: ChangeSet }[] = [];
 
   constructor(parent: HTMLElement, options: EditorOptions) {
     const hooks = options.hooks;
@@ -257,7 +279,14 @@ export class CellEditor {
       placeholder(options.language === 'markdown' ? 'Markdown text' : ''),
       EditorView.updateListener.of((update) => {
         for (const tr of update.transactions) {
-          if (!tr.docChanged || tr.annotation(fromDocument)) continue;
+          if (!tr.docChanged) continue;
+          if (tr.annotation(fromDocument)) {
+            // Earlier local changes no longer line up with the text: forget them.
+            this.local = [];
+            continue;
+          }
+          this.local.push({ changes: tr.changes, inverse: tr.changes.invert(tr.startState.doc) });
+          if (this.local.length > LOCAL_CHANGES_KEPT) this.local.shift();
           hooks.change(changesToDelta(tr.changes));
         }
         if (update.selectionSet || update.focusChanged) {
@@ -301,22 +330,48 @@ export class CellEditor {
     return true;
   }
 
-  /** Makes the text equal to `text`, replacing only the span that differs. */
+  /**
+   * Makes the text equal to `text`, replacing only the span that differs: the selection is
+   * mapped through that change, so a caret outside it keeps its place in the text.
+   */
   setText(text: string) {
-    const old = this.text;
-    if (old === text) return;
-    let start = 0;
-    while (start < old.length && start < text.length && old[start] === text[start]) start++;
-    let endOld = old.length;
-    let endNew = text.length;
-    while (endOld > start && endNew > start && old[endOld - 1] === text[endNew - 1]) {
-      endOld--;
-      endNew--;
-    }
+    const span = changedSpan(this.text, text);
+    if (!span) return;
     this.view.dispatch({
-      changes: { from: start, to: endOld, insert: text.slice(start, endNew) },
+      changes: span,
       annotations: [fromDocument.of(true), Transaction.addToHistory.of(false)],
     });
+  }
+
+  /**
+   * The document's text of this cell is now `text`, a copy (the cell moved the way Yjs moves:
+   * a new map; or came back after a delete). A copy made while this editor's latest changes were
+   * on their way lacks them: if `text` is this editor's text without its last N changes, returns
+   * those N changes as one delta against `text` (empty if nothing is missing), to send again.
+   * Otherwise null: the copy differs in some other way.
+   */
+  lostChanges(text: string): TextDelta[] | null {
+    let doc = this.view.state.doc;
+    if (doc.length === text.length && doc.toString() === text) return [];
+    for (let n = this.local.length - 1; n >= 0; n--) {
+      doc = this.local[n].inverse.apply(doc);
+      if (doc.length !== text.length || doc.toString() !== text) continue;
+      let lost = this.local[n].changes;
+      for (const later of this.local.slice(n + 1)) lost = lost.compose(later.changes);
+      return changesToDelta(lost);
+    }
+    return null;
+  }
+
+  /** The delta that makes `text` (the document's) equal to this editor's text. */
+  deltaFrom(text: string): TextDelta[] {
+    const span = changedSpan(text, this.text);
+    return span ? changesToDelta(ChangeSet.of(span, text.length)) : [];
+  }
+
+  get selection(): { anchor: number; head: number } {
+    const { anchor, head } = this.view.state.selection.main;
+    return { anchor, head };
   }
 
   setCarets(carets: RemoteCaret[]) {
@@ -334,10 +389,16 @@ export class CellEditor {
     this.view.dispatch({ effects: this.readOnly.reconfigure(readOnlyOf(readOnly)) });
   }
 
-  focus(at?: 'start' | 'end') {
+  /** Focuses the editor, with the caret at the start, the end, or a selection (clamped). */
+  focus(at?: 'start' | 'end' | { anchor: number; head: number }) {
     if (at) {
-      const pos = at === 'start' ? 0 : this.view.state.doc.length;
-      this.view.dispatch({ selection: EditorSelection.cursor(pos), scrollIntoView: true });
+      const length = this.view.state.doc.length;
+      const clamp = (pos: number) => Math.max(0, Math.min(pos, length));
+      const selection =
+        typeof at === 'object'
+          ? EditorSelection.single(clamp(at.anchor), clamp(at.head))
+          : EditorSelection.cursor(at === 'start' ? 0 : length);
+      this.view.dispatch({ selection, scrollIntoView: true });
     }
     this.view.focus();
   }

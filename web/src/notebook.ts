@@ -86,6 +86,15 @@ export class NotebookPage implements CellHost {
   private mode: Mode = 'command';
   /** The cell whose editor is sending its own edit to the engine (not echoed back). */
   private echo: string | null = null;
+  /**
+   * Cells deleted by someone else while being edited here, kept on the page as this person's
+   * copy (where the cell was: after `after`, else at `index`) until they keep or discard it.
+   */
+  private readonly orphans = new Map<string, { after: string | null; index: number }>();
+  /** Cells whose map or text the document replaced, to follow once the delivery is over. */
+  private readonly rebinds = new Map<string, boolean>();
+  /** When the person last pressed a pointer anywhere on the page (see editorBlurred). */
+  private pointerAt = -Infinity;
   private readonly execByCell = new Map<string, Execution>();
   private presenceList: Presence[] = [];
   private caretsByCell = new Map<string, RemoteCaret[]>();
@@ -151,7 +160,8 @@ export class NotebookPage implements CellHost {
   }
 
   localEdit(id: string, delta: TextDelta[]) {
-    if (delta.length === 0) return;
+    // A deleted cell's copy: what is typed stays in its editor (and goes in with "keep my copy").
+    if (delta.length === 0 || this.orphans.has(id)) return;
     this.echo = id;
     try {
       this.nb.editSource(id, delta);
@@ -177,20 +187,35 @@ export class NotebookPage implements CellHost {
   }
 
   editorBlurred(id: string) {
-    // Leaving for a control of the page (a menu, the toolbar) or another window: command mode.
+    // Leaving for a control of the page (a menu, the toolbar) or a click elsewhere: command
+    // mode. Only the person's own doing changes the mode, never a remote change.
     setTimeout(() => {
       const active = document.activeElement;
-      if (active?.closest('.cm-editor')) return;
-      if (this.selected === id && this.mode === 'edit') {
-        this.mode = 'command';
-        this.renderSelection();
-        const view = this.views.get(id);
-        if (view?.type === 'markdown') view.setRendered(true);
+      if (active?.closest('.cm-editor') || !this.editing(id)) return;
+      const view = this.views.get(id);
+      if ((!active || active === document.body) && performance.now() - this.pointerAt > 1000 && view?.editor?.view.dom.isConnected) {
+        // The focus fell to the body with no click: the page itself moved, hid or removed the
+        // editor's element (remote changes are rendered so as not to; this is the net under
+        // that). Still edit mode: the focus goes back to the editor.
+        view.editor.focus();
+        return;
       }
+      this.mode = 'command';
+      this.renderSelection();
+      if (view?.type === 'markdown') view.setRendered(true);
     }, 0);
   }
 
+  editing(id: string): boolean {
+    return this.selected === id && this.mode === 'edit';
+  }
+
   command(id: string, name: EditorCommand): boolean {
+    if (this.orphans.has(id) && name !== 'escape' && name !== 'up-out' && name !== 'down-out') {
+      // A deleted cell's copy runs nothing and undoes nothing: its keys act on nothing else.
+      toast('This cell was deleted: “Keep my copy” puts it back in the notebook.');
+      return true;
+    }
     switch (name) {
       case 'run-next':
         this.runAndAdvance(id);
@@ -250,6 +275,12 @@ export class NotebookPage implements CellHost {
       case 'delete-cell':
         this.deleteCell(id);
         break;
+      case 'keep-copy':
+        this.keepCopy(id);
+        break;
+      case 'discard-copy':
+        this.discardCopy(id);
+        break;
     }
   }
 
@@ -261,11 +292,11 @@ export class NotebookPage implements CellHost {
 
   private onChange(batch: ChangeBatch) {
     let structural = false;
-    const inserted: string[] = [];
+    const inserted = new Set<string>();
     for (const change of batch.changes) {
       switch (change.kind) {
         case 'cell_inserted':
-          inserted.push(change.cell_id);
+          inserted.add(change.cell_id);
           structural = true;
           break;
         case 'cell_deleted':
@@ -293,7 +324,7 @@ export class NotebookPage implements CellHost {
           } else if (field === 'execution_count' || field === 'execution_state') {
             this.dirtyOutputs.add(change.cell_id);
           } else if (field === 'source') {
-            view.resync();
+            this.rebindSoon(change.cell_id, false);
           }
           break;
         }
@@ -308,7 +339,7 @@ export class NotebookPage implements CellHost {
           break;
       }
     }
-    if (structural) this.reconcile(inserted);
+    if (structural) this.reconcile(inserted, batch.origin === 'remote');
     this.updateUndoButtons();
     this.schedule();
   }
@@ -322,8 +353,13 @@ export class NotebookPage implements CellHost {
     if (view.id === this.selected) this.renderSelection();
   }
 
-  /** Makes the cell list match the document's order: O(cells) DOM checks, few moves. */
-  private reconcile(inserted: string[] = []) {
+  /**
+   * Makes the cell list match the document's order: O(cells) DOM checks, few moves. A remote
+   * change never takes the focus from the person here (their next keys would be commands): the
+   * cell with the focus keeps its element in place, and the cell being edited, when deleted by
+   * someone else (`remote`), stays as their copy.
+   */
+  private reconcile(inserted: ReadonlySet<string> = new Set(), remote = false) {
     const ids = this.nb.cellIds();
     const seen = new Set<string>();
     const order: string[] = [];
@@ -332,17 +368,20 @@ export class NotebookPage implements CellHost {
       seen.add(id);
       order.push(id);
     }
+    const selectedAt = this.selected ? this.order.indexOf(this.selected) : -1;
+    const moved = reordered(this.order, order);
     for (const [id, view] of this.views) {
-      if (!seen.has(id)) {
-        this.observer.unobserve(view.el);
-        view.destroy();
-        this.views.delete(id);
+      if (seen.has(id) || this.orphans.has(id)) continue;
+      if (remote && this.editing(id) && !this.readOnly) {
+        this.orphan(id, seen);
+        continue;
       }
+      this.observer.unobserve(view.el);
+      view.destroy();
+      this.views.delete(id);
     }
-    const reinserted = new Set(inserted);
-    let previous: Element | null = null;
     for (const id of order) {
-      let view = this.views.get(id);
+      const view = this.views.get(id);
       if (!view) {
         let cell: Cell;
         try {
@@ -350,26 +389,139 @@ export class NotebookPage implements CellHost {
         } catch {
           continue;
         }
-        view = new CellView(this, id, cell);
-        view.setReadOnly(this.readOnly);
+        const created = new CellView(this, id, cell);
+        created.setReadOnly(this.readOnly);
         const ex = this.execByCell.get(id);
-        if (ex) view.setExecution(ex);
-        this.views.set(id, view);
-        this.observer.observe(view.el);
-      } else if (reinserted.has(id)) {
-        // Re-inserted under the same id (a move is a delete and an insert of a copy).
+        if (ex) created.setExecution(ex);
+        this.views.set(id, created);
+        this.observer.observe(created.el);
+      } else if (this.orphans.has(id)) {
+        // Back (the delete undone, a move made of two changes): a cell again, and what was
+        // typed into the copy meanwhile goes in.
+        this.orphans.delete(id);
+        view.setOrphaned(false);
         this.refreshCell(view);
-        view.resync();
+        this.rebindSoon(id, true);
+      } else if (inserted.has(id)) {
+        // Re-inserted under its id: a new map, maybe of another type.
+        this.refreshCell(view);
+        this.rebindSoon(id, false);
+      } else if (moved.has(id)) {
+        // Yjs has no move: a moved cell is a copy, a new map with the same id. (The engine
+        // names one cell per move, not always the copy: moving a cell down past its neighbour
+        // reads as the neighbour moving up. So every cell whose place changed is followed.)
+        this.rebindSoon(id, false);
       }
-      const expected: Element | null = previous ? previous.nextElementSibling : this.container.firstElementChild;
-      if (expected !== view.el) this.container.insertBefore(view.el, expected);
-      previous = view.el;
     }
     this.order = order;
-    byId('empty').hidden = order.length > 0;
-    if (this.selected && !this.views.has(this.selected)) this.selected = null;
+    const layout = this.layout();
+    this.place(layout);
+    byId('empty').hidden = layout.length > 0;
+    if (this.selected && !this.views.has(this.selected)) {
+      // The selected cell was deleted (in command mode): the one now in its place is selected.
+      this.selected = null;
+      const next = order[Math.min(selectedAt, order.length - 1)];
+      if (next) this.select(next, 'command', { focus: false });
+    }
     if (!this.selected && order.length) this.select(order[0], 'command', { focus: false });
     this.presenceDirty = true;
+  }
+
+  /** The cells as shown: the document's order, and each orphan where its cell was. */
+  private layout(): string[] {
+    const layout = this.order.filter((id) => this.views.has(id));
+    for (const [id, where] of this.orphans) {
+      const after = where.after ? layout.indexOf(where.after) : -1;
+      layout.splice(after >= 0 ? after + 1 : Math.min(where.index, layout.length), 0, id);
+    }
+    return layout;
+  }
+
+  /**
+   * Puts the cells' elements in `layout` order. The cell holding the focus is never taken out
+   * of the DOM (that takes the focus away): the others move around it.
+   */
+  private place(layout: string[]) {
+    const els = layout.map((id) => this.views.get(id)!.el);
+    const focused = document.activeElement?.closest('.cell');
+    const pin = els.findIndex((el) => el === focused);
+    let previous: Element | null = pin >= 0 ? els[pin] : null;
+    for (const el of els.slice(pin + 1)) {
+      const expected = previous ? previous.nextElementSibling : this.container.firstElementChild;
+      if (expected !== el) this.container.insertBefore(el, expected);
+      previous = el;
+    }
+    let next = pin >= 0 ? els[pin] : null;
+    for (const el of els.slice(0, Math.max(pin, 0)).reverse()) {
+      if (next!.previousElementSibling !== el) this.container.insertBefore(el, next);
+      next = el;
+    }
+  }
+
+  /** Where the cell `id` is among the document's cells as shown (an orphan: where it would go). */
+  private shownIndex(id: string): number {
+    const layout = this.layout();
+    return layout.slice(0, layout.indexOf(id)).filter((other) => !this.orphans.has(other)).length;
+  }
+
+  /** The cell being edited here was deleted by someone else: it stays as this person's copy. */
+  private orphan(id: string, remaining: ReadonlySet<string>) {
+    const before = this.order.slice(0, Math.max(this.order.indexOf(id), 0)).filter((other) => remaining.has(other));
+    this.orphans.set(id, { after: before.at(-1) ?? null, index: before.length });
+    this.views.get(id)!.setOrphaned(true);
+    this.sendPresence();
+  }
+
+  /** "Keep my copy": the deleted cell back where it was, with what was typed into it. */
+  private keepCopy(id: string) {
+    const view = this.views.get(id);
+    if (!view?.editor || !this.orphans.has(id)) return;
+    // A new cell (the engine names it): the copy's editor hands it its text and caret.
+    const created = this.insertCell(this.shownIndex(id), view.type, view.editor.text);
+    if (!created) return;
+    if (view.target) this.setCellTarget(created, view.target);
+    this.select(created, 'edit', { at: view.editor.selection });
+    this.dropOrphan(id);
+  }
+
+  private discardCopy(id: string) {
+    const index = this.shownIndex(id);
+    this.dropOrphan(id);
+    const next = this.order[Math.min(index, this.order.length - 1)];
+    if (next) this.select(next, 'command');
+  }
+
+  private dropOrphan(id: string) {
+    const view = this.views.get(id);
+    this.orphans.delete(id);
+    this.views.delete(id);
+    if (this.selected === id) {
+      this.selected = null;
+      this.mode = 'command';
+      this.renderSelection();
+    }
+    if (view) {
+      this.observer.unobserve(view.el);
+      view.destroy();
+    }
+    byId('empty').hidden = this.views.size > 0;
+  }
+
+  /**
+   * Has the view of `id` follow its new map or text (`CellView.rebind`) once the engine has
+   * delivered the current changes: keys sent again from inside that delivery would come back
+   * after `localEdit` returned, and be applied to the editor a second time. No key event can
+   * come in between.
+   */
+  private rebindSoon(id: string, mine: boolean) {
+    if (!this.rebinds.size) {
+      queueMicrotask(() => {
+        const rebinds = [...this.rebinds];
+        this.rebinds.clear();
+        for (const [id, mine] of rebinds) if (!this.orphans.has(id)) this.views.get(id)?.rebind(mine);
+      });
+    }
+    this.rebinds.set(id, mine || (this.rebinds.get(id) ?? false));
   }
 
   private executionChanged(executionId: string) {
@@ -446,7 +598,7 @@ export class NotebookPage implements CellHost {
 
   // ---- selection and modes -----------------------------------------------------------------
 
-  private select(id: string, mode: Mode = this.mode, opts: { focus?: boolean; at?: 'start' | 'end' } = {}) {
+  private select(id: string, mode: Mode = this.mode, opts: { focus?: boolean; at?: 'start' | 'end' | { anchor: number; head: number } } = {}) {
     const view = this.views.get(id);
     if (!view) return;
     if (this.selected !== id) {
@@ -476,11 +628,11 @@ export class NotebookPage implements CellHost {
     for (const el of this.container.querySelectorAll('.cell.selected')) {
       if ((el as HTMLElement).dataset.cellId !== this.selected) el.classList.remove('selected', 'editing');
     }
+    document.body.dataset.mode = this.mode;
     const view = this.selected ? this.views.get(this.selected) : undefined;
     if (!view) return;
     view.el.classList.add('selected');
     view.el.classList.toggle('editing', this.mode === 'edit');
-    document.body.dataset.mode = this.mode;
     const typeSelect = byId<HTMLSelectElement>('cell-type');
     typeSelect.value = view.type;
   }
@@ -680,6 +832,15 @@ export class NotebookPage implements CellHost {
       }
       const target = e.target as HTMLElement;
       if (target.closest?.('.cm-editor')) return; // the editor's own keymap
+      if (this.mode === 'edit' && (target === document.body || target === document.documentElement)) {
+        // Edit mode with the focus fallen out of the editor (see editorBlurred): the key is
+        // for the cell being edited, never a command. Focused now, the editor gets its text.
+        const editor = this.selected ? this.views.get(this.selected)?.editor : undefined;
+        if (editor) {
+          editor.focus();
+          return;
+        }
+      }
       if (target.closest?.('input, textarea, select, [contenteditable="true"], .share-menu, .name-prompt')) return;
       if (target.tagName === 'BUTTON' && (e.key === 'Enter' || e.key === ' ')) return;
       if (this.commandKey(e)) {
@@ -687,6 +848,7 @@ export class NotebookPage implements CellHost {
         e.stopPropagation();
       }
     });
+    document.addEventListener('pointerdown', () => (this.pointerAt = performance.now()), true);
     this.container.addEventListener('mousedown', (e) => {
       const cellEl = (e.target as HTMLElement).closest<HTMLElement>('.cell');
       if (!cellEl) return;
@@ -701,11 +863,14 @@ export class NotebookPage implements CellHost {
 
   /** Jupyter's command mode. Returns whether the key was handled. */
   private commandKey(e: KeyboardEvent): boolean {
-    const id = this.selected;
+    // A deleted cell's copy is no cell of the notebook: no command acts on it (Enter edits it).
+    const orphan = this.selected !== null && this.orphans.has(this.selected);
+    const id = orphan ? null : this.selected;
     const mod = e.ctrlKey || e.metaKey;
     const key = e.key;
     if (key === 'Enter') {
-      if (!id) return false;
+      if (orphan && !e.shiftKey && !mod && !e.altKey) this.select(this.selected!, 'edit');
+      if (!id) return orphan;
       if (e.shiftKey) this.runAndAdvance(id);
       else if (mod) this.runInPlace(id);
       else if (e.altKey) this.runAndInsert(id);
@@ -939,11 +1104,13 @@ export class NotebookPage implements CellHost {
     this.presenceTimer = window.setTimeout(() => {
       this.presenceTimer = 0;
       try {
+        // In a deleted cell's copy, this person is in no cell of the notebook.
+        const cellId = this.selected && !this.orphans.has(this.selected) ? this.selected : null;
         this.nb.setPresence({
           name: this.me.name,
           colour: this.me.colour,
-          cellId: this.selected,
-          selection: this.mode === 'edit' ? this.mySelection : null,
+          cellId,
+          selection: cellId && this.mode === 'edit' ? this.mySelection : null,
           // JupyterLab's awareness shape, for Jupyter clients.
           user: { name: this.me.name, color: this.me.colour },
         });
@@ -1203,6 +1370,22 @@ export class NotebookPage implements CellHost {
     const interrupt = document.querySelector<HTMLButtonElement>('[data-action="interrupt"]');
     if (interrupt) interrupt.classList.toggle('active', running);
   }
+}
+
+/**
+ * The cells of `after` (an order of cell ids) whose place among the cells of `before` changed:
+ * from the first to the last place where the two differ, cells added or removed left aside.
+ */
+function reordered(before: string[], after: string[]): Set<string> {
+  const kept = new Set(after);
+  const was = before.filter((id) => kept.has(id));
+  const old = new Set(was);
+  const now = after.filter((id) => old.has(id));
+  let first = 0;
+  while (first < now.length && now[first] === was[first]) first++;
+  let last = now.length - 1;
+  while (last > first && now[last] === was[last]) last--;
+  return new Set(now.slice(first, last + 1));
 }
 
 function message(error: unknown): string {
