@@ -81,7 +81,8 @@ pub trait Store: Send + 'static {
     fn list(&mut self) -> Result<Vec<DocSummary>>;
     /// Remembers a minted share token.
     fn record_token(&mut self, token: &TokenRecord) -> Result<()>;
-    /// A document's tokens that are neither expired at `now` nor revoked.
+    /// A document's tokens that are neither expired at `now` nor revoked, in the order they were
+    /// recorded (links minted within one second keep the order they were made in).
     fn live_tokens(&mut self, doc_id: &str, now: u64) -> Result<Vec<TokenRecord>>;
     /// Marks a document's token revoked; false if it has no such live token.
     fn revoke_token(&mut self, doc_id: &str, token_id: &str, now: u64) -> Result<bool>;
@@ -245,7 +246,7 @@ impl Store for SqliteStore {
         let mut statement = self.conn.prepare_cached(
             "SELECT id, doc_id, role, name, created_at, expires_at FROM tokens
              WHERE doc_id = ?1 AND revoked_at IS NULL AND expires_at > ?2
-             ORDER BY created_at, id",
+             ORDER BY rowid",
         )?;
         let tokens = statement
             .query_map(params![doc_id, clamp(now)], |row| {
@@ -301,7 +302,8 @@ fn clamp(seconds: u64) -> i64 {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     docs: BTreeMap<String, (u64, StoredDoc)>,
-    tokens: BTreeMap<String, TokenRecord>,
+    /// By id, with the order they were recorded in (lists show links in the order they were made).
+    tokens: BTreeMap<String, (u64, TokenRecord)>,
 }
 
 impl Store for MemoryStore {
@@ -354,24 +356,24 @@ impl Store for MemoryStore {
     }
 
     fn record_token(&mut self, token: &TokenRecord) -> Result<()> {
-        self.tokens.insert(token.id.clone(), token.clone());
+        let seq = self.tokens.len() as u64;
+        self.tokens.insert(token.id.clone(), (seq, token.clone()));
         Ok(())
     }
 
     fn live_tokens(&mut self, doc_id: &str, now: u64) -> Result<Vec<TokenRecord>> {
-        let mut live: Vec<TokenRecord> = self
+        let mut live: Vec<&(u64, TokenRecord)> = self
             .tokens
             .values()
-            .filter(|t| t.doc_id == doc_id && t.revoked_at.is_none() && t.expires_at > now)
-            .cloned()
+            .filter(|(_, t)| t.doc_id == doc_id && t.revoked_at.is_none() && t.expires_at > now)
             .collect();
-        live.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(live)
+        live.sort_by_key(|(seq, _)| *seq);
+        Ok(live.into_iter().map(|(_, t)| t.clone()).collect())
     }
 
     fn revoke_token(&mut self, doc_id: &str, token_id: &str, now: u64) -> Result<bool> {
         match self.tokens.get_mut(token_id) {
-            Some(t) if t.doc_id == doc_id && t.revoked_at.is_none() && t.expires_at > now => {
+            Some((_, t)) if t.doc_id == doc_id && t.revoked_at.is_none() && t.expires_at > now => {
                 t.revoked_at = Some(now);
                 Ok(true)
             }
@@ -383,8 +385,8 @@ impl Store for MemoryStore {
         Ok(self
             .tokens
             .values()
-            .filter(|t| t.revoked_at.is_some() && t.expires_at > now)
-            .map(|t| t.id.clone())
+            .filter(|(_, t)| t.revoked_at.is_some() && t.expires_at > now)
+            .map(|(_, t)| t.id.clone())
             .collect())
     }
 }
@@ -428,6 +430,17 @@ mod tests {
         store.record_token(&token("t1", "a", 100)).unwrap();
         store.record_token(&token("t2", "a", 50)).unwrap();
         store.record_token(&token("t3", "b", u64::MAX)).unwrap();
+        // Made in the same second, listed in the order made (not by their random ids).
+        store.record_token(&token("z9", "c", 100)).unwrap();
+        store.record_token(&token("a0", "c", 100)).unwrap();
+        store.record_token(&token("m5", "c", 100)).unwrap();
+        let listed: Vec<String> = store
+            .live_tokens("c", 60)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(listed, ["z9", "a0", "m5"]);
         let live: Vec<String> = store
             .live_tokens("a", 60)
             .unwrap()
