@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The relay fan-out bench (relay/benches/fanout.rs): inloop's relay beside the Node
+# The relay fan-out bench (relay/benches/fanout/): inloop's relay beside the Node
 # @y/websocket-server and y-sweet. Installs the other two servers if they are missing, then runs
 # the bench with this script's arguments passed through:
 #

@@ -16,7 +16,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use inloop_doc::{CellType, ExecutionStatus, ExecutionTarget, Notebook, Output, StreamName};
+use inloop_doc::execution::{self, Outcome as RunOutcome, Reply};
+use inloop_doc::{CellType, ExecutionTarget, Notebook, Output, StreamName};
 use inloop_fuzz::{awareness_frame, base_notebook, base_update, sample_frames};
 use inloop_sync::wire::{self, Message};
 use inloop_sync::{Action, Credentials, LeaseMessage, Outcome, Role, Room, RoomLimits, chunks};
@@ -415,23 +416,36 @@ fn edit(replica: &Notebook, edit: Edit) {
             None => Ok(()),
         },
         Edit::Start { run, epoch } => match pick(runs(), run) {
-            Some(run) => replica.start_execution(&run, "rt", epoch.map(u64::from), 2.0),
+            Some(run) => {
+                // The runtime the entry names: browsers by session, the server by its lease.
+                let session = match replica.execution(&run).map(|e| e.target) {
+                    Ok(ExecutionTarget::Browser(client)) => execution::browser_session(client),
+                    _ => "rt".to_owned(),
+                };
+                replica
+                    .start_execution(&run, &session, epoch.map(u64::from), 2.0)
+                    .map(drop)
+            }
             None => Ok(()),
         },
         Edit::Finish { run, error, epoch } => match pick(runs(), run) {
             Some(run) => {
-                let status = if error {
-                    ExecutionStatus::Error
-                } else {
-                    ExecutionStatus::Done
+                let reply = if error { Reply::Error } else { Reply::Ok };
+                let outcome = RunOutcome::Replied {
+                    reply,
+                    execution_count: Some(1),
                 };
                 let epoch = epoch.map(u64::from);
-                replica.finish_execution(&run, status, Some(1), None, epoch, 3.0)
+                let session = replica.execution(&run).ok().and_then(|e| e.runtime);
+                let session = session.unwrap_or_else(|| "rt".to_owned());
+                replica
+                    .finish_execution(&run, &session, epoch, outcome, 3.0)
+                    .map(drop)
             }
             None => Ok(()),
         },
         Edit::Interrupt { run } => match pick(runs(), run) {
-            Some(run) => replica.interrupt_execution(&run, 4.0),
+            Some(run) => replica.stop_execution(&run, 4.0).map(drop),
             None => Ok(()),
         },
         Edit::CellMetadata { cell, key, value } => match pick(cells(), cell) {
@@ -598,7 +612,10 @@ fuzz_target!(|steps: Vec<Step>| {
         use yrs::{ReadTxn, Transact};
         notebook.doc().transact().snapshot().delete_set
     };
-    assert!(deletes(&replayed) == deletes(serving), "storage and room disagree on deletes");
+    assert!(
+        deletes(&replayed) == deletes(serving),
+        "storage and room disagree on deletes"
+    );
     // Every item in the same part of the document. (Not the same order: a token whose peers
     // write different items under one client id, as the samples and `Become` here do and no
     // honest peer does, makes a history yrs may order differently when replayed; which of two
@@ -608,7 +625,11 @@ fuzz_target!(|steps: Vec<Step>| {
     for (client, clock) in serving.state_vector().iter() {
         for clock in 0..*clock {
             let id = yrs::ID::new(*client, clock);
-            assert_eq!(stored_zones.zone(&id), room_zones.zone(&id), "storage and room disagree on where {id} lies");
+            assert_eq!(
+                stored_zones.zone(&id),
+                room_zones.zone(&id),
+                "storage and room disagree on where {id} lies"
+            );
         }
     }
 });

@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Once, OnceLock};
 
-use inloop_doc::{CellType, ExecutionStatus, ExecutionTarget, Notebook, Output, StreamName};
+use inloop_doc::{CellType, ExecutionTarget, Notebook, Output, StreamName};
 use inloop_sync::LeaseMessage;
 use inloop_sync::wire::Message;
 use yrs::sync::AwarenessUpdate;
@@ -125,8 +125,14 @@ pub fn sample_frames() -> &'static [Vec<u8>] {
         });
         edit(&|nb| {
             let run = nb.executions()[0].id.clone();
-            nb.finish_execution(&run, ExecutionStatus::Done, Some(1), None, Some(1), 3.0)
-                .unwrap();
+            nb.finish_execution(
+                &run,
+                "rt-1",
+                Some(1),
+                inloop_doc::execution::Outcome::ok(Some(1)),
+                3.0,
+            )
+            .unwrap();
         });
         edit(&|nb| {
             let cell = nb.cell_ids()[0].clone();

@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub(crate) disconnects_slow: AtomicU64,
     pub(crate) disconnects_protocol: AtomicU64,
     pub(crate) disconnects_unresponsive: AtomicU64,
+    pub(crate) pings: AtomicU64,
     pub(crate) tcp_connections: AtomicU64,
     pub(crate) tcp_refused: AtomicU64,
     pub(crate) http_timeouts: AtomicU64,
@@ -108,6 +109,12 @@ impl Metrics {
             "counter",
             "Peers dropped because they answered no ping (dead or half-open connections).",
             &self.disconnects_unresponsive,
+        );
+        metric(
+            "pings_total",
+            "counter",
+            "WebSocket pings sent to peers (a peer that answers none is dropped).",
+            &self.pings,
         );
         metric(
             "tcp_connections",

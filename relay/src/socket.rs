@@ -310,6 +310,7 @@ async fn connection(
                     if !matches!(ping.await, Ok(Ok(()))) {
                         break;
                     }
+                    writer_metrics.pings.fetch_add(1, Relaxed);
                 }
             }
         }

@@ -142,7 +142,7 @@ export async function waitFor(what, check, timeout = 20_000) {
   for (;;) {
     last = await check();
     if (last) return last;
-    if (Date.now() - started > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    if (Date.now() - started > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }

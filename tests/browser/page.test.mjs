@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { launchChromium, makeShareLink, outDir, startRelay } from './harness.mjs';
+import { launchChromium, makeShareLink, outDir, startRelay, waitFor } from './harness.mjs';
 
 const shots = path.join(outDir, 'screenshots');
 mkdirSync(shots, { recursive: true });
@@ -51,17 +51,6 @@ function sources(page) {
 
 function cellTypes(page) {
   return page.evaluate(() => window.inloopPage.nb.cells().map((c) => c.cell_type));
-}
-
-async function waitFor(what, check, ms = 10_000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    last = await check();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
 }
 
 const fixture = {
@@ -313,13 +302,17 @@ test('upload an .ipynb, see its outputs, download it back', async () => {
   assert.deepEqual(saved.cells[2].outputs.map((o) => o.output_type), ['display_data', 'display_data', 'execute_result']);
 
   // A second upload over a notebook with content asks first.
-  page.once('dialog', (dialog) => dialog.dismiss());
+  const asked = new Promise((resolve) => page.once('dialog', (dialog) => dialog.dismiss().then(() => resolve(dialog.type()))));
   await page.locator('input[type=file][data-testid="upload"]').setInputFiles({
     name: 'other.ipynb',
     mimeType: 'application/json',
     buffer: Buffer.from(JSON.stringify({ ...fixture, cells: [fixture.cells[4]] })),
   });
-  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await asked, 'confirm', 'the page asked before replacing');
+  // Dismissed: the page's handler has returned (a task ran after it), and its engine wrote
+  // nothing (no change waits for the relay).
+  const after = await page.evaluate(() => new Promise((resolve) => setTimeout(() => resolve(window.inloopPage.nb.status()), 0)));
+  assert.equal(after.unacknowledged, 0, 'dismissed: nothing written');
   assert.equal((await sources(page)).length, 5, 'dismissed: nothing replaced');
   await page.close();
 });

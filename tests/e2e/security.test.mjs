@@ -139,8 +139,12 @@ async function rendered(page) {
   await waitFor('the SVG output and the attachment decoded', () =>
     page.evaluate(() => [...document.querySelectorAll('.output-image, .markdown-rendered img')].filter((img) => img.naturalWidth > 0).length === 2),
   );
-  // Time for anything slower (an @import, a font) to go out.
-  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  // Whatever the markup asks for in style and layout (an @import, a font) has been asked for:
+  // the page's fonts are settled and two frames rendered since.
+  await page.evaluate(async () => {
+    await document.fonts.ready;
+    await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  });
 }
 
 /**
@@ -326,8 +330,20 @@ test('a notebook cannot read or send out the tokens of whoever opens it', { time
       const before = window.__violations.length;
       const div = document.createElement('div');
       div.innerHTML = `<img src="${collector}/past-sanitizer/img.png"><style>body{background:url(${collector}/past-sanitizer/style)}</style>`;
-      document.body.append(div);
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Until the policy has reported both (5 s at most: the assertion below says what came).
+      const both = () => ['img-src', 'style-src-elem'].every((d) => window.__violations.slice(before).some((v) => v.directive === d));
+      await new Promise((resolve) => {
+        const done = () => {
+          document.removeEventListener('securitypolicyviolation', check);
+          clearTimeout(timer);
+          resolve();
+        };
+        const check = () => both() && done();
+        const timer = setTimeout(done, 5_000);
+        document.addEventListener('securitypolicyviolation', check);
+        document.body.append(div);
+        check();
+      });
       div.remove();
       return window.__violations.slice(before).map((v) => v.directive);
     }, collector.url);

@@ -27,13 +27,41 @@ async function shareLinks(page) {
   return { read: await makeShareLink(page, 'read', 'Reader'), edit: await makeShareLink(page, 'edit', 'Editor') };
 }
 
+/**
+ * Waits until everything `page`'s engine wrote has been settled by the relay: nothing
+ * unacknowledged (stored), or the connection cut (refused). Resolves to the engine's status.
+ */
+function settled(page) {
+  return waitFor('the page\'s changes stored or refused by the relay', () =>
+    page.evaluate(() => {
+      const status = window.inloopPage.nb.status();
+      return (status.state === 'closed' || (status.state === 'synced' && status.unacknowledged === 0)) && status;
+    }),
+  );
+}
+
+/**
+ * Waits until the observer `watch` has received everything the relay stored before now: it
+ * writes a marker and waits for the relay's acknowledgement of it, which the relay sends on
+ * the same socket after everything it stored earlier.
+ */
+async function caughtUp(watch, marker) {
+  await watch.evaluate((marker) => window.nb.setNotebookMetadata('test_barrier', marker), marker);
+  await waitFor(`the observer's marker ${marker} stored`, () =>
+    watch.evaluate(() => window.nb.status().state === 'synced' && window.nb.status().unacknowledged === 0),
+  );
+}
+
 /** Tries to type into cell `id`'s editor; resolves to whether its text changed. */
 async function tryTyping(page, id, text) {
   const before = await editorText(page, id);
   await cell(page, id).locator('.cm-content').click({ force: true });
   await page.keyboard.type(text).catch(() => {});
   await page.keyboard.press('Backspace').catch(() => {});
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Two frames rendered since the last key (the editor has shown whatever it took), and
+  // whatever the engine got from it settled by the relay.
+  await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+  await settled(page);
   return (await editorText(page, id)) !== before;
 }
 
@@ -71,15 +99,8 @@ test('read and edit links: what they may and may not do', { timeout: 120_000 }, 
     await owner.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: relay.url });
     const ownerPage = await openNotebook(owner.context, notebookUrl(relay.url, docId, relay.adminToken));
     await synced(ownerPage);
-    let links;
-    try {
-      links = await shareLinks(ownerPage);
-      await screenshot(ownerPage, 'share-links');
-    } catch (error) {
-      console.log(`share links from the page failed (${error.message}); minting through the API instead`);
-      links = {};
-      for (const role of ['read', 'edit']) links[role] = notebookUrl(relay.url, docId, await relay.mint(docId, role));
-    }
+    const links = await shareLinks(ownerPage);
+    await screenshot(ownerPage, 'share-links');
     const before = await (await relay.api('GET', `/api/docs/${docId}/ipynb`)).text();
     const watch = await observer(owner.context, relay, docId, relay.adminToken);
 
@@ -125,8 +146,12 @@ test('read and edit links: what they may and may not do', { timeout: 120_000 }, 
       await editRunButton.click().catch(() => {});
     }
 
-    // Give a wrongly accepted run time to show: the relay would start its runtime within a second.
-    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    // Whatever either page sent is settled by the relay (stored, or refused with the page cut
+    // off), and the observer has everything the relay stored: a wrongly accepted run would be
+    // in its queue now (and the relay would be starting its runtime for it).
+    const settledStates = [await settled(readPage), await settled(editPage)];
+    console.log('after the run attempts:', JSON.stringify(settledStates.map((s) => s.state)));
+    await caughtUp(watch, 'after the run attempts');
 
     // --- at the relay: only the edit link's edit went in; no server run, no runtime.
     const after = await (await relay.api('GET', `/api/docs/${docId}/ipynb`)).text();

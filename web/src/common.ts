@@ -149,6 +149,12 @@ export function byId<T extends HTMLElement = HTMLElement>(id: string): T {
   return e as T;
 }
 
+/** What went wrong, for a person: an Error's message, or the thing thrown as text. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
 export function toast(message: string, kind: 'info' | 'error' = 'info') {
   let box = document.getElementById('toasts');
   if (!box) {

@@ -37,6 +37,18 @@ pub enum Error {
     /// The relay could not be reached, or refused.
     #[error("relay: {0}")]
     Relay(String),
+    /// The `--git` branch could not be opened, or would not hold the runs' notebooks.
+    #[error(transparent)]
+    History(#[from] inloop_history::Error),
+    /// Stopped (Ctrl+C, SIGTERM) before every run ended.
+    #[error("stopped; the running kernels were killed")]
+    Stopped,
+    /// Runs that failed or timed out, of all the runs.
+    #[error("{failed} of {total} runs did not succeed")]
+    Unsuccessful { failed: usize, total: usize },
+    /// Runs that ended but could not be committed on the `--git` branch.
+    #[error("{count} runs could not be recorded on {branch}")]
+    NotRecorded { count: usize, branch: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use inloop_doc::{CellType, ExecutionState, JsonMap, Notebook, Output};
+use inloop_doc::execution::{self, Outcome as RunOutcome};
+use inloop_doc::{CellType, ExecutionState, ExecutionStatus, JsonMap, Notebook, Output};
 use inloop_kernel::{
-    ExecEvent, JupyterKernel, Kernel, OutputWriter, RelayLimits, ReplyStatus, error_summary,
+    Deadline, ExecEvent, JupyterKernel, Kernel, OutputWriter, RelayLimits, run_in_cell_until,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -223,43 +224,30 @@ async fn run_cell(
     options: &Options,
     deadline: Option<Instant>,
 ) -> CellEnd {
-    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let mut writer = OutputWriter::new(options.stream_limit);
     if let Some(limits) = options.relay_limits {
         writer = writer.with_relay_limits(limits);
     }
     let busy = timestamp();
-    let asked = Instant::now();
     let mut execute_input = None;
-    let mut write_error = None;
-    let run = async {
-        let execution = kernel.execute(code, events);
-        tokio::pin!(execution);
-        let Some(deadline) = deadline else {
-            return Ok(execution.await);
-        };
-        tokio::select! {
-            reply = &mut execution => Ok(reply),
-            () = tokio::time::sleep_until(deadline) => {
-                // Interrupt, give the kernel a moment to say where it stopped, then give up on it
-                // (the caller kills it).
-                let _ = kernel.interrupt().await;
-                let _ = tokio::time::timeout(INTERRUPT_GRACE, &mut execution).await;
-                Err(deadline.saturating_duration_since(asked))
-            }
+    let stamp_input = |event: &ExecEvent| {
+        if matches!(event, ExecEvent::Started { .. }) && execute_input.is_none() {
+            execute_input = Some(timestamp());
         }
     };
-    let write = async {
-        while let Some(event) = received.recv().await {
-            if matches!(event, ExecEvent::Started { .. }) && execute_input.is_none() {
-                execute_input = Some(timestamp());
-            }
-            if let Err(error) = writer.apply(notebook, cell_id, &event) {
-                write_error.get_or_insert(error);
-            }
-        }
-    };
-    let (result, ()) = tokio::join!(run, write);
+    let run = run_in_cell_until(
+        kernel,
+        notebook,
+        cell_id,
+        code,
+        &mut writer,
+        stamp_input,
+        deadline.map(|at| Deadline {
+            at,
+            grace: INTERRUPT_GRACE,
+        }),
+    )
+    .await;
     let done = timestamp();
     let _ = notebook.set_cell_metadata(
         cell_id,
@@ -271,17 +259,35 @@ async fn run_cell(
             "iopub.status.idle": done,
         }),
     );
-    if let Some(error) = write_error {
+    if let Some(error) = run.write_error {
         tracing::warn!(%error, cell_id, "an output could not be written");
     }
-    match result {
-        Ok(Ok(reply)) => match reply.status {
-            ReplyStatus::Ok => CellEnd::Ok,
-            ReplyStatus::Error => CellEnd::Raised(error_summary(notebook, cell_id)),
-            ReplyStatus::Aborted => CellEnd::Raised("the kernel aborted the execution".into()),
-        },
-        Ok(Err(error)) => {
-            let message = error.to_string();
+    // The cell ends as an entry of the queue would (the execution state machine's rule); a run
+    // stops at anything but `done`.
+    let ending = execution::ending(&run.outcome, false, || {
+        notebook
+            .cell(cell_id)
+            .ok()
+            .as_ref()
+            .and_then(inloop_doc::last_error)
+    });
+    let message = ending.message.unwrap_or_default();
+    match run.outcome {
+        RunOutcome::TimedOut { after_s } => {
+            let evalue = format!(
+                "A cell timed out while it was being executed, after {after_s:.1} seconds."
+            );
+            let _ = notebook.append_output(
+                cell_id,
+                &Output::Error {
+                    ename: "CellTimeoutError".into(),
+                    evalue: evalue.clone(),
+                    traceback: vec![format!("CellTimeoutError: {evalue}")],
+                },
+            );
+            CellEnd::Timeout(Duration::from_secs_f64(after_s))
+        }
+        RunOutcome::KernelDied { .. } | RunOutcome::Failed { .. } => {
             let _ = notebook.append_output(
                 cell_id,
                 &Output::Error {
@@ -292,20 +298,7 @@ async fn run_cell(
             );
             CellEnd::Lost(message)
         }
-        Err(after) => {
-            let evalue = format!(
-                "A cell timed out while it was being executed, after {:.1} seconds.",
-                after.as_secs_f64()
-            );
-            let _ = notebook.append_output(
-                cell_id,
-                &Output::Error {
-                    ename: "CellTimeoutError".into(),
-                    evalue: evalue.clone(),
-                    traceback: vec![format!("CellTimeoutError: {evalue}")],
-                },
-            );
-            CellEnd::Timeout(after)
-        }
+        _ if ending.status == ExecutionStatus::Done => CellEnd::Ok,
+        _ => CellEnd::Raised(message),
     }
 }

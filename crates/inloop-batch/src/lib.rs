@@ -31,6 +31,10 @@
 //!   `inloop/NAME` ([`inloop_history`]), without touching the checkout.
 //! - **Progress** through an [`Observer`]; [`Bars`] draws indicatif bars (one per running
 //!   notebook with its current cell, and a total) and [`summary`] the table at the end.
+//! - **The whole command** ([`open_history`], [`run_batch`]): `inloop run` from its parsed
+//!   flags to its exit status, so the binary only parses arguments.
+//! - **Files written whole** ([`write_atomically`]): the one atomic write of the workspace,
+//!   used by `inloop-mcp` and the `inloop` binary too.
 //!
 //! # Example
 //!
@@ -48,8 +52,10 @@
 
 mod error;
 mod execute;
+mod files;
 mod forkserver;
 mod history;
+mod orchestrate;
 pub mod params;
 mod plan;
 mod progress;
@@ -71,9 +77,11 @@ use forkserver::ForkServer;
 
 pub use error::{Error, Result};
 pub use execute::ERROR_MARKER_TAG;
+pub use files::write_atomically;
 pub use history::{Recorded, RecordingObserver, check_outputs};
 pub use inloop_history::History;
 pub use inloop_kernel::SearchPath;
+pub use orchestrate::{open_history, run_batch};
 pub use params::{Param, Parameters};
 pub use plan::{NAME_KEY, OutputMode, ParameterSources, RunSpec, plan};
 pub use progress::{Bars, summary};
@@ -423,7 +431,7 @@ async fn run_one(
     report.cells_total = cells;
     report.duration = duration;
     report.error = outcome.error;
-    match write_notebook(&spec.output, notebook.to_ipynb().as_bytes()) {
+    match write_atomically(&spec.output, notebook.to_ipynb().as_bytes()) {
         Ok(()) => report.output = Some(spec.output.clone()),
         Err(error) => {
             report.status = RunStatus::Failed;
@@ -435,28 +443,4 @@ async fn run_one(
         client.close();
     }
     report
-}
-
-fn write_notebook(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically(path, bytes).map_err(|source| Error::Write {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Writes through a temporary file in the same folder and renames it into place, so a reader
-/// never sees half a notebook (creating the folder if needed).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.inloop-tmp"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

@@ -604,25 +604,6 @@ async fn mcp(mut args: McpArgs) -> Result<()> {
     Ok(())
 }
 
-/// The branch `inloop run --git[=NAME]` records on, checked (a repository, a good name, outputs
-/// inside it) before anything runs. NAME is by default the first run's notebook's name.
-fn run_history(
-    name: Option<&str>,
-    runs: &[inloop_batch::RunSpec],
-) -> Result<Option<inloop_batch::History>> {
-    let name = match name {
-        None => return Ok(None),
-        Some("") => runs
-            .first()
-            .and_then(|run| run.input.file_stem())
-            .map_or_else(|| "runs".into(), |s| s.to_string_lossy().into_owned()),
-        Some(given) => given.to_owned(),
-    };
-    let history = inloop_batch::History::open(Path::new("."), &name)?;
-    inloop_batch::check_outputs(&history, runs)?;
-    Ok(Some(history))
-}
-
 impl RunArgs {
     fn config(self) -> Result<(inloop_batch::Config, Option<inloop_batch::History>)> {
         let output = if self.inplace {
@@ -636,7 +617,7 @@ impl RunArgs {
             values: self.parameters,
         };
         let runs = inloop_batch::plan(&self.notebooks, &sources, &output)?;
-        let history = run_history(self.git.branch.as_deref(), &runs)?;
+        let history = inloop_batch::open_history(self.git.branch.as_deref(), &runs)?;
         let seconds = |s: Option<f64>, flag: &str| -> Result<Option<Duration>> {
             s.map(|s| {
                 Duration::try_from_secs_f64(s)
@@ -664,73 +645,6 @@ impl RunArgs {
             .transpose()?;
         Ok((config, history))
     }
-}
-
-async fn run_notebooks(
-    config: inloop_batch::Config,
-    history: Option<inloop_batch::History>,
-    quiet: bool,
-) -> Result<()> {
-    let bars = Arc::new(inloop_batch::Bars::new(config.runs.len(), !quiet));
-    let branch = history.as_ref().map(|h| h.branch().to_owned());
-    let recorder = history.map(|history| {
-        Arc::new(inloop_batch::RecordingObserver::new(
-            Arc::new(history),
-            config.runs.clone(),
-            bars.clone(),
-        ))
-    });
-    let observer: Arc<dyn inloop_batch::Observer> = match &recorder {
-        Some(recorder) => recorder.clone(),
-        None => bars.clone(),
-    };
-    let reports = tokio::select! {
-        reports = inloop_batch::run_all(config, observer) => Some(reports),
-        () = shutdown_signal() => None,
-    };
-    bars.finish();
-    // Runs that ended before a Ctrl-C are recorded all the same.
-    let unrecorded = match (recorder, &branch) {
-        (Some(recorder), Some(branch)) => report_records(&recorder.finish(), branch),
-        _ => 0,
-    };
-    let Some(reports) = reports else {
-        anyhow::bail!("stopped; the running kernels were killed");
-    };
-    print!("{}", inloop_batch::summary(&reports));
-    let failed = reports
-        .iter()
-        .filter(|r| r.status != inloop_batch::RunStatus::Ok)
-        .count();
-    anyhow::ensure!(
-        failed == 0,
-        "{failed} of {} runs did not succeed",
-        reports.len()
-    );
-    anyhow::ensure!(
-        unrecorded == 0,
-        "{unrecorded} runs could not be recorded on {branch}",
-        branch = branch.unwrap_or_default()
-    );
-    Ok(())
-}
-
-/// Says on stderr what `--git` recorded, and returns how many records failed.
-fn report_records(records: &[inloop_batch::Recorded], branch: &str) -> usize {
-    let mut committed = 0;
-    let mut failed = 0;
-    for record in records {
-        match &record.result {
-            Ok(Some(_)) => committed += 1,
-            Ok(None) => {}
-            Err(error) => {
-                failed += 1;
-                eprintln!("{}: not recorded on {branch}: {error}", record.label);
-            }
-        }
-    }
-    eprintln!("{committed} runs recorded on the branch {branch}: git log --oneline {branch}");
-    failed
 }
 
 impl RuntimeArgs {
@@ -858,7 +772,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => {
             let quiet = args.quiet;
             let (config, history) = args.config()?;
-            block_on(run_notebooks(config, history, quiet))
+            block_on(async {
+                Ok(inloop_batch::run_batch(config, history, !quiet, shutdown_signal()).await?)
+            })
         }
         Command::Mcp(args) => block_on(mcp(args)),
         Command::Import { input, out } => {
@@ -866,7 +782,7 @@ fn run(cli: Cli) -> Result<()> {
             let update = Notebook::ipynb_to_update_v1(&bytes)
                 .with_context(|| format!("reading {}", input.display()))?;
             let out = out.unwrap_or_else(|| input.with_extension("ydoc"));
-            write_atomically(&out, &update)
+            Ok(inloop_batch::write_atomically(&out, &update)?)
         }
         Command::Export { input, out } => {
             let update =
@@ -879,27 +795,13 @@ fn run(cli: Cli) -> Result<()> {
                     print!("{text}");
                     Ok(())
                 }
-                out => write_atomically(
+                out => Ok(inloop_batch::write_atomically(
                     &out.unwrap_or_else(|| input.with_extension("ipynb")),
                     text.as_bytes(),
-                ),
+                )?),
             }
         }
     }
-}
-
-/// Writes through a temporary file in the same folder and renames it into place, so a failure
-/// never leaves a half-written file where a good one was.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let context = || format!("writing {}", path.display());
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().with_context(context)?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.inloop-tmp"));
-    fs::write(&tmp, bytes).with_context(context)?;
-    fs::rename(&tmp, path).with_context(context)
 }
 
 /// Runs an async command to its end on a multi-threaded runtime.

@@ -103,6 +103,8 @@ pub struct Client {
     paused: watch::Sender<bool>,
     /// Local changes queued for the connection task and not yet counted by the session.
     queued_changes: Arc<AtomicU64>,
+    /// Connections tried so far, the first included.
+    attempts: Arc<AtomicU64>,
     _local_updates: UpdateSubscription,
 }
 
@@ -129,6 +131,7 @@ impl Client {
         let sender = outgoing.clone();
         let queued_changes = Arc::new(AtomicU64::new(0));
         let queued = queued_changes.clone();
+        let attempts = Arc::new(AtomicU64::new(0));
         // Counted here, not in the session: this runs inside the editing transaction, and the
         // connection task may hold the session while it waits for the document.
         let local_updates = notebook
@@ -143,6 +146,7 @@ impl Client {
             session: session.clone(),
             queue,
             queued_changes: queued_changes.clone(),
+            attempts: attempts.clone(),
             status: status_tx,
             lease: lease.clone(),
             limits: limits.clone(),
@@ -158,6 +162,7 @@ impl Client {
             limits,
             paused,
             queued_changes,
+            attempts,
             _local_updates: local_updates,
         }
     }
@@ -212,6 +217,14 @@ impl Client {
     pub fn unacknowledged(&self) -> u64 {
         let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         session.unacknowledged() + self.queued_changes.load(Ordering::SeqCst)
+    }
+
+    /// How many times this client has tried to connect, the first time included. Each failed
+    /// attempt while offline is followed by a wait (the backoff) in which local changes are
+    /// taken off the queue: once this has grown by two, the client has been through at least
+    /// one whole wait since (tests wait on it instead of sleeping while offline).
+    pub fn connection_attempts(&self) -> u64 {
+        self.attempts.load(Ordering::SeqCst)
     }
 
     /// Waits until the relay has stored everything this peer wrote, for at most `limit`;
@@ -297,6 +310,7 @@ struct Connection {
     session: Arc<Mutex<ClientSession>>,
     queue: mpsc::UnboundedReceiver<Outgoing>,
     queued_changes: Arc<AtomicU64>,
+    attempts: Arc<AtomicU64>,
     status: watch::Sender<Status>,
     lease: watch::Sender<Vec<LeaseMessage>>,
     limits: watch::Sender<Option<SizeLimits>>,
@@ -332,6 +346,7 @@ impl Connection {
         let mut backoff = FIRST_BACKOFF;
         loop {
             self.status.send_replace(Status::Connecting);
+            self.attempts.fetch_add(1, Ordering::SeqCst);
             let ended = match self.open().await {
                 Ok(socket) => {
                     backoff = FIRST_BACKOFF;

@@ -43,22 +43,11 @@ pub enum Error {
     #[error("no execution with id {0:?}")]
     ExecutionNotFound(String),
 
-    #[error("execution {id:?} cannot go from {from} to {to}")]
-    InvalidTransition {
+    /// The execution state machine refused a step; the entry is as it was.
+    #[error("execution {id:?}: {refusal}")]
+    Refused {
         id: String,
-        from: crate::ExecutionStatus,
-        to: crate::ExecutionStatus,
-    },
-
-    /// A write stamped with an older lease epoch than the entry already carries: the writer lost
-    /// the runtime lease and its write is ignored.
-    #[error(
-        "execution {id:?} belongs to lease epoch {current}; a write from epoch {attempted} is ignored"
-    )]
-    StaleLeaseEpoch {
-        id: String,
-        current: u64,
-        attempted: u64,
+        refusal: crate::execution::Refusal,
     },
 
     #[error("no runtime with session id {0:?}")]

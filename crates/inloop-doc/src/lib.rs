@@ -10,8 +10,10 @@
 //! - **Typed edits.** Insert, move, delete and retype cells; edit source by deltas (UTF-16
 //!   offsets, as Yjs and CodeMirror count); set metadata; append outputs (consecutive stream text
 //!   appends to one `Y.Text`); update displays in place by `display_id`; set execution counts.
-//! - **Execution queue.** Request a run with a snapshot of the code; move it through `queued`,
-//!   `running` and a final state, with stale lease epochs refused.
+//! - **Execution queue.** Request a run with a snapshot of the code; the [`execution`] state
+//!   machine (one owner, sans-IO) moves it through `queued`, `running` and a final state: who may
+//!   take each step, the lease-epoch rule, and what an interrupt, an abort or a dead kernel makes
+//!   of an entry.
 //! - **Typed observers.** [`Notebook::observe`] reports cell inserts, moves and deletes, source
 //!   deltas, output, execution and runtime changes, local or remote.
 //! - **`.ipynb` in and out.** nbformat 4.0 to 4.5 in, 4.5 out, laid out byte for byte as
@@ -21,6 +23,7 @@
 //! # Quick start
 //!
 //! ```
+//! use inloop_doc::execution::{Actor, Outcome, Reply, Step};
 //! use inloop_doc::{CellType, ExecutionTarget, Notebook, Output, StreamName};
 //!
 //! # fn main() -> inloop_doc::Result<()> {
@@ -35,7 +38,10 @@
 //! notebook.start_execution(&run, "runtime-1", Some(1), 1.0)?;
 //! notebook.append_output(&cell, &Output::Stream { name: StreamName::Stdout, text: "hello\n".into() })?;
 //! notebook.set_execution_count(&cell, Some(1))?;
-//! notebook.finish_execution(&run, inloop_doc::ExecutionStatus::Done, Some(1), None, Some(1), 2.0)?;
+//! let replied = Outcome::Replied { reply: Reply::Ok, execution_count: Some(1) };
+//! let done = notebook.advance_execution(
+//!     &run, &Actor::runtime("runtime-1", Some(1)), &Step::Finish(replied), 2.0)?;
+//! assert_eq!(done.status, inloop_doc::ExecutionStatus::Done);
 //!
 //! // A second replica catches up from one update and sees the same notebook.
 //! let replica = Notebook::from_update_v1(&notebook.encode_update_v1())?;
@@ -46,6 +52,7 @@
 //! ```
 
 mod error;
+pub mod execution;
 mod ids;
 mod ipynb;
 mod json;
@@ -65,6 +72,6 @@ pub use model::{
     Cell, CellType, Execution, ExecutionState, ExecutionStatus, ExecutionTarget, JsonMap, Output,
     Runtime, RuntimeKind, RuntimeStatus, StreamName, TextDelta,
 };
-pub use notebook::{FORGET_GONE_AFTER_S, FORGET_SILENT_AFTER_S, Notebook};
+pub use notebook::{FORGET_GONE_AFTER_S, FORGET_SILENT_AFTER_S, Notebook, last_error};
 pub use observe::{CellField, Change, ChangeBatch, ChangeOrigin, Subscription, UpdateSubscription};
 pub use zones::{Inspection, Unintegrable, Zone, ZoneIndex, Zones};

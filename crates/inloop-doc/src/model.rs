@@ -81,10 +81,12 @@ impl ExecutionStatus {
         !matches!(self, Self::Queued | Self::Running)
     }
 
-    /// The moves an entry may make: queued to running or cancelled, running to any final state.
+    /// The moves an entry may make: queued to running, cancelled, or error (its runtime has no
+    /// kernel to run it); running to any final state. Who may make each is
+    /// [`crate::execution`]'s.
     pub fn can_become(self, next: Self) -> bool {
         match self {
-            Self::Queued => matches!(next, Self::Running | Self::Cancelled),
+            Self::Queued => matches!(next, Self::Running | Self::Cancelled | Self::Error),
             Self::Running => next.is_final(),
             _ => false,
         }
@@ -246,6 +248,13 @@ pub struct Runtime {
     /// When a peer last asked for the kernel to restart; handled once `restarted_at` is later.
     pub restart_requested_at: Option<f64>,
     pub restarted_at: Option<f64>,
+}
+
+impl Runtime {
+    /// Whether a peer asked this runtime to restart its kernel and it has not done so since.
+    pub fn restart_pending(&self) -> bool {
+        self.restart_requested_at > self.restarted_at
+    }
 }
 
 /// A text edit in the Quill/Yjs delta form. Lengths and offsets count UTF-16 code units, as

@@ -15,6 +15,9 @@
 //!   `execute` returning only once the reply *and* the kernel's `idle` are in (no output lost
 //!   after the reply), interrupts by signal or message per the kernelspec, restarts with a
 //!   fresh process, and [`Error::KernelDied`] promptly when the process exits mid-run.
+//! - **One run driver**: [`run_in_cell`] (and [`run_in_cell_until`], with a deadline) runs code
+//!   into a cell and reports the [`inloop_doc::execution::Outcome`] that the execution state
+//!   machine turns into the entry's end; every runtime uses it.
 //! - **Outputs into the document**: [`OutputWriter`] applies events to a cell through
 //!   `inloop-doc`, with Jupyter's `clear_output(wait=True)` semantics and a cap on stream text
 //!   that ends in a visible truncation note.
@@ -63,6 +66,7 @@ mod jupyter;
 mod kernel;
 #[cfg(feature = "jupyter")]
 mod kernelspec;
+mod run;
 mod variables;
 mod writer;
 
@@ -74,5 +78,8 @@ pub use jupyter::{JupyterConfig, JupyterKernel};
 pub use kernel::{ExecEvent, ExecuteReply, Kernel, KernelInfo, ReplyStatus};
 #[cfg(feature = "jupyter")]
 pub use kernelspec::{InterruptMode, KernelSpec, SearchPath};
+pub use run::{CellRun, outcome_of, run_in_cell};
+#[cfg(feature = "jupyter")]
+pub use run::{Deadline, run_in_cell_until};
 pub use variables::{MAX_VARIABLES, VariablesError, read_variables};
-pub use writer::{DEFAULT_STREAM_LIMIT, OutputWriter, RelayLimits, entry_ending, error_summary};
+pub use writer::{DEFAULT_STREAM_LIMIT, OutputWriter, RelayLimits};

@@ -1,8 +1,8 @@
 //! Kernel events written into a notebook cell, with Jupyter's semantics.
 
-use inloop_doc::{ExecutionStatus, JsonMap, Notebook, Output, StreamName};
+use inloop_doc::{JsonMap, Notebook, Output, StreamName};
 
-use crate::{ExecEvent, ExecuteReply, ReplyStatus};
+use crate::ExecEvent;
 
 /// How much stream text a cell keeps by default before the rest is dropped: enough for any
 /// log a person reads, small enough that a runaway `print` loop cannot bloat the shared
@@ -204,51 +204,6 @@ impl OutputWriter {
         }
         notebook.append_output(cell_id, &Output::Stream { name, text: kept })
     }
-}
-
-/// How the entry of an execution the kernel answered ends: its status, the execution count and
-/// the message it shows. `interrupted`: the runtime interrupted it, so an error reply means
-/// `interrupted` rather than a failure of the code.
-pub fn entry_ending(
-    reply: &ExecuteReply,
-    interrupted: bool,
-    notebook: &Notebook,
-    cell_id: &str,
-) -> (ExecutionStatus, Option<i64>, Option<String>) {
-    let count = reply.execution_count;
-    match reply.status {
-        ReplyStatus::Ok => (ExecutionStatus::Done, count, None),
-        ReplyStatus::Error if interrupted => (
-            ExecutionStatus::Interrupted,
-            count,
-            Some("interrupted".to_owned()),
-        ),
-        ReplyStatus::Error => (
-            ExecutionStatus::Error,
-            count,
-            Some(error_summary(notebook, cell_id)),
-        ),
-        ReplyStatus::Aborted => (
-            ExecutionStatus::Cancelled,
-            count,
-            Some("aborted: an earlier cell failed".to_owned()),
-        ),
-    }
-}
-
-/// `ename: evalue` of the cell's last error output: what an execution entry says when it ended
-/// in an error.
-pub fn error_summary(notebook: &Notebook, cell_id: &str) -> String {
-    notebook
-        .cell(cell_id)
-        .ok()
-        .and_then(|cell| {
-            cell.outputs.iter().rev().find_map(|output| match output {
-                Output::Error { ename, evalue, .. } => Some(format!("{ename}: {evalue}")),
-                _ => None,
-            })
-        })
-        .unwrap_or_else(|| "the code raised an error".to_owned())
 }
 
 /// How much output a run writes before the document is first measured.

@@ -504,7 +504,8 @@ impl NotebookServer {
                 let open = self.store.get(&args.notebook).await?;
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
                 let path = dir.path().join(format!("{doc}.ipynb"));
-                crate::store::write_atomically(&path, open.notebook.to_ipynb().as_bytes())?;
+                inloop_batch::write_atomically(&path, open.notebook.to_ipynb().as_bytes())
+                    .map_err(|e| e.to_string())?;
                 snapshot = Some(dir);
                 path
             }
@@ -621,7 +622,8 @@ impl NotebookServer {
         match args.path {
             Some(given) => {
                 let path = self.store.path(&given)?;
-                crate::store::write_atomically(&path, text.as_bytes())?;
+                inloop_batch::write_atomically(&path, text.as_bytes())
+                    .map_err(|e| e.to_string())?;
                 let format = serde_json::to_value(args.format).unwrap_or_default();
                 let subject = format!(
                     "notebook_export: {} as {} to {given}",

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use inloop_client::{Client, ClientOptions};
+use inloop_doc::execution::{self, Outcome};
 use inloop_doc::{
     CellType, ExecutionState, ExecutionStatus, ExecutionTarget, Notebook, Output, RuntimeKind,
 };
-use inloop_kernel::{JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, ReplyStatus};
+use inloop_kernel::{JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -82,6 +83,16 @@ fn now() -> f64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// What a tool's answer calls a run that ended in `status`.
+fn status_name(status: ExecutionStatus) -> &'static str {
+    match status {
+        ExecutionStatus::Done => "done",
+        ExecutionStatus::Error => "error",
+        ExecutionStatus::Cancelled => "cancelled",
+        _ => "interrupted",
+    }
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
@@ -256,7 +267,8 @@ impl Store {
                          another path"
                     ));
                 }
-                write_atomically(&path, notebook.to_ipynb().as_bytes())?;
+                inloop_batch::write_atomically(&path, notebook.to_ipynb().as_bytes())
+                    .map_err(|e| e.to_string())?;
                 Ok(reference.to_owned())
             }
             None => {
@@ -413,47 +425,34 @@ impl Store {
         let notebook = &open.notebook;
         notebook.clear_outputs(cell_id).map_err(|e| e.to_string())?;
         let _ = notebook.set_execution_state(cell_id, ExecutionState::Running);
-        let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
         let mut writer = OutputWriter::new(Some(inloop_kernel::DEFAULT_STREAM_LIMIT));
-        let write = async {
-            while let Some(event) = received.recv().await {
-                if let Err(error) = writer.apply(notebook, cell_id, &event) {
-                    tracing::warn!(%error, cell_id, "an output could not be written");
-                }
-            }
-        };
-        let run = async {
-            let execution = kernel.execute(code, events);
-            tokio::pin!(execution);
-            tokio::select! {
-                reply = &mut execution => Ok(reply),
-                () = tokio::time::sleep(timeout) => {
-                    let _ = kernel.interrupt().await;
-                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut execution).await;
-                    Err(())
-                }
-            }
-        };
-        let (result, ()) = tokio::join!(run, write);
+        let run = inloop_kernel::run_in_cell_until(
+            kernel.as_ref(),
+            notebook,
+            cell_id,
+            code,
+            &mut writer,
+            |_| {},
+            Some(inloop_kernel::Deadline {
+                at: tokio::time::Instant::now() + timeout,
+                grace: Duration::from_secs(5),
+            }),
+        )
+        .await;
         let _ = notebook.set_execution_state(cell_id, ExecutionState::Idle);
-        let (status, message) = match result {
-            Ok(Ok(reply)) => match reply.status {
-                ReplyStatus::Ok => ("done", None),
-                ReplyStatus::Error => (
-                    "error",
-                    Some(inloop_kernel::error_summary(notebook, cell_id)),
-                ),
-                ReplyStatus::Aborted => ("error", Some("the kernel aborted the execution".into())),
-            },
-            Ok(Err(error)) => {
-                // A dead kernel is dropped: the next run starts a fresh one.
-                *open.kernel.lock().await = None;
-                (
-                    "error",
-                    Some(format!("{error}; the next run starts a new kernel")),
-                )
-            }
-            Err(()) => (
+        if let Some(error) = run.write_error {
+            tracing::warn!(%error, cell_id, "an output could not be written");
+        }
+        // The cell ends as an entry of the queue would (the execution state machine's rule).
+        let ending = execution::ending(&run.outcome, false, || {
+            notebook
+                .cell(cell_id)
+                .ok()
+                .as_ref()
+                .and_then(inloop_doc::last_error)
+        });
+        let (status, message) = match &run.outcome {
+            Outcome::TimedOut { .. } => (
                 "timeout",
                 Some(format!(
                     "the cell ran longer than {:.0} s and was interrupted; give a larger \
@@ -461,6 +460,16 @@ impl Store {
                     timeout.as_secs_f64()
                 )),
             ),
+            Outcome::KernelDied { .. } | Outcome::Failed { .. } => {
+                // A dead kernel is dropped: the next run starts a fresh one.
+                *open.kernel.lock().await = None;
+                let why = ending.message.unwrap_or_default();
+                (
+                    "error",
+                    Some(format!("{why}; the next run starts a new kernel")),
+                )
+            }
+            _ => (status_name(ending.status), ending.message),
         };
         open.save()?;
         let cell = notebook.cell(cell_id).map_err(|e| e.to_string())?;
@@ -492,7 +501,7 @@ impl Store {
                 break execution;
             }
             if tokio::time::Instant::now() >= deadline {
-                let _ = notebook.interrupt_execution(&exec_id, now());
+                let _ = notebook.stop_execution(&exec_id, now());
                 let hint = if execution.status == ExecutionStatus::Queued {
                     " No server runtime picked it up: is a runtime running for this document \
                      (`inloop serve` starts one unless --no-runtime)?"
@@ -517,16 +526,8 @@ impl Store {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let cell = notebook.cell(cell_id).map_err(|e| e.to_string())?;
-        let status = match execution.status {
-            ExecutionStatus::Done => "done",
-            ExecutionStatus::Error => "error",
-            ExecutionStatus::Cancelled => "cancelled",
-            _ => "interrupted",
-        };
-        let message = execution.message.clone().or_else(|| {
-            (execution.status == ExecutionStatus::Error)
-                .then(|| inloop_kernel::error_summary(notebook, cell_id))
-        });
+        let status = status_name(execution.status);
+        let message = execution.message.clone();
         Ok(CellRun {
             cell_id: cell_id.to_owned(),
             status,
@@ -660,7 +661,8 @@ impl Open {
     /// Writes a local notebook back to its file (relay documents are live already).
     pub(crate) fn save(&self) -> ToolResult<()> {
         if let Place::Local { path, modified } = &self.place {
-            write_atomically(path, self.notebook.to_ipynb().as_bytes())?;
+            inloop_batch::write_atomically(path, self.notebook.to_ipynb().as_bytes())
+                .map_err(|e| e.to_string())?;
             *modified.lock().unwrap_or_else(|e| e.into_inner()) = mtime(path);
         }
         Ok(())
@@ -680,12 +682,6 @@ impl Open {
             Place::Local { .. } => None,
         }
     }
-}
-
-/// Writes through a temporary file in the same folder and renames it into place.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> ToolResult<()> {
-    inloop_batch::write_atomically(path, bytes)
-        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// The colour of an agent's presence.

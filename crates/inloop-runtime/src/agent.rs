@@ -5,12 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use inloop_client::{Client, ClientOptions, Status};
-use inloop_doc::{
-    Execution, ExecutionState, ExecutionStatus, Notebook, Runtime, RuntimeKind, RuntimeStatus,
-};
+use inloop_doc::execution::{Actor, Decline, Outcome, Step};
+use inloop_doc::{Execution, Notebook, Runtime, RuntimeKind, RuntimeStatus};
 use inloop_kernel::{
-    ExecEvent, JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, RelayLimits,
-    SearchPath,
+    JupyterConfig, JupyterKernel, Kernel, KernelSpec, OutputWriter, RelayLimits, SearchPath,
 };
 use inloop_sync::LeaseMessage;
 use tokio::sync::{Notify, mpsc};
@@ -42,10 +40,6 @@ pub struct Config {
 }
 
 /// Seconds since the Unix epoch, as the document stores times.
-/// What a refused run says: its code snapshot is not the one its requester wrote.
-pub const CODE_CHANGED: &str =
-    "refused: the code of this run was changed after it was requested; run the cell again";
-
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -174,11 +168,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                     client.send_lease(LeaseMessage::Heartbeat);
                 }
                 let busy = if running.is_some() { RuntimeStatus::Busy } else { RuntimeStatus::Idle };
-                if notebook.runtime_heartbeat(&session_id, Some(busy), now()).is_err() {
-                    // Forgotten by a peer while cut off for long: back in, as it is now.
-                    notebook.register_runtime(&Runtime { status: busy, heartbeat_at: now(),
-                        lease_epoch: epoch, ..entry.clone() });
-                }
+                notebook.runtime_beat(&Runtime { status: busy, heartbeat_at: now(),
+                    lease_epoch: epoch, ..entry.clone() });
                 notebook.forget_runtimes(now());
                 if running.is_some() || next_to_run(&notebook).is_some() {
                     last_work = std::time::Instant::now();
@@ -208,9 +199,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             .into_iter()
             .find(|r| r.session_id == session_id)
         {
-            if me.restart_requested_at > me.restarted_at {
+            if me.restart_pending() {
+                // The run the restart cuts short ends here: its task never will.
                 if let Some(current) = running.take() {
                     current.done.abort();
+                    let actor = Actor::runtime(&session_id, epoch);
+                    let step = Step::Finish(Outcome::Restarted);
+                    if let Err(error) =
+                        notebook.advance_execution(&current.execution_id, &actor, &step, now())
+                    {
+                        tracing::warn!(%error, "could not end the run the restart stopped");
+                    }
                 }
                 kernel.restart().await?;
                 notebook.mark_restarted(&session_id, now())?;
@@ -226,14 +225,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             if let Some(entry) = next_to_run(&notebook) {
                 // The relay lets only execute tokens write the queue; this is the second wall:
                 // code someone changed after the request is never run as the requester's.
+                let actor = Actor::runtime(&session_id, Some(epoch));
                 if !notebook.execution_code_is_original(&entry.id)? {
                     tracing::warn!(exec_id = %entry.id, "refused a run whose code was changed after the request");
-                    notebook.finish_execution(
+                    notebook.advance_execution(
                         &entry.id,
-                        ExecutionStatus::Cancelled,
-                        None,
-                        Some(CODE_CHANGED),
-                        Some(epoch),
+                        &actor,
+                        &Step::Decline(Decline::CodeChanged),
                         now(),
                     )?;
                     continue;
@@ -287,50 +285,26 @@ async fn run_entry(
     mut writer: OutputWriter,
     finished: mpsc::UnboundedSender<()>,
 ) {
-    let Execution {
-        id: execution_id,
-        cell_id,
-        code,
-        ..
-    } = entry;
-    let _ = notebook.clear_outputs(&cell_id);
-    let _ = notebook.set_execution_state(&cell_id, ExecutionState::Running);
-    let (events, mut incoming) = mpsc::unbounded_channel::<ExecEvent>();
-    let execute = kernel.execute(&code, events);
-    tokio::pin!(execute);
-    let outcome = loop {
-        tokio::select! {
-            Some(event) = incoming.recv() => {
-                if let Err(error) = writer.apply(&notebook, &cell_id, &event) {
-                    tracing::warn!(%error, cell_id, "could not write an output");
-                }
-            }
-            outcome = &mut execute => break outcome,
-        }
-    };
-    // Everything the kernel sent before replying.
-    while let Ok(event) = incoming.try_recv() {
-        let _ = writer.apply(&notebook, &cell_id, &event);
+    let run = inloop_kernel::run_in_cell(
+        &*kernel,
+        &notebook,
+        &entry.cell_id,
+        &entry.code,
+        &mut writer,
+        |_| {},
+    )
+    .await;
+    if let Some(error) = run.write_error {
+        tracing::warn!(%error, cell_id = entry.cell_id, "could not write an output");
     }
-    let (status, count, message) = match outcome {
-        // An interrupted cell ends `error` with its KeyboardInterrupt, as in Jupyter.
-        Ok(reply) => inloop_kernel::entry_ending(&reply, false, &notebook, &cell_id),
-        Err(inloop_kernel::Error::KernelDied { .. }) => {
-            let _ = kernel.restart().await;
-            (ExecutionStatus::Error, None, Some("kernel died".to_owned()))
-        }
-        Err(error) => (ExecutionStatus::Error, None, Some(error.to_string())),
-    };
-    let _ = notebook.set_execution_state(&cell_id, ExecutionState::Idle);
-    if let Err(error) = notebook.finish_execution(
-        &execution_id,
-        status,
-        count,
-        message.as_deref(),
-        Some(epoch),
-        now(),
-    ) {
-        tracing::warn!(%error, execution_id, "could not end the entry");
+    if matches!(run.outcome, Outcome::KernelDied { .. }) {
+        // A fresh kernel for the next entry.
+        let _ = kernel.restart().await;
+    }
+    let actor = Actor::runtime(&session_id, Some(epoch));
+    let step = Step::Finish(run.outcome);
+    if let Err(error) = notebook.advance_execution(&entry.id, &actor, &step, now()) {
+        tracing::warn!(%error, execution_id = entry.id, "could not end the entry");
     }
     // Peers without the kernel (an agent's notebook_get_state, say) see its variables as they
     // are after a run. Read only when no other run waits, so runs in a row are not slowed.

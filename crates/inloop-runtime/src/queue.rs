@@ -1,5 +1,6 @@
 //! The server queue, read from the document: what runs next, and what a vanished runtime left.
 
+use inloop_doc::execution::{Abandoned, Actor, Refusal, Step};
 use inloop_doc::{Execution, ExecutionStatus, ExecutionTarget, Notebook};
 
 /// The next entry for this runtime: the oldest queued `server` entry, unless one is running
@@ -18,10 +19,10 @@ pub fn next_to_run(notebook: &Notebook) -> Option<Execution> {
 }
 
 /// Ends as `interrupted` every `server` entry left running by a runtime that no longer holds the
-/// lease: another session, or this one under an older epoch, except `running_here`, the entry
-/// this runtime's kernel is still running (it kept going while disconnected). Call on being
-/// granted the lease (`epoch`): the relay only grants it once the previous holder's lease has
-/// run out, so that holder can no longer write. Returns the ids ended.
+/// lease (the state machine's [`Abandoned::LeaseHolderGone`]: entries of older epochs), except
+/// `running_here`, the entry this runtime's kernel is still running (it kept going while
+/// disconnected). Call on being granted the lease (`epoch`): the relay only grants it once the
+/// previous holder's lease has run out, so that holder can no longer write. Returns the ids ended.
 pub fn interrupt_orphans(
     notebook: &Notebook,
     session_id: &str,
@@ -29,30 +30,22 @@ pub fn interrupt_orphans(
     epoch: u64,
     now: f64,
 ) -> inloop_doc::Result<Vec<String>> {
-    let orphans: Vec<Execution> = notebook
-        .executions_in(&[ExecutionStatus::Running])
-        .into_iter()
-        .filter(|e| e.target == ExecutionTarget::Server && e.status == ExecutionStatus::Running)
-        .filter(|e| e.runtime.as_deref() != Some(session_id) || e.lease_epoch < Some(epoch))
-        .filter(|e| Some(e.id.as_str()) != running_here)
-        .collect();
+    let actor = Actor::runtime(session_id, Some(epoch));
+    let step = Step::Reclaim(Abandoned::LeaseHolderGone);
     let mut ended = Vec::new();
-    for orphan in orphans {
-        let message = match &orphan.runtime {
-            Some(runtime) => format!(
-                "interrupted: the runtime running it ({runtime}) went away before it finished"
-            ),
-            None => "interrupted: the runtime running it went away before it finished".into(),
-        };
-        notebook.finish_execution(
-            &orphan.id,
-            ExecutionStatus::Interrupted,
-            None,
-            Some(&message),
-            Some(epoch),
-            now,
-        )?;
-        ended.push(orphan.id);
+    for orphan in notebook.executions_in(&[ExecutionStatus::Running]) {
+        if orphan.target != ExecutionTarget::Server || Some(orphan.id.as_str()) == running_here {
+            continue;
+        }
+        match notebook.advance_execution(&orphan.id, &actor, &step, now) {
+            Ok(_) => ended.push(orphan.id),
+            // Written under this very epoch: ours, and still ours to end.
+            Err(inloop_doc::Error::Refused {
+                refusal: Refusal::NotNewer { .. },
+                ..
+            }) => {}
+            Err(error) => return Err(error),
+        }
     }
     Ok(ended)
 }
@@ -86,8 +79,12 @@ mod tests {
             .start_execution(&ids[0], "rt", Some(1), 1.0)
             .unwrap();
         assert!(next_to_run(&notebook).is_none(), "one at a time");
+        let done = Step::Finish(inloop_doc::execution::Outcome::Replied {
+            reply: inloop_doc::execution::Reply::Ok,
+            execution_count: Some(1),
+        });
         notebook
-            .finish_execution(&ids[0], ExecutionStatus::Done, Some(1), None, Some(1), 2.0)
+            .advance_execution(&ids[0], &Actor::runtime("rt", Some(1)), &done, 2.0)
             .unwrap();
         assert_eq!(next_to_run(&notebook).unwrap().id, ids[1]);
     }
@@ -109,9 +106,13 @@ mod tests {
         assert!(first.message.unwrap().contains("(old) went away"));
         assert_eq!(first.lease_epoch, Some(2));
         // The old holder can no longer write to it.
+        let done = Step::Finish(inloop_doc::execution::Outcome::Replied {
+            reply: inloop_doc::execution::Reply::Ok,
+            execution_count: None,
+        });
         assert!(
             notebook
-                .finish_execution(&ids[0], ExecutionStatus::Done, None, None, Some(1), 4.0)
+                .advance_execution(&ids[0], &Actor::runtime("old", Some(1)), &done, 4.0)
                 .is_err()
         );
         // Queued entries are left to run.

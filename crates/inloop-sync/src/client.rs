@@ -358,3 +358,456 @@ impl ClientSession {
         changed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use inloop_doc::CellType;
+    use yrs::sync::awareness::AwarenessUpdateEntry;
+
+    use super::*;
+
+    const LIMITS: SizeLimits = SizeLimits {
+        max_document_bytes: 1 << 20,
+        max_message_bytes: 4 << 10,
+    };
+
+    fn decoded(frames: &[Vec<u8>]) -> Vec<Message> {
+        frames.iter().map(|f| wire::decode(f).unwrap()).collect()
+    }
+
+    /// A notebook with one markdown cell of `text`.
+    fn notebook_with(text: &str) -> Notebook {
+        let notebook = Notebook::new();
+        notebook.insert_cell(0, CellType::Markdown, text).unwrap();
+        notebook
+    }
+
+    fn sources(notebook: &Notebook) -> Vec<String> {
+        let ids = notebook.cell_ids();
+        ids.iter().map(|id| notebook.source(id).unwrap()).collect()
+    }
+
+    /// A change to `notebook` (a cell appended), reported to `session` as the client does, and
+    /// the update it made.
+    fn local_change(session: &mut ClientSession, text: &str) -> Vec<u8> {
+        let notebook = session.notebook().clone();
+        let before = notebook.state_vector();
+        notebook
+            .insert_cell(notebook.cell_count(), CellType::Markdown, text)
+            .unwrap();
+        session.local_change();
+        notebook.encode_diff_v1(&before)
+    }
+
+    /// What the session answers and reports after each of `frames`.
+    fn feed(session: &mut ClientSession, frames: &[Vec<u8>]) -> (Vec<Message>, Vec<ClientEvent>) {
+        let mut replies = Vec::new();
+        let mut events = Vec::new();
+        for frame in frames {
+            let received = session.receive(frame).unwrap();
+            replies.extend(decoded(&received.replies));
+            events.extend(received.events);
+        }
+        (replies, events)
+    }
+
+    /// The session's state vector from its first frames on a new connection.
+    fn connect(session: &mut ClientSession) -> StateVector {
+        match &decoded(&session.connected())[1] {
+            Message::SyncStep1(state_vector) => state_vector.clone(),
+            other => panic!("a state vector second, got {other:?}"),
+        }
+    }
+
+    /// A new connection to an inloop relay holding `relay`: its state vector, its limits, the
+    /// answer to ours. The session's replies are applied to `relay`.
+    fn handshake(
+        session: &mut ClientSession,
+        relay: &Notebook,
+    ) -> (Vec<Message>, Vec<ClientEvent>) {
+        let ours = connect(session);
+        let frames = [
+            Message::SyncStep1(relay.state_vector()).encode(),
+            Message::Limits(LIMITS).encode(),
+            Message::SyncStep2(relay.encode_diff_v1(&ours)).encode(),
+        ];
+        let (replies, events) = feed(session, &frames);
+        for reply in &replies {
+            if let Message::SyncStep2(update) | Message::Update(update) = reply {
+                relay.apply_update_v1(update).unwrap();
+            }
+        }
+        (replies, events)
+    }
+
+    fn ack(session: &mut ClientSession, count: u64) -> Vec<ClientEvent> {
+        feed(session, &[Message::Ack(count).encode()]).1
+    }
+
+    fn presence_of(client: u64, clock: u32, json: &str) -> Vec<u8> {
+        Message::presence(client, clock, json).encode()
+    }
+
+    #[test]
+    fn a_connection_opens_with_a_request_for_acks_our_state_vector_and_our_presence() {
+        let notebook = notebook_with("mine");
+        let mut session = ClientSession::new(notebook.clone());
+        assert_eq!(
+            decoded(&session.connected()),
+            [Message::Ack(0), Message::SyncStep1(notebook.state_vector())]
+        );
+        let set = session.set_presence(Some(r#"{"user":"ada"}"#));
+        let me = notebook.client_id();
+        assert_eq!(
+            wire::decode(&set).unwrap(),
+            Message::presence(me, 1, r#"{"user":"ada"}"#)
+        );
+        let frames = decoded(&session.connected());
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_eq!(frames[2], Message::presence(me, 2, r#"{"user":"ada"}"#));
+        // Cleared: announced as null, and no longer sent on connection.
+        let cleared = session.set_presence(None);
+        assert_eq!(
+            wire::decode(&cleared).unwrap(),
+            Message::presence(me, 3, "null")
+        );
+        assert_eq!(session.connected().len(), 2);
+    }
+
+    #[test]
+    fn against_an_inloop_relay_the_answer_waits_for_its_limits_and_sync_ends_with_its_step_2() {
+        let relay = notebook_with("from the relay");
+        let mut session = ClientSession::new(notebook_with("written offline"));
+        let ours = connect(&mut session);
+
+        let (replies, events) = feed(
+            &mut session,
+            &[Message::SyncStep1(relay.state_vector()).encode()],
+        );
+        assert!(
+            replies.is_empty() && events.is_empty(),
+            "{replies:?} {events:?}"
+        );
+
+        let (replies, events) = feed(&mut session, &[Message::Limits(LIMITS).encode()]);
+        assert_eq!(events, [ClientEvent::Limits(LIMITS)]);
+        let [Message::SyncStep2(answer)] = &replies[..] else {
+            panic!("one sync step 2, got {replies:?}");
+        };
+        relay.apply_update_v1(answer).unwrap();
+        let mut theirs = sources(&relay);
+        theirs.sort(); // (two cells made apart: their order is the client ids')
+        assert_eq!(theirs, ["from the relay", "written offline"]);
+        assert!(!session.is_synced());
+
+        let step2 = Message::SyncStep2(relay.encode_diff_v1(&ours)).encode();
+        let (replies, events) = feed(&mut session, &[step2]);
+        assert!(replies.is_empty(), "{replies:?}");
+        assert_eq!(events, [ClientEvent::Synced]);
+        assert!(session.is_synced());
+        let mut mine = sources(session.notebook());
+        mine.sort();
+        assert_eq!(mine, ["from the relay", "written offline"]);
+    }
+
+    #[test]
+    fn a_stock_server_that_sends_no_limits_is_answered_when_its_step_2_comes() {
+        let relay = notebook_with("from the relay");
+        let mut session = ClientSession::new(notebook_with("mine"));
+        let ours = connect(&mut session);
+        let frames = [
+            Message::SyncStep1(relay.state_vector()).encode(),
+            Message::SyncStep2(relay.encode_diff_v1(&ours)).encode(),
+        ];
+        let (replies, events) = feed(&mut session, &frames);
+        assert_eq!(events, [ClientEvent::Synced]);
+        let [Message::SyncStep2(answer)] = &replies[..] else {
+            panic!("one sync step 2, got {replies:?}");
+        };
+        relay.apply_update_v1(answer).unwrap();
+        assert_eq!(relay.cell_count(), 2);
+
+        // Limits said on an earlier connection count on the next: a step 1 is answered at once.
+        feed(&mut session, &[Message::Limits(LIMITS).encode()]);
+        connect(&mut session);
+        assert!(!session.is_synced(), "a new connection syncs again");
+        let (replies, _) = feed(
+            &mut session,
+            &[Message::SyncStep1(relay.state_vector()).encode()],
+        );
+        assert!(
+            matches!(replies[..], [Message::SyncStep2(_)]),
+            "{replies:?}"
+        );
+    }
+
+    #[test]
+    fn changes_made_offline_are_unacknowledged_until_the_relay_acks_the_step_2_carrying_them() {
+        let relay = Notebook::new();
+        let mut session = ClientSession::new(Notebook::new());
+        local_change(&mut session, "one");
+        local_change(&mut session, "two");
+        assert_eq!(session.unacknowledged(), 2);
+
+        handshake(&mut session, &relay);
+        assert_eq!(sources(&relay), ["one", "two"]);
+        assert_eq!(session.unacknowledged(), 2, "sent is not stored");
+        assert_eq!(ack(&mut session, 0), []);
+        assert_eq!(session.unacknowledged(), 2);
+        assert_eq!(ack(&mut session, 1), [ClientEvent::Acknowledged]);
+        assert_eq!(session.unacknowledged(), 0);
+    }
+
+    #[test]
+    fn live_updates_count_down_message_by_message_and_go_out_merged() {
+        let relay = Notebook::new();
+        let mut session = ClientSession::new(Notebook::new());
+        handshake(&mut session, &relay); // message 1: the step 2
+        ack(&mut session, 1);
+
+        let a = local_change(&mut session, "a");
+        let frames = session.updates_frames(std::slice::from_ref(&a)).unwrap(); // message 2
+        assert_eq!(decoded(&frames), [Message::Update(a.clone())]);
+        let b = local_change(&mut session, "b");
+        let c = local_change(&mut session, "c");
+        let frames = session.updates_frames(&[b, c]).unwrap(); // message 3, merged
+        let [Message::Update(merged)] = &decoded(&frames)[..] else {
+            panic!("one update message, got {frames:?}");
+        };
+        assert_eq!(session.unacknowledged(), 3);
+
+        assert_eq!(ack(&mut session, 2), [ClientEvent::Acknowledged]);
+        assert_eq!(session.unacknowledged(), 2, "message 2 carried one change");
+        assert_eq!(ack(&mut session, 3), [ClientEvent::Acknowledged]);
+        assert_eq!(session.unacknowledged(), 0);
+        assert_eq!(ack(&mut session, 3), [], "an ack again changes nothing");
+
+        // The merged message carries both changes, in order.
+        relay.apply_update_v1(&a).unwrap();
+        relay.apply_update_v1(merged).unwrap();
+        assert_eq!(sources(&relay), ["a", "b", "c"]);
+        assert_eq!(ClientSession::update_frame(merged), frames[0]);
+    }
+
+    #[test]
+    fn an_update_sent_before_the_step_2_is_acknowledged_only_with_the_step_2() {
+        let relay = Notebook::new();
+        let mut session = ClientSession::new(Notebook::new());
+        let ours = connect(&mut session);
+        let early = local_change(&mut session, "early");
+        session.updates_frames(&[early]).unwrap(); // message 1: may be lost with the connection
+        let frames = [
+            Message::SyncStep1(relay.state_vector()).encode(),
+            Message::Limits(LIMITS).encode(),
+            Message::SyncStep2(relay.encode_diff_v1(&ours)).encode(),
+        ];
+        feed(&mut session, &frames); // message 2: the step 2, with the change
+        assert_eq!(ack(&mut session, 1), []);
+        assert_eq!(session.unacknowledged(), 1);
+        assert_eq!(ack(&mut session, 2), [ClientEvent::Acknowledged]);
+        assert_eq!(session.unacknowledged(), 0);
+    }
+
+    #[test]
+    fn a_reconnection_sends_again_what_was_in_flight_and_counts_its_messages_afresh() {
+        let relay = Notebook::new();
+        let mut session = ClientSession::new(Notebook::new());
+        handshake(&mut session, &relay);
+        ack(&mut session, 1);
+        feed(&mut session, &[presence_of(7, 1, r#"{"user":"bob"}"#)]);
+        assert_eq!(session.presence().count(), 1);
+
+        let lost = local_change(&mut session, "lost in flight");
+        session.updates_frames(&[lost]).unwrap(); // message 2, never acknowledged
+        assert_eq!(session.unacknowledged(), 1);
+
+        // The connection drops; the relay never got message 2.
+        let (replies, events) = handshake(&mut session, &relay);
+        assert_eq!(events, [ClientEvent::Limits(LIMITS), ClientEvent::Synced]);
+        assert!(matches!(replies[..], [Message::SyncStep2(_)]));
+        assert_eq!(sources(&relay), ["lost in flight"], "the step 2 carried it");
+        assert_eq!(
+            session.presence().count(),
+            0,
+            "others' presence is asked for again"
+        );
+        assert_eq!(session.unacknowledged(), 1);
+        // Message 1 of this connection is its step 2.
+        assert_eq!(ack(&mut session, 1), [ClientEvent::Acknowledged]);
+        assert_eq!(session.unacknowledged(), 0);
+    }
+
+    #[test]
+    fn presence_of_others_is_kept_by_clock_and_ours_is_ignored() {
+        let mut session = ClientSession::new(Notebook::new());
+        let me = session.notebook().client_id();
+        let changed = |session: &mut ClientSession, frame: Vec<u8>| feed(session, &[frame]).1;
+
+        assert_eq!(
+            changed(&mut session, presence_of(7, 2, r#"{"user":"bob"}"#)),
+            [ClientEvent::PresenceChanged]
+        );
+        assert_eq!(
+            changed(&mut session, presence_of(7, 1, r#"{"user":"old"}"#)),
+            []
+        );
+        assert_eq!(
+            changed(&mut session, presence_of(me, 9, r#"{"user":"me"}"#)),
+            []
+        );
+        assert_eq!(
+            session.presence().collect::<Vec<_>>(),
+            [(7, r#"{"user":"bob"}"#)]
+        );
+
+        // Two clients in one message, one of them leaving.
+        let mut update = AwarenessUpdate {
+            clients: HashMap::new(),
+        };
+        for (client, clock, json) in [(7, 3, "null"), (8, 1, r#"{"user":"cy"}"#)] {
+            let entry = AwarenessUpdateEntry {
+                clock,
+                json: json.into(),
+            };
+            update.clients.insert(yrs::ClientID::new(client), entry);
+        }
+        assert_eq!(
+            changed(&mut session, Message::Awareness(update).encode()),
+            [ClientEvent::PresenceChanged]
+        );
+        assert_eq!(
+            session.presence().collect::<Vec<_>>(),
+            [(8, r#"{"user":"cy"}"#)]
+        );
+
+        // Asked for ours: nothing until we have one.
+        let query = Message::QueryAwareness.encode();
+        assert!(
+            feed(&mut session, std::slice::from_ref(&query))
+                .0
+                .is_empty()
+        );
+        session.set_presence(Some(r#"{"user":"me"}"#));
+        let (replies, _) = feed(&mut session, &[query]);
+        assert_eq!(replies, [Message::presence(me, 2, r#"{"user":"me"}"#)]);
+    }
+
+    #[test]
+    fn a_step_2_larger_than_the_relays_messages_goes_in_chunks() {
+        let relay = Notebook::new();
+        let big = "x".repeat(5 * LIMITS.max_message_bytes as usize);
+        let mut session = ClientSession::new(notebook_with(&big));
+        let (replies, _) = handshake(&mut session, &relay);
+        assert!(replies.len() >= 5, "{} chunks", replies.len());
+        let mut whole = Reassembly::default();
+        let mut frame = None;
+        for reply in replies {
+            let Message::Chunk {
+                total,
+                offset,
+                bytes,
+            } = reply
+            else {
+                panic!("a chunk, got {reply:?}");
+            };
+            assert!(bytes.len() <= LIMITS.max_message_bytes as usize);
+            frame = whole.push(total, offset, &bytes, usize::MAX).unwrap();
+        }
+        let Message::SyncStep2(update) = wire::decode(&frame.expect("the last chunk")).unwrap()
+        else {
+            panic!("a sync step 2 in the chunks");
+        };
+        relay.apply_update_v1(&update).unwrap();
+        assert_eq!(sources(&relay), std::slice::from_ref(&big));
+
+        // Live updates too.
+        let larger = local_change(&mut session, &big);
+        let frames = session.updates_frames(&[larger]).unwrap();
+        assert!(frames.len() >= 5);
+        assert!(
+            frames
+                .iter()
+                .all(|f| f.len() <= LIMITS.max_message_bytes as usize)
+        );
+    }
+
+    #[test]
+    fn a_relays_step_2_in_chunks_syncs_once_its_last_chunk_arrives() {
+        let big = "y".repeat(3 * LIMITS.max_message_bytes as usize);
+        let relay = notebook_with(&big);
+        let mut session = ClientSession::new(Notebook::new());
+        let ours = connect(&mut session);
+        feed(&mut session, &[Message::Limits(LIMITS).encode()]);
+        let step2 = Message::SyncStep2(relay.encode_diff_v1(&ours)).encode();
+        let chunks = chunks::split(step2, LIMITS.max_message_bytes as usize);
+        let (last, first) = chunks.split_last().unwrap();
+        assert!(!first.is_empty());
+        assert_eq!(feed(&mut session, first).1, []);
+        assert!(!session.is_synced());
+        assert_eq!(
+            feed(&mut session, std::slice::from_ref(last)).1,
+            [ClientEvent::Synced]
+        );
+        assert_eq!(sources(session.notebook()), [big]);
+    }
+
+    #[test]
+    fn chunks_from_a_relay_that_said_no_limits_are_refused() {
+        let mut session = ClientSession::new(Notebook::new());
+        connect(&mut session);
+        let chunk = Message::Chunk {
+            total: 10,
+            offset: 0,
+            bytes: vec![0; 5],
+        };
+        assert!(session.receive(&chunk.encode()).is_err());
+    }
+
+    #[test]
+    fn refusals_lease_messages_and_bad_frames() {
+        let mut session = ClientSession::new(Notebook::new());
+        let refusal = Message::Auth(Some("read-only link".into())).encode();
+        assert_eq!(
+            feed(&mut session, &[refusal]).1,
+            [ClientEvent::Refused("read-only link".into())]
+        );
+        assert_eq!(feed(&mut session, &[Message::Auth(None).encode()]).1, []);
+        let granted = LeaseMessage::Granted {
+            epoch: 3,
+            ttl_ms: 15_000,
+        };
+        assert_eq!(
+            feed(&mut session, &[Message::Lease(granted.clone()).encode()]).1,
+            [ClientEvent::Lease(granted)]
+        );
+        assert_eq!(
+            wire::decode(&ClientSession::lease_frame(LeaseMessage::Heartbeat)).unwrap(),
+            Message::Lease(LeaseMessage::Heartbeat)
+        );
+        assert!(session.receive(&[0, 2, 200, 1]).is_err());
+        assert!(
+            session
+                .receive(&Message::Update(vec![9, 9, 9]).encode())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn only_refusals_other_than_too_many_messages_are_final() {
+        for (code, fin) in [
+            (1000, false),
+            (1001, false),
+            (1013, false),
+            (4399, false),
+            (4400, true),
+            (4401, true),
+            (4403, true),
+            (4413, true),
+            (4429, false),
+            (4499, true),
+            (4500, false),
+        ] {
+            assert_eq!(close_is_final(code), fin, "{code}");
+        }
+    }
+}

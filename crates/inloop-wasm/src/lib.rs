@@ -691,7 +691,11 @@ impl Engine {
     /// Stops a run: a queued entry is cancelled, a running one interrupted by the runtime
     /// running it (this page's or another's).
     pub fn interrupt(&self, execution_id: &str) -> Result<(), JsValue> {
-        self.edit(|nb| Ok(nb.interrupt_execution(execution_id, runner::now())?))
+        self.edit(|nb| {
+            nb.stop_execution(execution_id, runner::now())
+                .map(drop)
+                .map_err(Into::into)
+        })
     }
 
     /// Asks this page's kernel to restart (a fresh namespace, counts from 1), through the

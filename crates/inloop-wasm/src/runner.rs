@@ -5,12 +5,12 @@
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
+use inloop_doc::execution::{Abandoned, Actor, Decline, Outcome, Step, browser_session};
 use inloop_doc::{
-    Execution, ExecutionState, ExecutionStatus, ExecutionTarget, Runtime, RuntimeKind,
-    RuntimeStatus,
+    Execution, ExecutionStatus, ExecutionTarget, Runtime, RuntimeKind, RuntimeStatus,
 };
-use inloop_kernel::{ExecEvent, Kernel, OutputWriter, RelayLimits};
-use tokio::sync::{Notify, mpsc};
+use inloop_kernel::{OutputWriter, RelayLimits};
+use tokio::sync::Notify;
 
 use crate::engine::Inner;
 use crate::kernel::{KernelState, SharedKernel};
@@ -69,7 +69,7 @@ pub(crate) struct Runner {
 impl Runner {
     pub(crate) fn new(client_id: u64, wake: Rc<Notify>, limits: Option<RelayLimits>) -> Self {
         Self {
-            session_id: session_id(client_id),
+            session_id: browser_session(client_id),
             target: ExecutionTarget::Browser(client_id.to_string()),
             wake,
             registered: Cell::new(false),
@@ -122,17 +122,10 @@ pub(crate) fn ensure_registered(inner: &Rc<Inner>) {
     let weak = Rc::downgrade(inner);
     let heartbeat = gloo_timers::callback::Interval::new(HEARTBEAT_MS, move || {
         if let Some(inner) = weak.upgrade() {
-            let status = kernel_status(&inner);
-            let beat =
-                inner
-                    .notebook
-                    .runtime_heartbeat(&inner.runner.session_id, Some(status), now());
-            if beat.is_err() {
-                // Forgotten by a peer while this page was away (asleep, say): back in.
-                register(&inner);
-            }
-            inner.runner.reported.set(Some(status));
-            end_abandoned_runs(&inner.notebook, &inner.runner.target, now());
+            // Back in if a peer forgot it while this page was away (asleep, say).
+            inner.notebook.runtime_beat(&runtime_entry(&inner));
+            inner.runner.reported.set(Some(kernel_status(&inner)));
+            end_abandoned_runs(&inner.notebook, &inner.runner.session_id, now());
             inner.notebook.forget_runtimes(now());
             inner.deliver_soon();
         }
@@ -142,41 +135,47 @@ pub(crate) fn ensure_registered(inner: &Rc<Inner>) {
 
 /// This browser's entry in `runtimes`, as it is now.
 fn register(inner: &Inner) {
-    let status = kernel_status(inner);
-    inner.notebook.register_runtime(&Runtime {
+    inner.notebook.register_runtime(&runtime_entry(inner));
+    inner.runner.reported.set(Some(kernel_status(inner)));
+}
+
+/// This browser as a runtime entry, as it is now.
+fn runtime_entry(inner: &Inner) -> Runtime {
+    Runtime {
         session_id: inner.runner.session_id.clone(),
         kind: RuntimeKind::Browser,
         name: inner.name.clone(),
         kernels: vec!["python3".into()],
         gpu: None,
         container_image: None,
-        status,
+        status: kernel_status(inner),
         heartbeat_at: now(),
         lease_epoch: None,
         restart_requested_at: None,
         restarted_at: None,
-    });
-    inner.runner.reported.set(Some(status));
+    }
 }
 
 /// Ends the runs held by browsers that went away without saying so: no entry stays queued or
 /// running forever for a tab that crashed. Only registered browsers call this (they may run
 /// cells, so the relay lets them write the queue); several doing it at once write the same.
-fn end_abandoned_runs(notebook: &inloop_doc::Notebook, own: &ExecutionTarget, now: f64) {
+fn end_abandoned_runs(notebook: &inloop_doc::Notebook, own_session: &str, now: f64) {
     let live = notebook.executions_in(&[ExecutionStatus::Queued, ExecutionStatus::Running]);
-    let browsers: Vec<_> = live
+    let others: Vec<_> = live
         .into_iter()
-        .filter(|e| matches!(e.target, ExecutionTarget::Browser(_)) && e.target != *own)
+        .filter_map(|e| match &e.target {
+            ExecutionTarget::Browser(client) if browser_session(client) != own_session => {
+                Some((browser_session(client), e))
+            }
+            _ => None,
+        })
         .collect();
-    if browsers.is_empty() {
+    if others.is_empty() {
         return;
     }
     let runtimes = notebook.runtimes();
-    for entry in browsers {
-        let ExecutionTarget::Browser(client) = &entry.target else {
-            continue;
-        };
-        let session = session_id(client);
+    let actor = Actor::runtime(own_session, None);
+    for (session, entry) in others {
         let last_seen =
             runtimes
                 .iter()
@@ -191,37 +190,9 @@ fn end_abandoned_runs(notebook: &inloop_doc::Notebook, own: &ExecutionTarget, no
         if now - last_seen < ABANDONED_AFTER_S {
             continue;
         }
-        end_run(
-            notebook,
-            &entry,
-            "interrupted: the browser tab running it went away",
-            "cancelled: the browser tab that was to run it went away",
-            now,
-        );
+        let step = Step::Reclaim(Abandoned::TabGone);
+        let _ = notebook.advance_execution(&entry.id, &actor, &step, now);
     }
-}
-
-/// Ends a run nobody will finish: a running one `interrupted`, a queued one `cancelled`.
-fn end_run(
-    notebook: &inloop_doc::Notebook,
-    entry: &Execution,
-    if_running: &str,
-    if_queued: &str,
-    now: f64,
-) {
-    let (status, message) = match entry.status {
-        ExecutionStatus::Running => (ExecutionStatus::Interrupted, if_running),
-        _ => (ExecutionStatus::Cancelled, if_queued),
-    };
-    let _ = notebook.finish_execution(&entry.id, status, None, Some(message), None, now);
-    if entry.status == ExecutionStatus::Running {
-        let _ = notebook.set_execution_state(&entry.cell_id, ExecutionState::Idle);
-    }
-}
-
-/// The runtime session id of the browser whose document client id is `client`.
-fn session_id(client: impl std::fmt::Display) -> String {
-    format!("browser-{client}")
 }
 
 /// What this runtime is doing, as its entry says.
@@ -255,14 +226,10 @@ pub(crate) fn leave(inner: &Inner) {
     }
     let notebook = &inner.notebook;
     let live = notebook.executions_in(&[ExecutionStatus::Queued, ExecutionStatus::Running]);
+    let actor = Actor::runtime(&runner.session_id, None);
+    let step = Step::Reclaim(Abandoned::PageClosed);
     for entry in live.into_iter().filter(|e| e.target == runner.target) {
-        end_run(
-            notebook,
-            &entry,
-            "interrupted: the page running it was closed",
-            "cancelled: the page that was to run it was closed",
-            now(),
-        );
+        let _ = notebook.advance_execution(&entry.id, &actor, &step, now());
     }
     let _ = notebook.runtime_heartbeat(&runner.session_id, Some(RuntimeStatus::Gone), now());
     runner.reported.set(Some(RuntimeStatus::Gone));
@@ -283,17 +250,20 @@ fn tick(inner: &Rc<Inner>) {
             .into_iter()
             .find(|r| r.session_id == runner.session_id);
         if let Some(me) = me {
-            if me.restart_requested_at > me.restarted_at {
+            if me.restart_pending() {
                 let _ = notebook.runtime_heartbeat(
                     &runner.session_id,
                     Some(RuntimeStatus::Restarting),
                     now(),
                 );
+                // The run the restart cuts short ends now, as a restart ends it.
+                if let Some(current) = runner.running.borrow_mut().take() {
+                    let actor = Actor::runtime(&runner.session_id, None);
+                    let step = Step::Finish(Outcome::Restarted);
+                    let _ = notebook.advance_execution(&current.execution_id, &actor, &step, now());
+                }
                 kernel.restart_now();
-                // Never before the request, even if the requester's clock runs ahead of ours:
-                // an answer stamped earlier would look unanswered and restart again.
-                let at = now().max(me.restart_requested_at.unwrap_or(0.0));
-                let _ = notebook.mark_restarted(&runner.session_id, at);
+                let _ = notebook.mark_restarted(&runner.session_id, now());
             }
         }
     }
@@ -347,17 +317,10 @@ fn tick(inner: &Rc<Inner>) {
         KernelState::Ready => {}
         KernelState::Failed(message) => {
             // No kernel to run them: end this browser's queued entries with the reason.
-            // (Queued entries may only start or be cancelled: start it, then end it.)
+            let actor = Actor::runtime(&runner.session_id, None);
+            let step = Step::Decline(Decline::NoKernel(message));
             for entry in notebook.queued_executions(&runner.target) {
-                let _ = notebook.start_execution(&entry.id, &runner.session_id, None, now());
-                let _ = notebook.finish_execution(
-                    &entry.id,
-                    ExecutionStatus::Error,
-                    None,
-                    Some(&message),
-                    None,
-                    now(),
-                );
+                let _ = notebook.advance_execution(&entry.id, &actor, &step, now());
             }
             return;
         }
@@ -392,68 +355,57 @@ fn tick(inner: &Rc<Inner>) {
 
 /// Runs one entry, writing its outputs as they arrive, then ends it.
 async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
-    let Execution {
-        id: execution_id,
-        cell_id,
-        code,
-        ..
-    } = entry;
-    let Some((notebook, limits)) = weak
-        .upgrade()
-        .map(|inner| (inner.notebook.clone(), inner.runner.limits.get()))
-    else {
+    let Some((notebook, limits, session)) = weak.upgrade().map(|inner| {
+        let runner = &inner.runner;
+        (
+            inner.notebook.clone(),
+            runner.limits.get(),
+            runner.session_id.clone(),
+        )
+    }) else {
         return;
     };
-    let _ = notebook.clear_outputs(&cell_id);
-    let _ = notebook.set_execution_state(&cell_id, ExecutionState::Running);
-    let (events, mut incoming) = mpsc::unbounded_channel::<ExecEvent>();
     let mut writer = match limits {
         Some(limits) => OutputWriter::default().with_relay_limits(limits),
         None => OutputWriter::default(),
     };
-    let write = async {
-        // Ends when the kernel drops the sender: after the reply, or when it goes away.
-        while let Some(event) = incoming.recv().await {
-            if let Err(error) = writer.apply(&notebook, &cell_id, &event) {
-                web_sys::console::warn_1(
-                    &format!("inloop: could not write an output: {error}").into(),
-                );
-            }
-            if let Some(inner) = weak.upgrade() {
-                inner.deliver_soon();
-            }
+    let deliver = || {
+        if let Some(inner) = weak.upgrade() {
+            inner.deliver_soon();
         }
     };
-    let (outcome, ()) = futures_util::future::join(kernel.execute(&code, events), write).await;
+    let run = inloop_kernel::run_in_cell(
+        &kernel,
+        &notebook,
+        &entry.cell_id,
+        &entry.code,
+        &mut writer,
+        |_| deliver(),
+    )
+    .await;
+    if let Some(error) = run.write_error {
+        web_sys::console::warn_1(&format!("inloop: could not write an output: {error}").into());
+    }
     let Some(inner) = weak.upgrade() else { return };
     if inner.closed.get() {
         return; // `close` ended the entry already
     }
-    let interrupted = inner
-        .runner
-        .running
-        .borrow()
-        .as_ref()
-        .is_some_and(|r| r.interrupt_sent);
-    let (status, count, message) = match outcome {
-        Ok(reply) => inloop_kernel::entry_ending(&reply, interrupted, &notebook, &cell_id),
-        Err(inloop_kernel::Error::KernelDied { reason, .. }) => {
-            (ExecutionStatus::Interrupted, None, Some(reason))
+    // Still this entry's turn? A restart may have ended it and the next one may be running.
+    let mine = {
+        let mut running = inner.runner.running.borrow_mut();
+        let mine = running.as_ref().is_some_and(|r| r.execution_id == entry.id);
+        if mine {
+            running.take();
         }
-        Err(error) => (ExecutionStatus::Error, None, Some(error.to_string())),
+        mine
     };
-    let _ = notebook.set_execution_state(&cell_id, ExecutionState::Idle);
-    if let Err(error) = notebook.finish_execution(
-        &execution_id,
-        status,
-        count,
-        message.as_deref(),
-        None,
-        now(),
-    ) {
-        web_sys::console::warn_1(&format!("inloop: could not end the run: {error}").into());
+    if mine {
+        let actor = Actor::runtime(&session, None);
+        let step = Step::Finish(run.outcome);
+        if let Err(error) = notebook.advance_execution(&entry.id, &actor, &step, now()) {
+            web_sys::console::warn_1(&format!("inloop: could not end the run: {error}").into());
+        }
     }
-    inner.runner.running.borrow_mut().take();
     inner.runner.wake();
     inner.deliver_soon();
 }
@@ -466,7 +418,7 @@ mod tests {
 
     fn browser_runtime(client: &str, heartbeat_at: f64) -> Runtime {
         Runtime {
-            session_id: session_id(client),
+            session_id: browser_session(client),
             kind: RuntimeKind::Browser,
             name: client.into(),
             kernels: vec!["python3".into()],
@@ -489,7 +441,7 @@ mod tests {
             .request_execution(&cell, &browser("7"), "p", 0.0)
             .unwrap();
         notebook
-            .start_execution(&silent_running, &session_id(7), None, 1.0)
+            .start_execution(&silent_running, &browser_session(7), None, 1.0)
             .unwrap();
         let silent_queued = notebook
             .request_execution(&cell, &browser("7"), "p", 2.0)
@@ -506,7 +458,7 @@ mod tests {
         notebook.register_runtime(&browser_runtime("7", 50.0));
         notebook.register_runtime(&browser_runtime("8", 95.0));
 
-        end_abandoned_runs(&notebook, &browser("9"), 100.0);
+        end_abandoned_runs(&notebook, &browser_session(9), 100.0);
         let status = |id: &str| notebook.execution(id).unwrap().status;
         assert_eq!(status(&silent_running), ExecutionStatus::Interrupted);
         assert_eq!(status(&silent_queued), ExecutionStatus::Cancelled);

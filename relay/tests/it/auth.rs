@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use inloop_sync::{Claims, LeaseMessage, Role, TokenKey};
 
-use crate::{Status, TestRelay, connect, eventually, http_request};
+use crate::{Status, TestRelay, connect, eventually, http_request, sources, until_some};
 
 /// What each role may do, written out as the product promises it (not derived from the code).
 /// Columns: read, edit, hold the lease, mint a token, import, export.
@@ -32,31 +32,36 @@ async fn every_role_against_every_action() {
         let read = peer.notebook().cell_count() == 1;
 
         // edit: the change reaches another peer, or the relay closes the connection.
+        let stored_before = relay.metric("inloop_updates_in_total").await;
+        let watched_before = sources(&watcher);
         peer.notebook()
             .insert_cell(1, inloop_doc::CellType::Markdown, "edited")
             .unwrap();
-        let mut edited = false;
-        let mut refused = None;
-        for _ in 0..300 {
-            if watcher.notebook().cell_count() == 2 {
-                edited = true;
-                break;
-            }
-            if let Status::Closed { code, reason } = peer.status() {
-                refused = Some((code, reason));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if !edited {
-            let (code, reason) =
-                refused.expect("a refused edit closes the connection with a reason");
+        let refused = until_some(
+            "the edit reaching the watcher, or the relay refusing it",
+            Duration::from_secs(5),
+            || match peer.status() {
+                _ if watcher.notebook().cell_count() == 2 => Some(None),
+                Status::Closed { code, reason } => Some(Some((code, reason))),
+                _ => None,
+            },
+        )
+        .await;
+        let edited = refused.is_none();
+        if let Some((code, reason)) = refused {
             assert_eq!(code, Some(4403), "{role}: {reason}");
             assert!(reason.contains("read-only"), "{role}: {reason}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The relay judged the edit before closing: it stored nothing, and a later edit
+            // reaches the watcher with nothing of the refused one before it.
             assert_eq!(
-                watcher.notebook().cell_count(),
-                1,
+                relay.metric("inloop_updates_in_total").await,
+                stored_before,
+                "{role}: a refused edit is not stored"
+            );
+            let marker = relay.barrier(&doc, &watcher).await;
+            assert_eq!(
+                sources(&watcher),
+                [watched_before, vec![marker]].concat(),
                 "{role}: a refused edit went nowhere"
             );
         }
@@ -66,7 +71,7 @@ async fn every_role_against_every_action() {
         lease_peer.send_lease(LeaseMessage::Request {
             session: format!("session-{role}"),
         });
-        eventually(Duration::from_secs(5), "a lease answer", || async {
+        eventually("a lease answer", Duration::from_secs(5), || async {
             !lease_peer.lease_events().is_empty()
         })
         .await;
@@ -122,8 +127,8 @@ async fn every_role_against_every_action() {
         }
         if outcome[4] {
             eventually(
-                Duration::from_secs(5),
                 "the import reaches a connected peer",
+                Duration::from_secs(5),
                 || async { watcher.notebook().cell_ids() == ["imported"] },
             )
             .await;
@@ -236,8 +241,8 @@ async fn an_edit_token_cannot_queue_runs_and_only_the_sender_is_cut() {
         .unwrap();
     fresh.notebook().set_source(&cell, "after").unwrap();
     eventually(
-        Duration::from_secs(5),
         "a later edit reaches the watcher",
+        Duration::from_secs(5),
         || async { watcher.notebook().source(&cell).unwrap() == "after" },
     )
     .await;
@@ -259,8 +264,8 @@ async fn an_edit_token_cannot_queue_runs_and_only_the_sender_is_cut() {
         .request_execution(&cell, &ExecutionTarget::Server, "runner", 2.0)
         .unwrap();
     eventually(
-        Duration::from_secs(5),
         "the run request reaches others",
+        Duration::from_secs(5),
         || async { fresh.notebook().executions().len() == 1 },
     )
     .await;

@@ -50,8 +50,8 @@ async fn relay_still_serves(relay: &TestRelay, doc: &str, text: &str) {
         .insert_cell(0, CellType::Markdown, text)
         .unwrap();
     eventually(
-        Duration::from_secs(5),
         "a healthy peer's edit reaches another",
+        Duration::from_secs(5),
         || async {
             reader
                 .notebook()
@@ -153,14 +153,14 @@ async fn a_peer_that_stops_reading_is_disconnected_and_resyncs_with_no_gap() {
     write_cells(&writer, EDITS, 16 << 10, Duration::from_millis(1)).await;
     let expected = EDITS as u32 + 1;
     eventually(
-        Duration::from_secs(30),
         "the reading peer gets every update",
+        Duration::from_secs(30),
         || async { reader.notebook().cell_count() == expected },
     )
     .await;
     eventually(
-        Duration::from_secs(10),
         "the stalled peer is disconnected",
+        Duration::from_secs(10),
         || async { relay.metric("inloop_disconnects_slow_total").await == 1 },
     )
     .await;
@@ -178,8 +178,8 @@ async fn a_peer_that_stops_reading_is_disconnected_and_resyncs_with_no_gap() {
         assert!(reason.contains("too slow"), "{reason}");
     }
     eventually(
-        Duration::from_secs(30),
         "the stalled peer catches up",
+        Duration::from_secs(30),
         || async { slow.notebook().cell_count() == expected },
     )
     .await;
@@ -226,15 +226,15 @@ async fn a_stalled_peer_is_dropped_even_when_its_queue_never_fills() {
     // socket buffers take.
     write_cells(&writer, 24, 512 << 10, Duration::from_millis(5)).await;
     eventually(
-        Duration::from_secs(20),
         "the stalled peer is dropped",
+        Duration::from_secs(20),
         || async { relay.metric("inloop_disconnects_slow_total").await == 1 },
     )
     .await;
     slow.resume_reading();
     eventually(
-        Duration::from_secs(30),
         "it reconnects and catches up",
+        Duration::from_secs(30),
         || async { slow.notebook().cell_count() == 25 },
     )
     .await;

@@ -29,8 +29,8 @@ async fn still_serves(relay: &TestRelay, doc: &str, text: &str) {
         .insert_cell(0, CellType::Markdown, text)
         .unwrap();
     eventually(
-        Duration::from_secs(10),
         "an edit reaches another peer",
+        Duration::from_secs(10),
         || async {
             let notebook = reader.notebook();
             notebook
@@ -162,8 +162,8 @@ async fn a_slowloris_of_200_sockets_is_closed_within_the_header_timeout_while_ot
         .map(|_| tokio::spawn(slowloris(relay.addr)))
         .collect();
     eventually(
-        Duration::from_secs(5),
         "the relay holds the 200 slow connections",
+        Duration::from_secs(5),
         || async { relay.metric("inloop_tcp_connections").await >= 200 },
     )
     .await;
@@ -176,8 +176,8 @@ async fn a_slowloris_of_200_sockets_is_closed_within_the_header_timeout_while_ot
         started.elapsed()
     );
     eventually(
-        Duration::from_secs(5),
         "the earlier peer has it",
+        Duration::from_secs(5),
         || async { crate::source(&before, 0) == "served during the slowloris" },
     )
     .await;
@@ -230,10 +230,19 @@ async fn idle_and_silent_connections_are_closed_and_kept_alive_ones_still_serve(
 
     // A kept-alive connection: a second request after a pause longer than the header timeout
     // (the idle time between requests is not head time) is answered on the same connection.
+    // The pause lasts until a silent connection opened at its start has been closed by the
+    // header timeout: as the relay measures it, longer than the header timeout.
     let mut kept = TcpStream::connect(relay.addr).await.unwrap();
     kept.write_all(request.as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut kept).await, Some((200, "ok".to_owned())));
-    tokio::time::sleep(header + Duration::from_millis(500)).await;
+    let timeouts = relay.metric("inloop_http_timeouts_total").await;
+    let mut witness = TcpStream::connect(relay.addr).await.unwrap();
+    assert!(closed_within(&mut witness, header * 3).await.is_empty());
+    assert_eq!(
+        relay.metric("inloop_http_timeouts_total").await,
+        timeouts + 1,
+        "the silent connection timed out, and only it"
+    );
     kept.write_all(request.as_bytes()).await.unwrap();
     assert_eq!(
         read_response(&mut kept).await,
@@ -321,8 +330,8 @@ async fn one_address_holds_at_most_its_limit_of_connections_and_others_are_serve
     let idle = TcpStream::connect(relay.addr).await.unwrap();
     let _idle_too = TcpStream::connect(relay.addr).await.unwrap();
     eventually(
-        Duration::from_secs(5),
         "the relay holds the four (and the metrics request)",
+        Duration::from_secs(5),
         || async { metric_from(OTHER, relay.addr, "inloop_tcp_connections").await == 5 },
     )
     .await;
@@ -365,8 +374,8 @@ async fn one_address_holds_at_most_its_limit_of_connections_and_others_are_serve
         .insert_cell(0, CellType::Markdown, "at the limit")
         .unwrap();
     eventually(
-        Duration::from_secs(5),
         "the edit reaches the reader",
+        Duration::from_secs(5),
         || async { crate::source(&reader, 0) == "at the limit" },
     )
     .await;
@@ -375,8 +384,8 @@ async fn one_address_holds_at_most_its_limit_of_connections_and_others_are_serve
     // A connection closed frees its place.
     drop(idle);
     eventually(
-        Duration::from_secs(5),
         "127.0.0.1 is served again",
+        Duration::from_secs(5),
         || async {
             request_from(LOCAL, relay.addr, "GET", "/healthz").await == Some((200, "ok".into()))
         },
@@ -446,14 +455,14 @@ async fn a_peer_that_answers_no_ping_is_dropped_and_one_that_does_stays() {
     let mut dead =
         dead_websocket_peer(relay.addr, &format!("/api/docs/{doc}/ws?token={token}")).await;
     let joined = Instant::now();
-    eventually(Duration::from_secs(5), "both peers count", || async {
+    eventually("both peers count", Duration::from_secs(5), || async {
         relay.metric("inloop_connections").await == 2
     })
     .await;
 
     eventually(
-        Duration::from_secs(10),
         "the relay drops the silent peer",
+        Duration::from_secs(10),
         || async { relay.metric("inloop_disconnects_unresponsive_total").await == 1 },
     )
     .await;
@@ -477,7 +486,7 @@ async fn a_peer_that_answers_no_ping_is_dropped_and_one_that_does_stays() {
         "{opcodes:?}"
     );
     assert_eq!(close, Some(1001), "{opcodes:?}");
-    eventually(Duration::from_secs(5), "one connection left", || async {
+    eventually("one connection left", Duration::from_secs(5), || async {
         relay.metric("inloop_connections").await == 1
     })
     .await;
@@ -495,12 +504,20 @@ async fn a_peer_that_answers_no_ping_is_dropped_and_one_that_does_stays() {
         .insert_cell(0, CellType::Markdown, "pinged")
         .unwrap();
     eventually(
-        Duration::from_secs(5),
         "the edit reaches the live peer",
+        Duration::from_secs(5),
         || async { crate::source(&alive, 0) == "pinged" },
     )
     .await;
-    tokio::time::sleep(interval * 5).await;
+    // Four more pings each to the two live peers (two would have dropped one that answers
+    // none), counted by the relay as it sends them.
+    let pings = relay.metric("inloop_pings_total").await;
+    eventually(
+        "eight more pings sent",
+        interval * 4 + Duration::from_secs(10),
+        || async { relay.metric("inloop_pings_total").await >= pings + 8 },
+    )
+    .await;
     assert_eq!(
         relay.metric("inloop_disconnects_unresponsive_total").await,
         1
@@ -803,7 +820,7 @@ async fn readyz_fails_while_storage_cannot_write_and_healthz_stays_ok() {
     let reader = connect(&url).await.unwrap();
 
     broken.store(true, SeqCst);
-    eventually(Duration::from_secs(5), "/readyz says not ready", || async {
+    eventually("/readyz says not ready", Duration::from_secs(5), || async {
         get(&relay, "/readyz").await.0 == 503
     })
     .await;
@@ -835,8 +852,8 @@ async fn readyz_fails_while_storage_cannot_write_and_healthz_stays_ok() {
     // Storage back: ready again, and the peers sync and store edits.
     broken.store(false, SeqCst);
     eventually(
-        Duration::from_secs(5),
         "/readyz says ready again",
+        Duration::from_secs(5),
         || async { get(&relay, "/readyz").await == (200, "ok".into()) },
     )
     .await;
@@ -845,8 +862,8 @@ async fn readyz_fails_while_storage_cannot_write_and_healthz_stays_ok() {
         .insert_cell(0, CellType::Markdown, "stored again")
         .unwrap();
     eventually(
-        Duration::from_secs(5),
         "the edit reaches the reader",
+        Duration::from_secs(5),
         || async { crate::source(&reader, 0) == "stored again" },
     )
     .await;

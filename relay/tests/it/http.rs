@@ -77,8 +77,8 @@ async fn create_from_ipynb_export_import_and_share() {
     .await;
     assert_eq!(status, 204);
     eventually(
-        Duration::from_secs(5),
         "the import reaches the peer",
+        Duration::from_secs(5),
         || async { peer.notebook().cell_ids() == ["c2"] },
     )
     .await;
@@ -172,6 +172,8 @@ async fn a_document_over_its_size_limit_refuses_the_change_that_would_pass_it() 
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
     let writer = connect(&url).await.unwrap();
     let watcher = connect(&url).await.unwrap();
+    let stored_before = relay.metric("inloop_updates_in_total").await;
+    let watched_before = crate::sources(&watcher);
     writer
         .notebook()
         .insert_cell(1, inloop_doc::CellType::Markdown, &"x".repeat(100 << 10))
@@ -179,10 +181,17 @@ async fn a_document_over_its_size_limit_refuses_the_change_that_would_pass_it() 
     let (code, reason) = crate::ended(&writer).await;
     assert_eq!(code, Some(4413), "{reason}");
     assert!(reason.contains("limit"), "{reason}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Judged before it was applied: nothing stored, and a later edit reaches the watcher with
+    // nothing of the oversized one before it.
     assert_eq!(
-        watcher.notebook().cell_count(),
-        1,
+        relay.metric("inloop_updates_in_total").await,
+        stored_before,
+        "the oversized change is not stored"
+    );
+    let marker = relay.barrier(&doc, &watcher).await;
+    assert_eq!(
+        crate::sources(&watcher),
+        [watched_before, vec![marker]].concat(),
         "the oversized change went nowhere"
     );
 }

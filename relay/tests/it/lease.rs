@@ -36,8 +36,8 @@ async fn one_runtime_holds_the_lease_and_a_standby_takes_over_when_it_dies() {
     first.send_lease(request("runtime-1"));
     second.send_lease(request("runtime-2"));
     eventually(
-        Duration::from_secs(5),
         "both runtimes hear back",
+        Duration::from_secs(5),
         || async { !first.lease_events().is_empty() && !second.lease_events().is_empty() },
     )
     .await;
@@ -54,24 +54,65 @@ async fn one_runtime_holds_the_lease_and_a_standby_takes_over_when_it_dies() {
         vec![LeaseMessage::Standby { epoch }]
     );
 
-    // Heartbeats keep it past its time to live.
-    let started = Instant::now();
-    while started.elapsed() < TTL * 2 {
+    // Heartbeats keep it past its time to live. A control on another document, granted after
+    // it and silent, loses its lease to its standby: by then the holder's would have lapsed
+    // too, had its heartbeats not counted.
+    let control_doc = relay.create_doc().await;
+    let control_url = relay.ws_url(&control_doc, &relay.token(&control_doc, Role::Runtime));
+    let control = connect(&control_url).await.unwrap();
+    control.send_lease(request("control"));
+    eventually("the control is granted", Duration::from_secs(5), || async {
+        granted_epoch(&control).is_some()
+    })
+    .await;
+    let control_standby = connect(&control_url).await.unwrap();
+    control_standby.send_lease(request("control-standby"));
+    let silent_since = Instant::now();
+    while granted_epoch(&control_standby).is_none() {
+        assert!(
+            silent_since.elapsed() < TTL * 5,
+            "the control's standby took over within {:?}",
+            TTL * 5
+        );
         holder.send_lease(LeaseMessage::Heartbeat);
-        tokio::time::sleep(TTL / 5).await;
+        tokio::time::sleep(TTL / 10).await;
     }
+    assert!(
+        silent_since.elapsed() >= TTL - Duration::from_millis(100),
+        "the silent control lost its lease after {:?}, its time to live is {TTL:?}",
+        silent_since.elapsed()
+    );
+    eventually(
+        "the control told it lost its lease",
+        Duration::from_secs(5),
+        || async {
+            matches!(
+                control.lease_events().last(),
+                Some(LeaseMessage::Lost { .. })
+            )
+        },
+    )
+    .await;
     assert_eq!(
         granted_epoch(&standby),
         None,
         "no takeover while the holder heartbeats"
+    );
+    assert!(
+        !holder
+            .lease_events()
+            .iter()
+            .any(|m| matches!(m, LeaseMessage::Lost { .. })),
+        "the holder kept its lease: {:?}",
+        holder.lease_events()
     );
 
     // The holder dies without a word: the standby gets the lease after the grace period.
     let killed = Instant::now();
     drop(holder);
     eventually(
-        GRACE + Duration::from_secs(5),
         "the standby takes over",
+        GRACE + Duration::from_secs(5),
         || async { granted_epoch(&standby).is_some() },
     )
     .await;
@@ -90,13 +131,13 @@ async fn one_runtime_holds_the_lease_and_a_standby_takes_over_when_it_dies() {
     let third = connect(&url).await.unwrap();
     third.send_lease(request("runtime-3"));
     eventually(
-        Duration::from_secs(5),
         "the third runtime is told to wait",
+        Duration::from_secs(5),
         || async { third.lease_events() == vec![LeaseMessage::Standby { epoch: epoch + 1 }] },
     )
     .await;
     standby.send_lease(LeaseMessage::Release);
-    eventually(Duration::from_secs(5), "the release hands over", || async {
+    eventually("the release hands over", Duration::from_secs(5), || async {
         granted_epoch(&third) == Some(epoch + 2)
     })
     .await;
@@ -114,7 +155,7 @@ async fn a_holder_that_reconnects_within_the_grace_period_keeps_its_epoch() {
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Runtime));
     let holder = connect(&url).await.unwrap();
     holder.send_lease(request("runtime-1"));
-    eventually(Duration::from_secs(5), "granted", || async {
+    eventually("granted", Duration::from_secs(5), || async {
         granted_epoch(&holder).is_some()
     })
     .await;
@@ -123,7 +164,7 @@ async fn a_holder_that_reconnects_within_the_grace_period_keeps_its_epoch() {
 
     let back = connect(&url).await.unwrap();
     back.send_lease(request("runtime-1"));
-    eventually(Duration::from_secs(5), "granted again", || async {
+    eventually("granted again", Duration::from_secs(5), || async {
         granted_epoch(&back).is_some()
     })
     .await;

@@ -52,8 +52,8 @@ async fn presence_floods_cut_the_sender_only() {
     // The others are still served.
     owner.notebook().set_source(&cell, "still here").unwrap();
     eventually(
-        Duration::from_secs(5),
         "an edit reaches the watcher",
+        Duration::from_secs(5),
         || async { watcher.notebook().source(&cell).unwrap() == "still here" },
     )
     .await;
@@ -64,8 +64,8 @@ async fn presence_floods_cut_the_sender_only() {
         "{relayed} bytes went out"
     );
     eventually(
-        Duration::from_secs(5),
         "the flood's presence is removed",
+        Duration::from_secs(5),
         || async { watcher.presence().iter().all(|p| !p.contains("yyyy")) },
     )
     .await;

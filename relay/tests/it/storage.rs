@@ -22,15 +22,15 @@ async fn an_idle_document_unloads_and_comes_back_on_demand() {
     peer.notebook()
         .insert_cell(1, CellType::Markdown, "still here")
         .unwrap();
-    eventually(Duration::from_secs(5), "the edit is stored", || async {
+    eventually("the edit is stored", Duration::from_secs(5), || async {
         relay.metric("inloop_updates_in_total").await == 1
     })
     .await;
     assert_eq!(relay.metric("inloop_documents_loaded").await, 1);
     drop(peer);
     eventually(
-        Duration::from_secs(5),
         "the idle document unloads",
+        Duration::from_secs(5),
         || async { relay.metric("inloop_documents_loaded").await == 0 },
     )
     .await;
@@ -56,7 +56,7 @@ async fn the_log_folds_into_a_snapshot() {
             .unwrap();
         // One update per batch, so the count of log entries is predictable.
         let stored = i as u64 + 1;
-        eventually(Duration::from_secs(5), "the edit is stored", || async {
+        eventually("the edit is stored", Duration::from_secs(5), || async {
             relay.metric("inloop_updates_in_total").await == stored
         })
         .await;

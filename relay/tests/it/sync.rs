@@ -3,8 +3,9 @@ use std::time::Duration;
 use inloop_sync::Role;
 use serde_json::json;
 
-use crate::node::NodePeer;
-use crate::{ClientOptions, TestRelay, connect, connect_with, eventually, source};
+use inloop_testing::YjsPeer;
+
+use crate::{ClientOptions, TestRelay, connect, connect_with, eventually, source, until};
 
 const EDITS: usize = 40;
 
@@ -15,7 +16,7 @@ async fn native_and_stock_yjs_clients_converge_and_see_each_others_presence() {
     let token = relay.token(&doc, Role::Edit);
     let a = connect(&relay.ws_url(&doc, &token)).await.unwrap();
     let b = connect(&relay.ws_url(&doc, &token)).await.unwrap();
-    let mut yjs = NodePeer::spawn(relay.addr, &doc, &token, "yjs");
+    let mut yjs = YjsPeer::spawn(relay.addr, &doc, &token, "yjs");
     yjs.wait_for("sync", |e| e["event"] == "synced").await;
 
     a.set_presence(r#"{"user":"a"}"#);
@@ -44,21 +45,16 @@ async fn native_and_stock_yjs_clients_converge_and_see_each_others_presence() {
 
     let expected_len = 3 * EDITS;
     eventually(
-        Duration::from_secs(15),
         "all three sources equal",
+        Duration::from_secs(15),
         || async { source(&a, 0).len() == expected_len && source(&b, 0) == source(&a, 0) },
     )
     .await;
-    let mut converged = false;
-    for _ in 0..100 {
-        let state = yjs.state().await;
-        if state["cells"][0]["source"] == source(&a, 0) {
-            converged = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(converged, "the Yjs peer converged to {:?}", source(&a, 0));
+    let converged = source(&a, 0);
+    yjs.wait_for_state(&format!("the source {converged:?}"), |state| {
+        state["cells"][0]["source"] == converged
+    })
+    .await;
     for mark in ['a', 'b', 'y'] {
         assert_eq!(
             source(&a, 0).matches(mark).count(),
@@ -69,8 +65,8 @@ async fn native_and_stock_yjs_clients_converge_and_see_each_others_presence() {
 
     // Presence: each native peer sees the two others; the Yjs peer sees both native ones.
     eventually(
-        Duration::from_secs(10),
         "native peers see each other's presence",
+        Duration::from_secs(10),
         || async { a.presence().len() == 2 && b.presence().len() == 2 },
     )
     .await;
@@ -111,8 +107,8 @@ async fn offline_edits_merge_on_reconnect() {
         .unwrap();
     let other = connect(&url).await.unwrap();
     eventually(
-        Duration::from_secs(5),
         "the offline cell reaches another peer",
+        Duration::from_secs(5),
         || async { other.notebook().cell_count() == 2 },
     )
     .await;
@@ -128,7 +124,7 @@ async fn shutting_down_tells_peers_to_reconnect_and_keeps_every_update() {
     peer.notebook()
         .insert_cell(1, inloop_doc::CellType::Markdown, "kept")
         .unwrap();
-    eventually(Duration::from_secs(5), "the edit is stored", || async {
+    eventually("the edit is stored", Duration::from_secs(5), || async {
         relay.metric("inloop_updates_in_total").await == 1
     })
     .await;
@@ -160,8 +156,8 @@ async fn unacknowledged_changes_count_down_once_the_relay_has_stored_them() {
             .unwrap();
     }
     eventually(
-        Duration::from_secs(5),
         "every change acknowledged",
+        Duration::from_secs(5),
         || async { peer.unacknowledged() == 0 },
     )
     .await;
@@ -174,22 +170,38 @@ async fn unacknowledged_changes_count_down_once_the_relay_has_stored_them() {
     );
     assert_eq!(limits.max_message_bytes, defaults.max_message_bytes as u64);
 
-    // The relay goes away: changes made meanwhile stay counted until a relay has them.
+    // The relay goes away: changes made meanwhile stay counted until a relay has them, through
+    // the client's failed attempts to reconnect (each followed by a wait in which it takes
+    // local changes off its queue).
     let addr = relay.addr;
     let data = relay.stop().await;
     crate::ended(&peer).await;
+    let attempts = peer.connection_attempts();
     for i in 0..5 {
         peer.notebook()
             .insert_cell(1, inloop_doc::CellType::Markdown, &format!("offline {i}"))
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until(
+        "two more attempts to reconnect",
+        Duration::from_secs(10),
+        || peer.connection_attempts() >= attempts + 2,
+    )
+    .await;
+    assert!(
+        matches!(
+            peer.status(),
+            crate::Status::Offline { .. } | crate::Status::Connecting
+        ),
+        "{:?}",
+        peer.status()
+    );
     assert_eq!(peer.unacknowledged(), 5);
 
     let relay = TestRelay::resume(addr, data).await;
     eventually(
-        Duration::from_secs(15),
         "the offline changes acknowledged",
+        Duration::from_secs(15),
         || async { peer.unacknowledged() == 0 },
     )
     .await;
@@ -208,7 +220,7 @@ async fn a_peer_offline_for_more_than_a_message_syncs_in_chunks() {
     let doc = relay.create_doc().await;
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Edit));
     let writer = connect(&url).await.unwrap();
-    eventually(Duration::from_secs(5), "the relay's limits", || async {
+    eventually("the relay's limits", Duration::from_secs(5), || async {
         writer.relay_limits().is_some()
     })
     .await;
@@ -225,8 +237,8 @@ async fn a_peer_offline_for_more_than_a_message_syncs_in_chunks() {
         .unwrap();
     let relay = TestRelay::resume_with_limits(addr, data, limits).await;
     eventually(
-        Duration::from_secs(20),
         "the relay stores what was written offline",
+        Duration::from_secs(20),
         || async { writer.unacknowledged() == 0 && writer.status() == crate::Status::Synced },
     )
     .await;

@@ -143,7 +143,7 @@ async fn a_revoked_link_is_cut_at_once_and_refused_after_a_restart() {
         .notebook()
         .set_source(&cell, "after the revocation")
         .unwrap();
-    eventually(Duration::from_secs(5), "the edit reaches Carol", || async {
+    eventually("the edit reaches Carol", Duration::from_secs(5), || async {
         carol.notebook().source(&cell).unwrap() == "after the revocation"
     })
     .await;

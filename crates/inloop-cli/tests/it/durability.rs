@@ -3,12 +3,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use inloop_client::{Client, ClientOptions};
 use inloop_doc::{Notebook, TextDelta};
 use inloop_relay::store::{SqliteStore, Store};
 use inloop_sync::Role;
 
-use crate::{Serve, token};
+use crate::{Serve, peer};
 
 const ROUNDS: usize = 5;
 const WRITERS: usize = 3;
@@ -37,15 +36,11 @@ async fn updates_clients_received_survive_sigkill_and_everyone_reconverges() {
     let mut relay = Serve::start(data.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
     let addr = relay.addr;
     let doc = "durability";
-    let admin = token(Role::Admin);
-    let url = format!("ws://{addr}/api/docs/{doc}/ws?token={admin}");
 
     // An admin opening a new id creates it; each writer then gets a cell of its own.
-    let clients: Vec<Client> = (0..WRITERS)
-        .map(|_| Client::connect(&url, Notebook::new(), ClientOptions::new()))
-        .collect();
-    for client in &clients {
-        client.wait_synced(Duration::from_secs(10)).await.unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..WRITERS {
+        clients.push(peer(addr, doc, Role::Admin).await);
     }
     for (w, client) in clients.iter().enumerate() {
         let cell = serde_json::json!({"cell_type": "code", "id": format!("writer-{w}"), "metadata": {}, "source": "", "outputs": [], "execution_count": null});
@@ -108,19 +103,19 @@ async fn updates_clients_received_survive_sigkill_and_everyone_reconverges() {
 
         // Restarted on the same folder and address, every client reconnects and converges.
         relay = Serve::start(data.path(), addr);
-        let mut converged = false;
-        for _ in 0..1_000 {
-            let views: Vec<String> = clients.iter().map(|c| c.notebook().to_ipynb()).collect();
-            if views.windows(2).all(|pair| pair[0] == pair[1]) {
-                converged = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(
-            converged,
-            "round {round}: the clients reconverged after the restart"
-        );
+        crate::until_ok(
+            &format!("round {round}: the clients to reconverge after the restart"),
+            Duration::from_secs(30),
+            || {
+                let views: Vec<String> = clients.iter().map(|c| c.notebook().to_ipynb()).collect();
+                if views.windows(2).all(|pair| pair[0] == pair[1]) {
+                    Ok(())
+                } else {
+                    Err(views.iter().map(String::len).collect::<Vec<_>>())
+                }
+            },
+        )
+        .await;
         // Nobody's own edits were lost either: each cell ends with its writer's last token.
         for (w, client) in clients.iter().enumerate() {
             let mine = writer_cells(client.notebook())[w].1.clone();
@@ -139,10 +134,7 @@ async fn updates_clients_received_survive_sigkill_and_everyone_reconverges() {
 async fn sigterm_closes_connections_and_exits_cleanly() {
     let data = tempfile::tempdir().unwrap();
     let relay = Serve::start(data.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
-    let admin = token(Role::Admin);
-    let url = format!("ws://{}/api/docs/term/ws?token={admin}", relay.addr);
-    let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
-    client.wait_synced(Duration::from_secs(10)).await.unwrap();
+    let client = peer(relay.addr, "term", Role::Admin).await;
     let mut watch = client.watch_status();
 
     let status = relay.terminate(Duration::from_secs(10));

@@ -1,4 +1,5 @@
-//! Integration tests of the `inloop` binary: the real process, killed and restarted.
+//! Integration tests of the `inloop` binary: the real process, killed and restarted. Peers,
+//! waits and the venv come from `inloop-testing`.
 
 mod attacks;
 mod durability;
@@ -11,8 +12,11 @@ mod token;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+pub(crate) use inloop_testing::kernel::venv;
+pub(crate) use inloop_testing::{until, until_ok, until_some};
 
 /// A fixed signing key, so tokens minted by the test hold across restarts.
 pub(crate) const SECRET: &str = "durability-test-secret-0123456789abcdef";
@@ -114,44 +118,10 @@ pub(crate) async fn peer(
     doc: &str,
     role: inloop_sync::Role,
 ) -> inloop_client::Client {
-    let url = format!("ws://{addr}/api/docs/{doc}/ws?token={}", token(role));
-    let client = inloop_client::Client::connect(
-        &url,
-        inloop_doc::Notebook::new(),
-        inloop_client::ClientOptions::new(),
-    );
-    client
-        .wait_synced(std::time::Duration::from_secs(10))
+    let url = inloop_testing::ws_url(addr, doc, &token(role));
+    inloop_testing::connect(&url)
         .await
-        .unwrap();
-    client
-}
-
-/// Polls until `condition` holds, or panics with `what` after `timeout`.
-pub(crate) async fn until(
-    what: &str,
-    timeout: std::time::Duration,
-    mut condition: impl FnMut() -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-/// The repository's venv (ipykernel, nbformat, the mcp SDK), made by scripts/setup.sh.
-pub(crate) fn venv() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
-    assert!(
-        venv.join("bin/python").is_file(),
-        "no venv at {}: run scripts/setup.sh to create it with ipykernel",
-        venv.display()
-    );
-    venv.canonicalize().unwrap()
+        .unwrap_or_else(|refusal| panic!("a {role} peer of {doc}: {refusal}"))
 }
 
 /// `inloop runtime` running as a child process, with the repository venv's kernels.

@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
-use inloop_client::{Client, ClientOptions};
-use inloop_doc::Notebook;
 use inloop_sync::Role;
 
 use crate::{Serve, token, venv};
@@ -100,9 +98,9 @@ async fn check_relay_document(
     admin: &str,
     agent_connected: bool,
 ) {
-    let url = format!("ws://{addr}/api/docs/{doc}/ws?token={admin}");
-    let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
-    client.wait_synced(Duration::from_secs(20)).await.unwrap();
+    let client = inloop_testing::connect(&inloop_testing::ws_url(addr, doc, admin))
+        .await
+        .unwrap();
     let cells = client.notebook().cells();
     let sources: Vec<_> = cells.iter().map(|c| c.source.as_str()).collect();
     assert_eq!(sources, ["x = 6 * 7", "print(6*7)"]);
@@ -117,15 +115,19 @@ async fn check_relay_document(
         "{runs:?}"
     );
     if agent_connected {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !client.presence().iter().any(|p| p.contains("test-agent")) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent's presence is not seen: {:?}",
-                client.presence()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::until_ok(
+            "the agent's presence to be seen",
+            Duration::from_secs(10),
+            || {
+                let presence = client.presence();
+                if presence.iter().any(|p| p.contains("test-agent")) {
+                    Ok(())
+                } else {
+                    Err(presence)
+                }
+            },
+        )
+        .await;
     }
     client.close();
 }

@@ -1,38 +1,13 @@
 //! `inloop mcp --root DIR` confines every path its tools take, checked by a real MCP client
 //! (the Python `mcp` SDK, `mcp_root_client.py`) against the real binary over stdio.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::mcp::python_with_mcp;
+use inloop_testing::files::tree;
 
-/// Every file under `dir` with its content (links as their target), and every folder.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut found = BTreeMap::new();
-    let mut dirs = vec![dir.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let path = entry.path();
-            let kind = entry.file_type().unwrap();
-            let content = if kind.is_dir() {
-                dirs.push(path.clone());
-                Vec::new()
-            } else if kind.is_symlink() {
-                std::fs::read_link(&path)
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else {
-                std::fs::read(&path).unwrap()
-            };
-            found.insert(path, content);
-        }
-    }
-    found
-}
+use crate::mcp::python_with_mcp;
 
 #[test]
 fn an_mcp_client_cannot_reach_outside_the_root() {

@@ -366,7 +366,6 @@ fn parameters_arrive_as_python_values_of_their_types() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_relay_each_run_is_a_live_document() {
-    use inloop_client::{Client, ClientOptions};
     use std::io::{BufRead, BufReader};
 
     let data = tempfile::tempdir().unwrap();
@@ -403,9 +402,9 @@ async fn with_relay_each_run_is_a_live_document() {
         .unwrap_or_else(|| panic!("page {page}"));
     let (doc, read_token) = rest.split_once("?token=").unwrap();
     // Watch with the page's own (read-only) token.
-    let url = format!("ws://{}/api/docs/{doc}/ws?token={read_token}", relay.addr);
-    let watcher = Client::connect(&url, inloop_doc::Notebook::new(), ClientOptions::new());
-    watcher.wait_synced(Duration::from_secs(10)).await.unwrap();
+    let watcher = inloop_testing::connect(&inloop_testing::ws_url(relay.addr, doc, read_token))
+        .await
+        .unwrap();
     let notebook = watcher.notebook().clone();
     let text = |index: usize| -> String {
         notebook
@@ -423,11 +422,12 @@ async fn with_relay_each_run_is_a_live_document() {
             .unwrap_or_default()
     };
     // The first cell's output arrives while the run is still going (its second cell sleeps).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while text(0) != "first\n" {
-        assert!(std::time::Instant::now() < deadline, "no live output");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::until(
+        "the first cell's live output",
+        Duration::from_secs(60),
+        || text(0) == "first\n",
+    )
+    .await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the run was over already"
@@ -438,14 +438,10 @@ async fn with_relay_each_run_is_a_live_document() {
         .unwrap()
         .unwrap();
     assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while text(2) != "second\n" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the end never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::until("the last cell's output", Duration::from_secs(10), || {
+        text(2) == "second\n"
+    })
+    .await;
     let status = notebook.metadata()["papermill"]["status"].clone();
     assert_eq!(status, "ok");
     // The file written and the live document agree.

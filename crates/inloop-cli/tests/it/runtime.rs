@@ -10,6 +10,14 @@ use crate::{RuntimeProcess, Serve, peer, token, until};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Seconds since the Unix epoch, as the document stores times.
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 fn queue(notebook: &Notebook, source: &str, at: f64) -> String {
     let cell = notebook
         .insert_cell(notebook.cell_count(), CellType::Code, source)
@@ -22,13 +30,17 @@ fn queue(notebook: &Notebook, source: &str, at: f64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_runs_and_a_standby_finishes_the_queue_after_kill_9() {
     let data = tempfile::tempdir().unwrap();
+    // A time to live above `inloop runtime`'s heartbeat (every 3 s): the runtime does not
+    // heartbeat faster when the relay grants a shorter one (it ignores `Granted { ttl_ms }`),
+    // so under 3 s the holder loses the lease between heartbeats and the standby runs the
+    // queue beside it. The kill -9 below is taken over after the grace period.
     let relay = Serve::start_with(
         data.path(),
         SocketAddr::from(([127, 0, 0, 1], 0)),
         &[
             "--no-runtime",
             "--lease-ttl-secs",
-            "2",
+            "10",
             "--lease-grace-secs",
             "1",
         ],
@@ -64,12 +76,30 @@ async fn only_the_lease_holder_runs_and_a_standby_finishes_the_queue_after_kill_
         .find(|r| r.session_id == holder)
         .unwrap()
         .name;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The standby has been through its loop (which looks for work) since the quick cells
+    // reached it: it wrote a heartbeat stamped after that.
+    let standby_name = if holder_name == "first" {
+        "second"
+    } else {
+        "first"
+    };
+    let queued_seen = now() + 0.5;
+    until("a heartbeat of the standby written since", TIMEOUT, || {
+        notebook
+            .runtimes()
+            .iter()
+            .any(|r| r.name == standby_name && r.heartbeat_at > queued_seen)
+    })
+    .await;
     assert!(
         quick
             .iter()
             .all(|id| notebook.execution(id).unwrap().status == ExecutionStatus::Queued),
-        "the standby runs nothing while the holder works"
+        "the standby runs nothing while the holder works: {:?}",
+        quick
+            .iter()
+            .map(|id| notebook.execution(id).unwrap())
+            .collect::<Vec<_>>()
     );
 
     // kill -9 of the holder mid-cell.
@@ -126,9 +156,25 @@ async fn a_relay_restarted_mid_execution_loses_no_output() {
         notebook.execution(&run).unwrap().status == ExecutionStatus::Running
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let printed = |notebook: &Notebook| {
+        let cell = notebook.execution(&run).unwrap().cell_id;
+        match &notebook.cell(&cell).unwrap().outputs[..] {
+            [inloop_doc::Output::Stream { text, .. }] => text.clone(),
+            _ => String::new(),
+        }
+    };
+    until("the first lines reach the client", TIMEOUT, || {
+        printed(&notebook).contains("line 1")
+    })
+    .await;
     relay.kill();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Down while the cell prints on (a line every 0.5 s): until the client has failed to
+    // reconnect three times (backoffs of 0.1, 0.2 and 0.4 s).
+    let attempts = client.connection_attempts();
+    until("three failed attempts to reconnect", TIMEOUT, || {
+        client.connection_attempts() >= attempts + 3
+    })
+    .await;
     relay = Serve::start(data.path(), addr);
 
     until(

@@ -12,27 +12,12 @@ use std::time::Duration;
 use inloop_doc::{CellType, ExecutionStatus, ExecutionTarget, Notebook};
 use inloop_sync::Role;
 
-use crate::{SECRET, Serve, peer, token, venv};
+use crate::{SECRET, Serve, peer, token, until_some, venv};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every token starts with.
 const TOKEN_PREFIX: &str = "il1.";
-
-/// Polls until `found` gives something, or panics with `what` after `timeout`.
-async fn until<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = found() {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A process's command line (NUL-separated) or environment, as /proc shows it to anyone.
 fn proc_file(pid: u32, name: &str) -> String {
@@ -72,7 +57,7 @@ fn queue_environment_probe(notebook: &Notebook) -> (String, String) {
 
 /// The cell's stream text once its run is done.
 async fn printed(notebook: &Notebook, cell: &str, run: &str) -> String {
-    until("the server run is done", || {
+    until_some("the server run is done", TIMEOUT, || {
         let execution = notebook.execution(run).unwrap();
         assert!(
             !execution.status.is_final() || execution.status == ExecutionStatus::Done,
@@ -98,7 +83,7 @@ async fn serve_gives_its_local_runtime_the_token_in_a_private_file_not_on_its_co
     let (cell, run) = queue_environment_probe(&notebook);
 
     // The local runtime, as soon as it is there, and while its run goes on.
-    let pid = until("the local runtime starts", || {
+    let pid = until_some("the local runtime starts", TIMEOUT, || {
         runtimes_of(relay.addr).first().copied()
     })
     .await;

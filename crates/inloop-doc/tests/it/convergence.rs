@@ -2,9 +2,7 @@
 //! Each case prints its seed on failure; replay one with `INLOOP_SEED=<seed> cargo test -p
 //! inloop-doc convergence`; run a deeper sweep with `INLOOP_CASES=100000`.
 
-use inloop_doc::{
-    CellType, ExecutionStatus, ExecutionTarget, Notebook, Output, StreamName, TextDelta,
-};
+use inloop_doc::{CellType, ExecutionTarget, Notebook, Output, StreamName, TextDelta};
 use serde_json::json;
 
 const DEFAULT_CASES: u64 = 150;
@@ -146,7 +144,13 @@ fn random_edit(rng: &mut fastrand::Rng, notebook: &Notebook) {
             {
                 notebook.start_execution(&run, "rt", Some(1), 1.0).unwrap();
                 notebook
-                    .finish_execution(&run, ExecutionStatus::Done, Some(1), None, Some(1), 2.0)
+                    .finish_execution(
+                        &run,
+                        "rt",
+                        Some(1),
+                        inloop_doc::execution::Outcome::ok(Some(1)),
+                        2.0,
+                    )
                     .unwrap();
             }
         }

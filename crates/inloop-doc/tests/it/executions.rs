@@ -1,3 +1,4 @@
+use inloop_doc::execution::{Abandoned, Actor, Outcome, Refusal, Step};
 use inloop_doc::{
     CellType, Error, ExecutionStatus, ExecutionTarget, Notebook, Runtime, RuntimeKind,
     RuntimeStatus,
@@ -36,7 +37,7 @@ fn an_entry_snapshots_the_code_and_moves_through_its_states() {
         .start_execution(&run, "rt-1", Some(3), 11.0)
         .unwrap();
     notebook
-        .finish_execution(&run, ExecutionStatus::Done, Some(1), None, Some(3), 12.0)
+        .finish_execution(&run, "rt-1", Some(3), Outcome::ok(Some(1)), 12.0)
         .unwrap();
     let done = notebook.execution(&run).unwrap();
     assert_eq!(done.status, ExecutionStatus::Done);
@@ -64,9 +65,11 @@ fn an_entry_snapshots_the_code_and_moves_through_its_states() {
         .unwrap_err();
     assert!(matches!(
         err,
-        Error::InvalidTransition {
-            from: ExecutionStatus::Done,
-            to: ExecutionStatus::Running,
+        Error::Refused {
+            refusal: Refusal::Transition {
+                from: ExecutionStatus::Done,
+                step: "start"
+            },
             ..
         }
     ));
@@ -83,14 +86,16 @@ fn writes_from_an_older_lease_epoch_are_refused_and_newer_holders_may_end_entrie
         .unwrap();
 
     let err = notebook
-        .finish_execution(&run, ExecutionStatus::Done, None, None, Some(3), 2.0)
+        .finish_execution(&run, "old-holder", Some(3), Outcome::ok(None), 2.0)
         .unwrap_err();
     assert!(
         matches!(
             err,
-            Error::StaleLeaseEpoch {
-                current: 4,
-                attempted: 3,
+            Error::Refused {
+                refusal: Refusal::StaleLeaseEpoch {
+                    current: 4,
+                    attempted: 3,
+                },
                 ..
             }
         ),
@@ -101,15 +106,9 @@ fn writes_from_an_older_lease_epoch_are_refused_and_newer_holders_may_end_entrie
         ExecutionStatus::Running
     );
 
+    let reclaim = Step::Reclaim(Abandoned::LeaseHolderGone);
     notebook
-        .finish_execution(
-            &run,
-            ExecutionStatus::Interrupted,
-            None,
-            Some("runtime old-holder vanished"),
-            Some(5),
-            3.0,
-        )
+        .advance_execution(&run, &Actor::runtime("new-holder", Some(5)), &reclaim, 3.0)
         .unwrap();
     let entry = notebook.execution(&run).unwrap();
     assert_eq!(
@@ -118,7 +117,7 @@ fn writes_from_an_older_lease_epoch_are_refused_and_newer_holders_may_end_entrie
     );
     assert_eq!(
         entry.message.as_deref(),
-        Some("runtime old-holder vanished")
+        Some("interrupted: the runtime running it (old-holder) went away before it finished")
     );
 }
 
@@ -129,19 +128,16 @@ fn queued_entries_can_be_cancelled_but_not_finished_without_running() {
         .request_execution(&cell, &ExecutionTarget::Browser("tab".into()), "ada", 0.0)
         .unwrap();
     let err = notebook
-        .finish_execution(&run, ExecutionStatus::Done, None, None, None, 1.0)
+        .finish_execution(&run, "browser-tab", None, Outcome::ok(None), 1.0)
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidTransition { .. }));
-    notebook
-        .finish_execution(
-            &run,
-            ExecutionStatus::Cancelled,
-            None,
-            Some("cancelled by ada"),
-            None,
-            1.0,
-        )
-        .unwrap();
+    assert!(matches!(
+        err,
+        Error::Refused {
+            refusal: Refusal::Transition { .. },
+            ..
+        }
+    ));
+    notebook.stop_execution(&run, 1.0).unwrap();
     assert_eq!(
         notebook.execution(&run).unwrap().status,
         ExecutionStatus::Cancelled
@@ -277,7 +273,7 @@ fn interrupting_cancels_a_queued_run_and_flags_a_running_one() {
     let queued = notebook
         .request_execution(&cell, &ExecutionTarget::Server, "me", 1.0)
         .unwrap();
-    notebook.interrupt_execution(&queued, 2.0).unwrap();
+    notebook.stop_execution(&queued, 2.0).unwrap();
     let cancelled = notebook.execution(&queued).unwrap();
     assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
     assert_eq!(
@@ -291,7 +287,7 @@ fn interrupting_cancels_a_queued_run_and_flags_a_running_one() {
     notebook
         .start_execution(&running, "rt", Some(1), 4.0)
         .unwrap();
-    notebook.interrupt_execution(&running, 5.0).unwrap();
+    notebook.stop_execution(&running, 5.0).unwrap();
     let flagged = notebook.execution(&running).unwrap();
     assert_eq!(
         flagged.status,
@@ -300,7 +296,7 @@ fn interrupting_cancels_a_queued_run_and_flags_a_running_one() {
     );
     assert_eq!(flagged.interrupt_requested_at, Some(5.0));
     assert!(
-        notebook.interrupt_execution(&queued, 6.0).is_err(),
+        notebook.stop_execution(&queued, 6.0).is_err(),
         "already over"
     );
 }

@@ -4,6 +4,7 @@ mod api;
 mod convergence;
 mod executions;
 mod fixtures;
+mod machine;
 mod observe;
 mod zones;
 

@@ -172,7 +172,13 @@ fn reports_execution_runtime_and_notebook_metadata_changes_and_stops_when_droppe
             Change::ExecutionChanged {
                 execution_id: run.clone()
             },
-            Change::ExecutionChanged { execution_id: run }
+            // Starting writes the entry and, in the same transaction, its cell.
+            Change::ExecutionChanged { execution_id: run },
+            Change::CellChanged {
+                cell_id: id.clone(),
+                field: CellField::ExecutionState
+            },
+            Change::OutputsChanged { cell_id: id }
         ]
     );
     notebook.set_notebook_metadata("kernelspec", &serde_json::json!({"name": "python3"}));

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use inloop_doc::structs::{ItemSpec, Parent, StructKind, UpdateStructs, encode_items_v1};
 use inloop_doc::{
-    CellType, ExecutionStatus, ExecutionTarget, Inspection, Notebook, TextDelta, Unintegrable,
-    Zone, ZoneIndex, Zones,
+    CellType, ExecutionTarget, Inspection, Notebook, TextDelta, Unintegrable, Zone, ZoneIndex,
+    Zones,
 };
 use yrs::{Any, ClientID, ID, IdSet, ReadTxn, Transact};
 
@@ -222,8 +222,14 @@ fn overwrites_and_deletes_of_entries_are_execution_writes() {
     let id = runtime.executions()[0].id.clone();
     let ran = change(&runtime, |nb| {
         nb.start_execution(&id, "rt", Some(1), 2.0).unwrap();
-        nb.finish_execution(&id, ExecutionStatus::Done, Some(1), None, Some(1), 3.0)
-            .unwrap();
+        nb.finish_execution(
+            &id,
+            "rt",
+            Some(1),
+            inloop_doc::execution::Outcome::ok(Some(1)),
+            3.0,
+        )
+        .unwrap();
     });
     relay.apply(&ran);
     let editor = peer(&relay, 8);
@@ -499,19 +505,26 @@ fn random_change(rng: &mut fastrand::Rng, notebook: &Notebook) -> (Vec<u8>, Zone
             Zone::Execution
         }
         (6, Some(_)) => {
-            // A runtime's work: start and end the first queued entry, writing an output.
+            // A runtime's work: start and end the first queued entry, which writes its cell
+            // too (outputs cleared, execution state) if it is still a code cell.
+            let mut touched = vec![Zone::Execution];
             if let Some(run) = notebook.queued_executions(&ExecutionTarget::Server).first() {
+                if notebook
+                    .cell(&run.cell_id)
+                    .is_ok_and(|c| c.cell_type == CellType::Code)
+                {
+                    touched.push(Zone::Notebook);
+                }
                 let _ = notebook.start_execution(&run.id, "rt", Some(1), 2.0);
                 let _ = notebook.finish_execution(
                     &run.id,
-                    ExecutionStatus::Done,
+                    "rt",
                     Some(1),
-                    None,
-                    Some(1),
+                    inloop_doc::execution::Outcome::ok(Some(1)),
                     3.0,
                 );
             }
-            return (notebook.encode_diff_v1(&before), zones(&[Zone::Execution]));
+            return (notebook.encode_diff_v1(&before), zones(&touched));
         }
         (_, Some(id)) => {
             let _ = notebook.clear_outputs(id);

@@ -15,14 +15,23 @@ async fn interrupt_a_sleep(mode: InterruptMode) {
     let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
     let running = tokio::spawn({
         let kernel = kernel.clone();
-        async move { kernel.execute("import time\ntime.sleep(100)", sender).await }
+        async move {
+            let code = "import time\nprint('sleeping', flush=True)\ntime.sleep(100)";
+            kernel.execute(code, sender).await
+        }
     });
     assert!(matches!(
         events.recv().await,
         Some(ExecEvent::Started { .. })
     ));
-    // Let it get into the sleep.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Into the sleep: it said so.
+    let said = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("the cell prints before it sleeps");
+    assert!(
+        matches!(&said, Some(ExecEvent::Output(Output::Stream { text, .. })) if text == "sleeping\n"),
+        "{said:?}"
+    );
 
     let asked = Instant::now();
     kernel.interrupt().await.unwrap();

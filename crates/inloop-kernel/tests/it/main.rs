@@ -1,36 +1,15 @@
-//! Against the real ipykernel of the repository's venv (`scripts/setup.sh` makes it).
+//! Against the real ipykernel of the repository's venv (`scripts/setup.sh` makes it), found by
+//! `inloop-testing`'s kernel fixture.
 
 mod kernelspec;
 mod lifecycle;
 mod outputs;
 mod variables;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use inloop_kernel::{
-    ExecEvent, ExecuteReply, JupyterConfig, JupyterKernel, Kernel, KernelSpec, SearchPath,
-};
-
-/// The repository's venv; fails the test, saying how to make it, when it is missing.
-fn venv() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
-    assert!(
-        venv.join("bin/python").is_file(),
-        "{} has no bin/python: run scripts/setup.sh to create the venv with ipykernel",
-        venv.display()
-    );
-    venv.canonicalize().unwrap()
-}
-
-/// The venv's `python3` kernelspec (ipykernel).
-fn python_spec() -> KernelSpec {
-    KernelSpec::find(
-        "python3",
-        &SearchPath::from_dirs([venv().join("share/jupyter")]),
-    )
-    .unwrap()
-}
+use inloop_kernel::{ExecEvent, ExecuteReply, JupyterConfig, JupyterKernel, Kernel, KernelSpec};
+use inloop_testing::kernel::{python_spec, venv};
 
 async fn start(spec: KernelSpec) -> JupyterKernel {
     JupyterKernel::start(spec, JupyterConfig::default())
@@ -56,22 +35,20 @@ async fn run(
 /// Waits until no process has this id any more (killed and reaped).
 async fn assert_gone(pid: u32) {
     let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
-    for _ in 0..100 {
-        if rustix::process::test_kill_process(pid).is_err() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("process {pid:?} is still there");
+    inloop_testing::until(
+        &format!("process {pid:?} to be gone"),
+        Duration::from_secs(5),
+        || rustix::process::test_kill_process(pid).is_err(),
+    )
+    .await;
 }
 
 /// With no container engine on this machine, asking for one fails at start with an error that
 /// names the engine or quotes what it printed, and leaves nothing running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_kernel_without_an_engine_fails_clearly() {
-    use inloop_kernel::{Container, Engine, JupyterConfig, JupyterKernel, KernelSpec, SearchPath};
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
-    let spec = KernelSpec::find("python3", &SearchPath::from_env([venv])).unwrap();
+    use inloop_kernel::{Container, Engine};
+    let spec = python_spec();
     let config = JupyterConfig {
         container: Some(Container {
             engine: Engine::Podman,

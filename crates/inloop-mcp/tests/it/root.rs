@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use inloop_testing::files::tree;
 use serde_json::json;
 
 use crate::{Answer, Session};
@@ -17,36 +18,6 @@ fn notebook(source: &str) -> String {
            "cells": [{"cell_type": "code", "id": "c1", "source": source, "metadata": {},
                       "execution_count": null, "outputs": []}]})
     .to_string()
-}
-
-/// Every file and folder under `dir` (links not followed), with the content of files.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    let mut found = BTreeMap::new();
-    let mut dirs = vec![dir.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let path = entry.path();
-            let kind = entry.file_type().unwrap();
-            if kind.is_dir() {
-                dirs.push(path.clone());
-                found.insert(path, None);
-            } else if kind.is_symlink() {
-                found.insert(
-                    path.clone(),
-                    Some(
-                        std::fs::read_link(&path)
-                            .unwrap()
-                            .into_os_string()
-                            .into_encoded_bytes(),
-                    ),
-                );
-            } else {
-                found.insert(path.clone(), Some(std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    found
 }
 
 /// `base/root` (the server's root) and `base/outside` beside it.

@@ -1,102 +1,47 @@
 //! The runtime against a real relay (in this process, SQLite in a temporary folder) and a real
-//! ipykernel from the repository's venv.
+//! ipykernel from the repository's venv; the harness is `inloop-testing`'s.
 
 mod execution;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use inloop_client::{Client, ClientOptions};
-use inloop_doc::{Execution, ExecutionStatus, Notebook};
-use inloop_kernel::SearchPath;
-use inloop_relay::{Config as RelayConfig, Relay};
+use inloop_client::Client;
+use inloop_doc::{Execution, ExecutionStatus};
 use inloop_runtime::agent::{self, Config};
 use inloop_sync::Role;
+pub(crate) use inloop_testing::{TestRelay, until, until_ok};
 
-/// A relay serving in this process.
-pub(crate) struct TestRelay {
-    pub(crate) addr: SocketAddr,
-    pub(crate) state: inloop_relay::AppState,
-    _data: tempfile::TempDir,
+/// Starts a runtime on `doc` with the venv's ipykernel; it stops when the returned sender is
+/// dropped or fired.
+pub(crate) fn runtime(
+    relay: &TestRelay,
+    doc: &str,
+    name: &str,
+) -> tokio::sync::oneshot::Sender<()> {
+    let config = Config {
+        relay: format!("ws://{}", relay.addr),
+        doc_id: doc.into(),
+        token: relay.token(doc, Role::Runtime),
+        kernel: "python3".into(),
+        name: name.into(),
+        kernel_search: inloop_testing::kernel::search_path(),
+        stream_limit: Some(1 << 20),
+        heartbeat: Duration::from_millis(500),
+        idle_exit: None,
+        container: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        agent::run(config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("the runtime runs");
+    });
+    stop
 }
 
-impl TestRelay {
-    pub(crate) async fn start() -> Self {
-        Self::with_limits(|_| {}).await
-    }
-
-    /// A relay whose limits `adjust` changes first.
-    pub(crate) async fn with_limits(adjust: impl FnOnce(&mut inloop_relay::Limits)) -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let mut config = RelayConfig::new(data.path());
-        config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        adjust(&mut config.limits);
-        let relay = Relay::start(config).await.unwrap();
-        let addr = relay.addr();
-        let state = relay.state().clone();
-        tokio::spawn(relay.run_until(std::future::pending()));
-        Self {
-            addr,
-            state,
-            _data: data,
-        }
-    }
-
-    pub(crate) fn token(&self, doc: &str, role: Role) -> String {
-        self.state.mint(
-            Some(doc),
-            role,
-            Duration::from_secs(3600),
-            Some(role.as_str()),
-        )
-    }
-
-    /// A synced client on `doc` (an admin opening a new id creates it).
-    pub(crate) async fn client(&self, doc: &str, role: Role) -> Client {
-        let url = format!(
-            "ws://{}/api/docs/{doc}/ws?token={}",
-            self.addr,
-            self.token(doc, role)
-        );
-        let client = Client::connect(&url, Notebook::new(), ClientOptions::new());
-        client.wait_synced(Duration::from_secs(10)).await.unwrap();
-        client
-    }
-
-    /// Starts a runtime on `doc`; it stops when the returned sender is dropped or fired.
-    pub(crate) fn runtime(&self, doc: &str, name: &str) -> tokio::sync::oneshot::Sender<()> {
-        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
-        assert!(
-            venv.join("bin/python").exists(),
-            "no venv at {}: run scripts/setup.sh to create it with ipykernel",
-            venv.display()
-        );
-        let config = Config {
-            relay: format!("ws://{}", self.addr),
-            doc_id: doc.into(),
-            token: self.token(doc, Role::Runtime),
-            kernel: "python3".into(),
-            name: name.into(),
-            kernel_search: SearchPath::from_env([venv]),
-            stream_limit: Some(1 << 20),
-            heartbeat: Duration::from_millis(500),
-            idle_exit: None,
-            container: None,
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            agent::run(config, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("the runtime runs");
-        });
-        stop
-    }
-}
-
-/// Waits until `done` holds for the entry; panics after `timeout` with `what`.
+/// Waits until `done` holds for the entry; panics after `timeout` with `what` and the entry.
 async fn wait_for_entry(
     client: &Client,
     id: &str,
@@ -104,25 +49,20 @@ async fn wait_for_entry(
     what: &str,
     done: impl Fn(&Execution) -> bool,
 ) -> Execution {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Ok(execution) = client.notebook().execution(id) {
-            if done(&execution) {
-                return execution;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "execution {id} {what} within {timeout:?}: {:?}",
-            client.notebook().execution(id)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ok(
+        &format!("execution {id} {what}"),
+        timeout,
+        || match client.notebook().execution(id) {
+            Ok(execution) if done(&execution) => Ok(execution),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await
 }
 
 /// Waits until the entry has ended.
 pub(crate) async fn finished(client: &Client, id: &str, timeout: Duration) -> Execution {
-    wait_for_entry(client, id, timeout, "did not finish", |e| {
+    wait_for_entry(client, id, timeout, "to finish", |e| {
         !matches!(e.status, ExecutionStatus::Queued | ExecutionStatus::Running)
     })
     .await
@@ -130,7 +70,7 @@ pub(crate) async fn finished(client: &Client, id: &str, timeout: Duration) -> Ex
 
 /// Waits until a runtime has taken the entry.
 pub(crate) async fn started(client: &Client, id: &str) -> Execution {
-    wait_for_entry(client, id, Duration::from_secs(60), "was not taken", |e| {
+    wait_for_entry(client, id, Duration::from_secs(60), "to be taken", |e| {
         e.status == ExecutionStatus::Running
     })
     .await

@@ -1,7 +1,8 @@
-//! A stock Yjs client (npm `yjs` + `y-websocket`) in a Node child process, driven by JSON lines:
-//! `tests/node/yjs_peer.mjs`.
+//! A stock Yjs client (npm `yjs` + `y-websocket`'s `WebsocketProvider`, nothing of ours) in a
+//! Node child process, driven by JSON lines: `tests/node/yjs_peer.mjs`, whose header lists the
+//! commands and events.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,8 +11,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+/// How long the Yjs peer has to report what a test waits for.
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A stock Yjs client joined to a document of the relay; killed when dropped.
 #[derive(Debug)]
-pub(crate) struct NodePeer {
+pub struct YjsPeer {
     child: Child,
     stdin: ChildStdin,
     events: mpsc::UnboundedReceiver<Value>,
@@ -19,9 +24,10 @@ pub(crate) struct NodePeer {
     awareness: Option<Value>,
 }
 
-impl NodePeer {
-    pub(crate) fn spawn(addr: std::net::SocketAddr, doc_id: &str, token: &str, name: &str) -> Self {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+impl YjsPeer {
+    /// Joins document `doc_id` of the relay at `addr` with `token`, as `name`.
+    pub fn spawn(addr: SocketAddr, doc_id: &str, token: &str, name: &str) -> Self {
+        let root = crate::repo_root();
         let mut child = Command::new("node")
             .arg(root.join("tests/node/yjs_peer.mjs"))
             .args(["--server", &format!("ws://{addr}/api/docs")])
@@ -52,23 +58,21 @@ impl NodePeer {
         }
     }
 
-    pub(crate) async fn send(&mut self, command: Value) {
+    /// Sends one command (`{"cmd": ...}`).
+    pub async fn send(&mut self, command: Value) {
         let line = format!("{command}\n");
         self.stdin.write_all(line.as_bytes()).await.unwrap();
         self.stdin.flush().await.unwrap();
     }
 
-    /// The next event for which `wanted` holds (others are skipped).
-    pub(crate) async fn wait_for(
-        &mut self,
-        what: &str,
-        mut wanted: impl FnMut(&Value) -> bool,
-    ) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    /// The next event for which `wanted` holds (others are skipped); panics naming `what` if
+    /// none comes within 15 s.
+    pub async fn wait_for(&mut self, what: &str, mut wanted: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
             let event = tokio::time::timeout_at(deadline, self.events.recv())
                 .await
-                .unwrap_or_else(|_| panic!("the Yjs peer did not report {what} within 15 s"))
+                .unwrap_or_else(|_| panic!("the Yjs peer did not report {what} within {TIMEOUT:?}"))
                 .expect("the Yjs peer is running");
             if event["event"] == "awareness" {
                 self.awareness = Some(event.clone());
@@ -80,11 +84,7 @@ impl NodePeer {
     }
 
     /// Waits until the awareness states the Yjs peer sees satisfy `wanted`.
-    pub(crate) async fn wait_for_awareness(
-        &mut self,
-        what: &str,
-        mut wanted: impl FnMut(&Value) -> bool,
-    ) {
+    pub async fn wait_for_awareness(&mut self, what: &str, mut wanted: impl FnMut(&Value) -> bool) {
         if self
             .awareness
             .as_ref()
@@ -97,12 +97,34 @@ impl NodePeer {
     }
 
     /// The document as the Yjs peer sees it: its cells' sources and the awareness states.
-    pub(crate) async fn state(&mut self) -> Value {
+    pub async fn state(&mut self) -> Value {
         self.send(json!({"cmd": "state"})).await;
         self.wait_for("its state", |e| e["event"] == "state").await
     }
 
-    pub(crate) async fn quit(mut self) {
+    /// Asks for the state until `wanted` holds for it, which it returns; panics naming `what`
+    /// (and the last state) after 15 s.
+    pub async fn wait_for_state(
+        &mut self,
+        what: &str,
+        mut wanted: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let state = self.state().await;
+            if wanted(&state) {
+                return state;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the Yjs peer's state did not show {what} within {TIMEOUT:?}: {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks the peer to quit, and waits (5 s at most) for it to exit.
+    pub async fn quit(mut self) {
         self.send(json!({"cmd": "quit"})).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
