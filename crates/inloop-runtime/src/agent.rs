@@ -141,7 +141,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 seen_lease_messages += messages.len();
                 for message in messages {
                     match message {
-                        LeaseMessage::Granted { epoch: granted, .. } => {
+                        LeaseMessage::Granted { epoch: granted, ttl_ms } => {
+                            // Renew well within the time to live the relay grants: three
+                            // heartbeats per lifetime, so one late beat does not lose it.
+                            let within = Duration::from_millis(ttl_ms / 3).max(Duration::from_millis(100));
+                            if within < heartbeat.period() {
+                                tracing::info!(every_ms = within.as_millis() as u64, "heartbeating faster: the relay's lease is short");
+                                heartbeat = tokio::time::interval(within);
+                                heartbeat.reset();
+                            }
                             if epoch != Some(granted) {
                                 tracing::info!(epoch = granted, "holding the runtime lease");
                                 let here = running.as_ref().map(|r| r.execution_id.as_str());

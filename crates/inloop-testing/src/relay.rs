@@ -180,6 +180,41 @@ impl TestRelay {
         marker
     }
 
+    /// What the relay has stored and `watcher` has received now, for
+    /// [`TestRelay::assert_nothing_since`].
+    pub async fn checkpoint(&self, watcher: &Client) -> Checkpoint {
+        Checkpoint {
+            stored: self.metric("inloop_updates_in_total").await,
+            received: sources(watcher),
+        }
+    }
+
+    /// Asserts that a refused update (the sender's connection closed already, so the relay has
+    /// judged it) did nothing since `checkpoint`: the relay stored no update
+    /// (`inloop_updates_in_total`), and [`TestRelay::barrier`] reaches `watcher` with nothing
+    /// before it.
+    pub async fn assert_nothing_since(
+        &self,
+        checkpoint: Checkpoint,
+        doc_id: &str,
+        watcher: &Client,
+        what: &str,
+    ) {
+        assert_eq!(
+            self.metric("inloop_updates_in_total").await,
+            checkpoint.stored,
+            "{what}: the relay stored nothing"
+        );
+        let marker = self.barrier(doc_id, watcher).await;
+        let mut expected = checkpoint.received;
+        expected.push(marker);
+        assert_eq!(
+            sources(watcher),
+            expected,
+            "{what}: nothing reached the watcher"
+        );
+    }
+
     /// Stops serving, waits for the relay to close every connection, and hands back the data
     /// folder (deleted when dropped), for [`TestRelay::resume`].
     pub async fn stop(mut self) -> tempfile::TempDir {
@@ -200,6 +235,13 @@ impl Drop for TestRelay {
             task.abort();
         }
     }
+}
+
+/// What the relay had stored and a watcher had received ([`TestRelay::checkpoint`]).
+#[derive(Debug)]
+pub struct Checkpoint {
+    stored: u64,
+    received: Vec<String>,
 }
 
 /// The WebSocket URL of document `doc_id` on the relay at `addr`, with `token`.

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use inloop_relay::Limits;
 use inloop_sync::{LeaseMessage, Role};
 
-use crate::{Client, TestRelay, connect, eventually};
+use crate::{Client, TestRelay, connect, eventually, until_some};
 
 const TTL: Duration = Duration::from_millis(1_000);
 const GRACE: Duration = Duration::from_millis(500);
@@ -12,6 +12,20 @@ fn request(session: &str) -> LeaseMessage {
     LeaseMessage::Request {
         session: session.into(),
     }
+}
+
+/// A runtime peer on `url` that asked for the lease as `session` and was granted it: the peer
+/// and the epoch.
+async fn granted(url: &str, session: &str) -> (Client, u64) {
+    let peer = connect(url).await.unwrap();
+    peer.send_lease(request(session));
+    let epoch = until_some(
+        &format!("{session} granted the lease"),
+        Duration::from_secs(5),
+        || granted_epoch(&peer),
+    )
+    .await;
+    (peer, epoch)
 }
 
 fn granted_epoch(peer: &Client) -> Option<u64> {
@@ -59,12 +73,7 @@ async fn one_runtime_holds_the_lease_and_a_standby_takes_over_when_it_dies() {
     // too, had its heartbeats not counted.
     let control_doc = relay.create_doc().await;
     let control_url = relay.ws_url(&control_doc, &relay.token(&control_doc, Role::Runtime));
-    let control = connect(&control_url).await.unwrap();
-    control.send_lease(request("control"));
-    eventually("the control is granted", Duration::from_secs(5), || async {
-        granted_epoch(&control).is_some()
-    })
-    .await;
+    let (control, _) = granted(&control_url, "control").await;
     let control_standby = connect(&control_url).await.unwrap();
     control_standby.send_lease(request("control-standby"));
     let silent_since = Instant::now();
@@ -153,20 +162,9 @@ async fn a_holder_that_reconnects_within_the_grace_period_keeps_its_epoch() {
     .await;
     let doc = relay.create_doc().await;
     let url = relay.ws_url(&doc, &relay.token(&doc, Role::Runtime));
-    let holder = connect(&url).await.unwrap();
-    holder.send_lease(request("runtime-1"));
-    eventually("granted", Duration::from_secs(5), || async {
-        granted_epoch(&holder).is_some()
-    })
-    .await;
-    let epoch = granted_epoch(&holder).unwrap();
+    let (holder, epoch) = granted(&url, "runtime-1").await;
     drop(holder);
 
-    let back = connect(&url).await.unwrap();
-    back.send_lease(request("runtime-1"));
-    eventually("granted again", Duration::from_secs(5), || async {
-        granted_epoch(&back).is_some()
-    })
-    .await;
-    assert_eq!(granted_epoch(&back), Some(epoch));
+    let (_back, again) = granted(&url, "runtime-1").await;
+    assert_eq!(again, epoch);
 }

@@ -15,5 +15,5 @@ mod tokens;
 pub(crate) use inloop_client::{Client, ClientOptions, Status};
 pub(crate) use inloop_testing::{
     TestRelay, connect, connect_with, ended, eventually, http_exchange, http_request, source,
-    sources, until, until_some,
+    until, until_some,
 };

@@ -30,17 +30,18 @@ fn queue(notebook: &Notebook, source: &str, at: f64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_runs_and_a_standby_finishes_the_queue_after_kill_9() {
     let data = tempfile::tempdir().unwrap();
-    // A time to live above `inloop runtime`'s heartbeat (every 3 s): the runtime does not
-    // heartbeat faster when the relay grants a shorter one (it ignores `Granted { ttl_ms }`),
-    // so under 3 s the holder loses the lease between heartbeats and the standby runs the
-    // queue beside it. The kill -9 below is taken over after the grace period.
+    // A time to live below `inloop runtime`'s default heartbeat (every 3 s): the runtime must
+    // heartbeat within the lifetime the relay grants (`Granted { ttl_ms }`), or the holder
+    // loses the lease between heartbeats and the standby runs the queue beside it (it did,
+    // until the runtime followed the grant). The kill -9 below is taken over after the grace
+    // period.
     let relay = Serve::start_with(
         data.path(),
         SocketAddr::from(([127, 0, 0, 1], 0)),
         &[
             "--no-runtime",
             "--lease-ttl-secs",
-            "10",
+            "2",
             "--lease-grace-secs",
             "1",
         ],
