@@ -155,8 +155,11 @@ fi
 # --- The page (esbuild) ---------------------------------------------------------------------------
 # web/src/ (TypeScript over the engine; tsconfig.json at the root) -> web/dist/app/: notebook.js
 # (/n/{id}), index.js (/), app.css; ES modules, minified, with source maps. The engine's module
-# (/engine/inloop_wasm.js) stays an import of the page. Rebuilt only when web/src, the npm lock
-# or this section changed.
+# (/engine/inloop_wasm.js) stays an import of the page. app.css imports KaTeX's stylesheet (npm
+# katex), whose fonts land in web/dist/app/fonts/ and are served by the relay like the rest (the
+# policy's font-src 'self'): only the woff2 files, which every browser that runs the page reads;
+# the woff and ttf fallbacks its @font-face rules also name are never fetched, so not copied.
+# Rebuilt only when web/src, the npm lock or this section changed.
 app_out="$dist/app"
 app_stamp="$app_out/.source-sha256"
 app_hash=$( (find web/src -type f -print0 | sort -z | xargs -0 sha256sum; sha256sum package-lock.json; sed -n '/^# --- The page (esbuild)/,/^# --- The Rust engine/p' scripts/build-web.sh) | sha256sum | cut -c1-16)
@@ -166,7 +169,8 @@ if [ "$(cat "$app_stamp" 2>/dev/null)" != "$app_hash" ] || [ ! -f "$app_out/note
   mkdir -p "$app_out"
   node_modules/.bin/esbuild web/src/notebook.ts web/src/index.ts web/src/app.css \
     --bundle --format=esm --target=es2022 --minify --sourcemap --legal-comments=none \
-    --external:/engine/inloop_wasm.js --outdir="$app_out" --log-level=warning
+    --external:/engine/inloop_wasm.js --loader:.woff2=file --external:'*.woff' --external:'*.ttf' \
+    --asset-names='fonts/[name]-[hash]' --outdir="$app_out" --log-level=warning
   echo "$app_hash" > "$app_stamp"
 fi
 

@@ -7,7 +7,6 @@
 import type { Cell, CellField, Notebook, TextDelta } from '/engine/inloop_wasm.js';
 import { type CellHost, CellView } from './cell';
 import { byId } from './common';
-import type { Runs } from './runs';
 
 /** What the list needs of the page, besides what its cells need. */
 export interface CellListHost extends CellHost {
@@ -34,7 +33,6 @@ export class CellList {
   constructor(
     private readonly nb: Notebook,
     private readonly host: CellListHost,
-    private readonly runs: Runs,
   ) {
     this.observer = new IntersectionObserver(
       (entries) => {
@@ -137,7 +135,7 @@ export class CellList {
         }
         const created = new CellView(this.host, id, cell);
         created.setReadOnly(this.host.readOnly);
-        const ex = this.runs.byCell.get(id);
+        const ex = this.nb.latestExecution(id);
         if (ex) created.setExecution(ex);
         this.views.set(id, created);
         this.observer.observe(created.el);

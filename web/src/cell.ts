@@ -24,6 +24,8 @@ export interface CellHost {
   command(id: string, name: EditorCommand): boolean;
   cellAction(id: string, action: string, value?: string): void;
   carets(id: string): RemoteCaret[];
+  /** Where the cell says it runs ('' : where the notebook runs). */
+  cellTarget(id: string): string;
 }
 
 export interface Peer {
@@ -175,8 +177,7 @@ export class CellView {
     this.setType(cell.cell_type);
     this.refresh();
     this.executionCount = cell.execution_count ?? null;
-    const inloop = (cell.metadata?.inloop ?? {}) as { target?: string };
-    this.target = inloop.target === 'browser' || inloop.target === 'server' ? inloop.target : '';
+    this.target = this.host.cellTarget(this.id);
     this.targetSelect.value = this.target;
     this.targetSelect.classList.toggle('overridden', this.target !== '');
     this.targetSelect.title = this.target ? `This cell always runs in ${this.target === 'server' ? 'the server runtime' : 'this browser'}` : 'Where this cell runs';

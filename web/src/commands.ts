@@ -2,10 +2,10 @@
 // D D, M, Y, R, J/K and arrows, C/X/V, I I, 0 0, undo and redo), the toolbar's buttons and
 // choices, and an .ipynb dropped on the page. Each becomes a call to the page (CommandHost).
 
+import type { RunTarget } from '/engine/inloop_wasm.js';
 import type { CellView, CellType } from './cell';
 import { adminToken, byId, toast } from './common';
 import { canRun, claims, docId, token } from './context';
-import type { Target } from './runs';
 import { ShareDialog } from './share';
 
 /** Jupyter's modes: keys are commands, or they type into the selected cell. */
@@ -38,7 +38,7 @@ export interface CommandHost {
   setType(id: string, type: CellType): void;
   undo(): void;
   redo(): void;
-  setNotebookTarget(target: Target): void;
+  setNotebookTarget(target: RunTarget): void;
   download(): void;
   importFile(file: File): Promise<void>;
 }
@@ -245,7 +245,7 @@ function wireToolbar(page: CommandHost) {
     if (page.selected) page.select(page.selected, 'command');
   });
   const runtime = byId<HTMLSelectElement>('runtime');
-  runtime.addEventListener('change', () => page.setNotebookTarget(runtime.value as Target));
+  runtime.addEventListener('change', () => page.setNotebookTarget(runtime.value as RunTarget));
   const upload = byId<HTMLInputElement>('upload');
   upload.addEventListener('change', async () => {
     const file = upload.files?.[0];
@@ -287,7 +287,8 @@ function wireDrop(page: CommandHost) {
     depth = 0;
     overlay.hidden = true;
     const file = e.dataTransfer?.files?.[0];
-    if (!file) return;
+    // A drop a cell's editor took already (an image into a markdown cell: attachments.ts).
+    if (!file || e.defaultPrevented) return;
     e.preventDefault();
     if (!file.name.endsWith('.ipynb')) {
       toast('Drop an .ipynb file to import it.', 'error');

@@ -1,13 +1,18 @@
-// Markdown (cells and text/markdown outputs) to sanitised DOM: marked, then DOMPurify under a
-// strict profile. Document content may show text, simple markup, links, MathML, inline SVG and
-// the images it carries (data: URLs, the cell's attachments); nothing of it can style or select
-// anything (no <style>, no style attributes, no classes of the page), take input (no forms) or
-// load anything (no external images, media, frames, no CSS url()). Why this and not a shadow root:
-// docs/SECURITY.md, "Rendering untrusted content". The page's Content-Security-Policy is the
-// second layer: even markup that got past this could load nothing from another origin.
+// Markdown (cells and text/markdown outputs) to sanitised DOM, as JupyterLab renders it: math
+// taken out first (./math.ts), marked, then DOMPurify under a strict profile; then, on the
+// sanitised nodes, the math typeset by KaTeX, attachments resolved, headings given ids and `¶`
+// anchors, Python code blocks highlighted. Document content may show text, simple markup, links,
+// math, MathML, inline SVG and the images it carries (data: URLs, the cell's attachments);
+// nothing of it can style or select anything (no <style>, no style attributes, no classes of the
+// page), take input (no forms) or load anything (no external images, media, frames, no CSS
+// url()). Why this and not a shadow root: docs/SECURITY.md, "Rendering untrusted content". The
+// page's Content-Security-Policy is the second layer: even markup that got past this could load
+// nothing from another origin.
 
 import DOMPurify, { type Config } from 'dompurify';
 import { marked } from 'marked';
+import { highlightCodeBlocks } from './highlight';
+import { extractMath, restoreMath, withMathSource } from './math';
 
 /** A cell's attachments (nbformat): file name -> {mime: base64}. */
 export type Attachments = Record<string, unknown>;
@@ -16,6 +21,9 @@ const SVG_NS = 'http://www.w3.org/2000/svg';
 
 /** Images the page shows inline; an image of any other type is left out. */
 const IMAGE_MIMES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/svg+xml'];
+
+/** The prefix of every id in content (DOMPurify's `SANITIZE_NAMED_PROPS` gives it to the rest). */
+const HEADING_ID_PREFIX = 'user-content-';
 
 const PROFILE: Config & { RETURN_DOM_FRAGMENT: true } = {
   USE_PROFILES: { html: true, svg: true, mathMl: true },
@@ -58,7 +66,13 @@ purifier.addHook('uponSanitizeAttribute', (node, data) => {
 
 purifier.addHook('afterSanitizeAttributes', (node) => {
   if (node.nodeName.toLowerCase() === 'a' || node.nodeName.toLowerCase() === 'area') {
-    if (node.getAttribute('href') || node.getAttribute('xlink:href')) {
+    const href = node.getAttribute('href');
+    if (href?.startsWith('#')) {
+      // A link within the notebook (`[see](#Results)`, as JupyterLab names headings) goes to the
+      // heading's id, which carries the prefix every id of content has; in this tab.
+      node.setAttribute('href', `#${HEADING_ID_PREFIX}${href.slice(1)}`);
+      node.removeAttribute('target');
+    } else if (href || node.getAttribute('xlink:href')) {
       node.setAttribute('target', '_blank');
       node.setAttribute('rel', 'noopener noreferrer');
     } else {
@@ -108,10 +122,31 @@ function settleImages(fragment: DocumentFragment, attachments: Attachments | und
   }
 }
 
+/**
+ * Headings get ids as JupyterLab makes them (their text, spaces as `-`) behind the content
+ * prefix, and a `¶` link to themselves, shown on hover.
+ */
+function anchorHeadings(fragment: DocumentFragment, math: string[]) {
+  for (const heading of fragment.querySelectorAll('h1, h2, h3, h4, h5, h6')) {
+    const id = HEADING_ID_PREFIX + withMathSource(heading.textContent ?? '', math).replace(/ /g, '-');
+    heading.id = id;
+    const anchor = heading.ownerDocument.createElement('a');
+    anchor.className = 'heading-anchor';
+    anchor.setAttribute('href', `#${id}`);
+    anchor.setAttribute('aria-label', 'Link to this heading');
+    // The `¶` is the stylesheet's (::after): the heading's text stays its own.
+    heading.append(anchor);
+  }
+}
+
 /** Markdown as sanitised nodes to put in the page (attachments resolve `attachment:` images). */
 export function renderMarkdown(source: string, attachments?: Attachments): DocumentFragment {
-  const html = marked.parse(source, { async: false, gfm: true, breaks: false }) as string;
+  const { text, math } = extractMath(source);
+  const html = marked.parse(text, { async: false, gfm: true, breaks: false }) as string;
   const fragment = purifier.sanitize(html, PROFILE);
   settleImages(fragment, attachments);
+  anchorHeadings(fragment, math);
+  restoreMath(fragment, math);
+  highlightCodeBlocks(fragment);
   return fragment;
 }

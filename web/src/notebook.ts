@@ -3,8 +3,9 @@
 // web/static/notebook-boot.js has already taken the token out of the address bar.
 
 import init, { Notebook } from '/engine/inloop_wasm.js';
+import { wireImageAttachments } from './attachments';
 import { byId, errorMessage } from './common';
-import { canRun, docId, token } from './context';
+import { canEdit, canRun, docId, token } from './context';
 import { NotebookPage } from './page';
 import { myIdentity } from './presence';
 
@@ -30,6 +31,7 @@ async function main() {
       name: identity.name,
     });
     window.inloopPage = { nb };
+    if (canEdit) wireImageAttachments(nb);
     const start = () => {
       const page = new NotebookPage(nb);
       window.inloopPage = { nb, page };

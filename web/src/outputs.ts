@@ -1,10 +1,12 @@
 // Rendering of nbformat outputs: stream text (ANSI colours, long streams collapsed), rich
-// displays (HTML in a sandboxed iframe, PNG, JPEG, SVG as images, JSON, markdown), errors.
+// displays (HTML in a sandboxed iframe, PNG, JPEG, SVG as images, JSON, markdown, LaTeX typeset
+// by KaTeX), errors.
 // Outputs are document content, written by any peer that may edit: none of them reaches the
 // page (docs/SECURITY.md, "Rendering untrusted content").
 
 import { ansiToNodes } from './ansi';
 import { renderMarkdown } from './markdown';
+import { renderLatex } from './math';
 
 /** Streams longer than this are collapsed behind an expand control. */
 export const COLLAPSE_LINES = 200;
@@ -34,16 +36,17 @@ export function foldCarriageReturns(text: string): string {
     .join('\n');
 }
 
-// Richest first, as JupyterLab picks.
+// Richest first, in the order of JupyterLab's renderers' ranks (HTML, markdown, LaTeX, SVG,
+// images): SymPy's `image/png` beside its `text/latex` shows typeset math, as in JupyterLab.
 const MIME_ORDER = [
   'application/vnd.jupyter.widget-view+json',
   'text/html',
+  'text/markdown',
+  'text/latex',
   'image/svg+xml',
   'image/png',
   'image/jpeg',
   'image/gif',
-  'text/markdown',
-  'text/latex',
   'application/json',
   'application/javascript',
   'text/plain',
@@ -234,7 +237,11 @@ function richData(data: Record<string, unknown>, expanded: Set<string>, key: str
     md.append(renderMarkdown(joinText(value)));
     box.append(md);
   } else if (mime === 'application/json' || mime.endsWith('+json')) box.append(jsonView(value));
-  else if (mime === 'text/latex') box.append(el('pre', 'output-latex', joinText(value)));
+  else if (mime === 'text/latex') {
+    const latex = el('div', 'output-latex');
+    latex.append(renderLatex(joinText(value)));
+    box.append(latex);
+  }
   else box.append(terminalText(joinText(value), 'output-plain', expanded, key));
   return box;
 }

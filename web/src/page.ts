@@ -1,8 +1,9 @@
 // The notebook page, /n/{doc_id}: a view over the engine (inloop-wasm), which owns the document,
-// sync, kernels and execution. The page composes the cell list, presence, the status bar, the
-// runs and the commands; it holds the selection and the mode, and forwards what the person asks.
+// sync, kernels and execution, and decides where cells run and who holds the lease. The page
+// composes the cell list, presence, the status bar and the commands; it holds the selection and
+// the mode, and forwards what the person asks.
 
-import type { ChangeBatch, Notebook, TextDelta } from '/engine/inloop_wasm.js';
+import type { ChangeBatch, Notebook, RunTarget, TextDelta } from '/engine/inloop_wasm.js';
 import type { CellType } from './cell';
 import { CellList, type CellListHost } from './cell-list';
 import { type CommandHost, type Mode, wireCommands } from './commands';
@@ -10,7 +11,6 @@ import { byId, errorMessage, saveFile, toast } from './common';
 import { canEdit, canRun, docId } from './context';
 import type { EditorCommand, RemoteCaret } from './editor';
 import { Collaborators, type PresenceHost } from './presence';
-import { Runs, type Target } from './runs';
 import { StatusBar } from './status-bar';
 
 export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
@@ -26,16 +26,14 @@ export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
   private mySelection: { anchor: number; head: number } | null = null;
   private frame = 0;
   private statusDirty = false;
-  private readonly runs: Runs;
   private readonly list: CellList;
   readonly presence: Collaborators;
   private readonly status: StatusBar;
 
   constructor(readonly nb: Notebook) {
-    this.runs = new Runs(nb);
-    this.list = new CellList(nb, this, this.runs);
+    this.list = new CellList(nb, this);
     this.presence = new Collaborators(nb, this);
-    this.status = new StatusBar(nb, this.runs);
+    this.status = new StatusBar(nb);
     wireCommands(this);
     nb.onChange((batch) => this.onChange(batch));
     nb.onStatus((status) => this.status.onStatus(status));
@@ -220,6 +218,14 @@ export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
     return this.presence.carets(id);
   }
 
+  cellTarget(id: string): string {
+    try {
+      return this.nb.cellTarget(id) ?? '';
+    } catch {
+      return '';
+    }
+  }
+
   /** CellListHost: the view of `id` was updated from its cell. */
   refreshed(id: string) {
     if (id === this.selected) this.renderSelection();
@@ -314,16 +320,22 @@ export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
     this.list.dropOrphan(id);
   }
 
+  /** An execution changed: its cell shows it if it is (still) the cell's latest. */
   private executionChanged(executionId: string) {
-    const ex = this.runs.changed(executionId);
-    if (!ex) return;
+    let cellId: string;
+    try {
+      cellId = this.nb.execution(executionId).cell_id;
+    } catch {
+      return;
+    }
+    const ex = this.nb.latestExecution(cellId);
+    if (ex?.id !== executionId) return;
     this.views.get(ex.cell_id)?.setExecution(ex);
     this.statusDirty = true;
   }
 
   private loadExecutions() {
-    this.runs.load();
-    for (const [id, ex] of this.runs.byCell) this.views.get(id)?.setExecution(ex);
+    for (const ex of this.nb.latestExecutions()) this.views.get(ex.cell_id)?.setExecution(ex);
   }
 
   /** One frame's worth of rendering: text, outputs, presence, status. */
@@ -343,7 +355,7 @@ export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
   }
 
   private tick() {
-    for (const ex of this.runs.running()) this.views.get(ex.cell_id)?.tick();
+    for (const ex of this.nb.runningExecutions()) this.views.get(ex.cell_id)?.tick();
     this.renderStatus();
   }
 
@@ -388,7 +400,7 @@ export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
     typeSelect.value = view.type;
   }
 
-  // ---- running (where and by whom: Runs) -----------------------------------------------------
+  // ---- running (where and by whom: the engine decides) ---------------------------------------
 
   private runCell(id: string): boolean {
     const view = this.views.get(id);
@@ -403,7 +415,7 @@ export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
       return false;
     }
     try {
-      this.runs.run(id, view.target);
+      this.nb.runCell(id);
     } catch (error) {
       toast(`Could not run the cell: ${errorMessage(error)}`, 'error');
       return false;
@@ -447,7 +459,7 @@ export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
 
   interruptAll() {
     try {
-      if (!this.runs.interruptAll()) toast('Nothing is running.');
+      if (!this.nb.interruptAll()) toast('Nothing is running.');
     } catch (error) {
       toast(`Could not interrupt: ${errorMessage(error)}`, 'error');
     }
@@ -455,10 +467,10 @@ export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
 
   restart() {
     try {
-      const restarted = this.runs.restart();
-      if (restarted === undefined) toast('No server runtime is connected.', 'error');
-      else if (restarted === 'browser') toast('Restarting the browser kernel…');
-      else toast(`Restarting ${restarted.name}…`);
+      const restarted = this.nb.restartKernel();
+      if (restarted.target === 'browser') toast('Restarting the browser kernel…');
+      else if (!restarted.runtime) toast('No server runtime is connected.', 'error');
+      else toast(`Restarting ${restarted.runtime.name}…`);
     } catch (error) {
       toast(`Could not restart: ${errorMessage(error)}`, 'error');
     }
@@ -466,15 +478,15 @@ export class NotebookPage implements CellListHost, CommandHost, PresenceHost {
 
   private setCellTarget(id: string, target: string) {
     try {
-      this.runs.setCellTarget(id, target);
+      this.nb.setCellTarget(id, target as RunTarget | '');
     } catch (error) {
       toast(`Could not change the runtime: ${errorMessage(error)}`, 'error');
     }
   }
 
-  setNotebookTarget(target: Target) {
+  setNotebookTarget(target: RunTarget) {
     try {
-      this.runs.setNotebookTarget(target, !this.readOnly);
+      this.nb.setNotebookTarget(target, !this.readOnly);
     } catch (error) {
       toast(errorMessage(error), 'error');
     }

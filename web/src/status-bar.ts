@@ -5,7 +5,6 @@
 import type { Notebook, Runtime, Status } from '/engine/inloop_wasm.js';
 import { byId } from './common';
 import { docId, token } from './context';
-import type { Runs } from './runs';
 
 export class StatusBar {
   private status: Status = { state: 'connecting', unacknowledged: 0 };
@@ -13,10 +12,7 @@ export class StatusBar {
   private probed = false;
   private refusal: string | null = null;
 
-  constructor(
-    private readonly nb: Notebook,
-    private readonly runs: Runs,
-  ) {}
+  constructor(private readonly nb: Notebook) {}
 
   /** Changes made here that the relay has not stored yet. */
   get unacknowledged(): number {
@@ -88,13 +84,13 @@ export class StatusBar {
 
   renderRuntimeChoice() {
     const select = byId<HTMLSelectElement>('runtime');
-    const target = this.runs.notebookTarget();
+    const target = this.nb.notebookTarget();
     if (select.value !== target) select.value = target;
   }
 
   /** The runtime choice's server entry, the kernel's state, the lease, the interrupt button. */
   render() {
-    const server = this.runs.serverRuntime();
+    const server = this.nb.serverRuntime();
     // The runtime choice: the server's kernel, GPU and status.
     const serverOption = document.querySelector<HTMLOptionElement>('#runtime option[value="server"]')!;
     const label = server
@@ -107,7 +103,7 @@ export class StatusBar {
     const kernel = byId('status-kernel');
     let text: string;
     let state: string;
-    if (this.runs.notebookTarget() === 'server') {
+    if (this.nb.notebookTarget() === 'server') {
       state = server ? server.status : 'none';
       text = server ? `Server kernel (${server.kernels[0] ?? 'python'}): ${server.status}` : 'Server kernel: not started';
     } else {
@@ -129,7 +125,7 @@ export class StatusBar {
 
     // The runtime lease.
     const lease = byId('status-lease');
-    const holder = this.runs.leaseHolder();
+    const holder = this.nb.leaseHolder();
     const leaseText = holder
       ? `Runtime lease: ${holder.runtime.name}${holder.epoch != null ? ` (epoch ${holder.epoch})` : ''}`
       : 'Runtime lease: nobody';
@@ -138,6 +134,6 @@ export class StatusBar {
     if (lease.textContent !== leaseText) lease.textContent = leaseText;
 
     const interrupt = document.querySelector<HTMLButtonElement>('[data-action="interrupt"]');
-    if (interrupt) interrupt.classList.toggle('active', this.runs.busy());
+    if (interrupt) interrupt.classList.toggle('active', this.nb.isBusy());
   }
 }

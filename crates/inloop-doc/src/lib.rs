@@ -61,6 +61,7 @@ mod node;
 mod notebook;
 mod observe;
 mod path;
+pub mod placement;
 mod pyjson;
 mod schema;
 pub mod structs;

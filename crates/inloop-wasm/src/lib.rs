@@ -24,13 +24,26 @@
 //!   the last state; its edits merge when the relay is back (the sync exchange carries them).
 //! - **Presence** through awareness: name, colour, the cell and the selection of each user.
 //! - **Execution**: `run(cellId)` queues the cell in the document's `executions` for this
-//!   browser (or `"server"`); the engine runs its own entries one at a time in request order in
+//!   browser (or `"server"`; `runCell(cellId)`: where the cell or the notebook says it runs);
+//!   the engine runs its own entries one at a time in request order in
 //!   a Pyodide worker that starts as the engine opens, writes outputs back like any runtime,
 //!   registers itself in `runtimes` (kind `browser`, with a heartbeat), keeps stream text to
 //!   1 MiB per cell (and outputs within the relay's size limits, which it tells each peer), honours
 //!   interrupts
 //!   (a `SharedArrayBuffer` interrupt buffer; a new worker when the page is not cross-origin
 //!   isolated) and restarts (a new worker) asked for through the document.
+//! - **Placement**: where the notebook and each cell run (`notebookTarget`, `setCellTarget`...;
+//!   the notebook's choice in its metadata, else remembered in this browser), each cell's
+//!   latest execution, and who holds the runtime lease (`leaseHolder`, `serverRuntime`): the
+//!   page shows these and forwards the person's intents (`runCell`, `interruptAll`,
+//!   `restartKernel`).
+//!
+//! # Structure
+//!
+//! `engine.rs` composes the parts and wires their callbacks (see its diagram): `replica.rs`
+//! (the document, undo), `sync.rs` (the relay), `persist.rs` over `store.rs` (IndexedDB),
+//! `runner.rs` over `kernel.rs` (this browser as a runtime), `placement.rs` (where cells run),
+//! `events.rs` (the page's callbacks). Calls go down only; each part owns its fields.
 //!
 //! # Usage from JavaScript
 //!
@@ -58,15 +71,21 @@
 
 mod engine;
 mod error;
+mod events;
 mod kernel;
 mod persist;
+mod placement;
+mod replica;
 mod runner;
 mod store;
 mod sync;
+#[cfg(all(test, target_arch = "wasm32"))]
+mod testing;
 
 use std::rc::Rc;
 
-use inloop_doc::{CellType, ExecutionTarget, JsonMap, Output, TextDelta};
+use inloop_doc::placement::Target;
+use inloop_doc::{CellType, JsonMap, Output, TextDelta};
 use js_sys::{Array, Function};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -75,7 +94,12 @@ use wasm_bindgen::prelude::*;
 pub use error::{Error, Result};
 pub use sync::Status;
 
-use engine::{Inner, Topic, to_js};
+use engine::{Core, Parts};
+use events::{Topic, to_js};
+use placement::RestartTarget;
+
+#[cfg(all(test, target_arch = "wasm32"))]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 /// Options of [`Engine::open`] (a JavaScript object; camelCase keys).
 #[derive(Debug, Deserialize)]
@@ -172,42 +196,6 @@ fn cell_view(cell: &inloop_doc::Cell) -> JsValue {
         outputs: code.then(|| cell.outputs.iter().map(Output::to_json).collect()),
         attachments: cell.attachments.as_ref(),
     })
-}
-
-/// One peer's presence as the page sees it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PresenceView {
-    client_id: u64,
-    local: bool,
-    state: serde_json::Value,
-}
-
-/// Everyone's presence, this page's first.
-pub(crate) fn presence_value(inner: &Inner) -> JsValue {
-    let Ok(session) = inner.session.try_borrow() else {
-        return JsValue::NULL;
-    };
-    let own = inner.local_presence.borrow().clone();
-    let mut all = Vec::new();
-    if let Some(own) = own {
-        all.push(PresenceView {
-            client_id: inner.notebook.client_id(),
-            local: true,
-            state: serde_json::from_str(&own).unwrap_or_default(),
-        });
-    }
-    let mut others: Vec<PresenceView> = session
-        .presence()
-        .map(|(client_id, json)| PresenceView {
-            client_id,
-            local: false,
-            state: serde_json::from_str(json).unwrap_or_default(),
-        })
-        .collect();
-    others.sort_by_key(|p| p.client_id);
-    all.extend(others);
-    to_js(&all)
 }
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -332,13 +320,27 @@ export interface Runtime {
   restart_requested_at: number | null;
   restarted_at: number | null;
 }
+
+/** Where a notebook or a cell runs: the browser that asks, or the server runtime. */
+export type RunTarget = "browser" | "server";
+
+/** Who holds the runtime lease, as the document tells. */
+export interface LeaseHolder {
+  runtime: Runtime;
+  /** The lease's epoch, when the runtime states it or an entry it started carries it. */
+  epoch: number | null;
+}
+
+/** What `restartKernel()` restarted: this browser's kernel, or the server runtime's (none when
+ * no server runtime is connected). */
+export type Restarted = { target: "browser" } | { target: "server"; runtime: Runtime | null };
 "#;
 
 /// The engine, `Notebook` to JavaScript. Dropping it (`free()`) closes it.
 #[wasm_bindgen(js_name = Notebook)]
 #[derive(Debug)]
 pub struct Engine {
-    inner: Rc<Inner>,
+    core: Rc<Core>,
 }
 
 #[wasm_bindgen(js_class = Notebook)]
@@ -364,9 +366,9 @@ impl Engine {
             .worker
             .as_deref()
             .map(|url| kernel::PyodideKernel::start(url, started, wake.clone()));
-        let store = if options.store {
-            match load(&notebook, &options.database, &options.doc_id).await {
-                Ok(store) => Some(store),
+        let persistence = if options.store {
+            match persist::Persistence::open(&notebook, &options.database, &options.doc_id).await {
+                Ok(persistence) => Some(persistence),
                 // No IndexedDB (a private window, a full disk): the page still works online.
                 Err(error) => {
                     let warning = format!("inloop: working without the offline store: {error}");
@@ -377,7 +379,7 @@ impl Engine {
         } else {
             None
         };
-        let url = if options.connect {
+        let endpoint = if options.connect {
             Some(sync::Endpoint {
                 url: socket_url(options.relay.as_deref(), &options.doc_id)?,
                 token: options.token.clone(),
@@ -391,39 +393,35 @@ impl Engine {
         let limits = options.relay_limits.and_then(|l| {
             inloop_kernel::RelayLimits::from_relay(l.max_document_bytes, l.max_message_bytes)
         });
-        let runner = runner::Runner::new(notebook.client_id(), wake, limits);
-        let inner = Rc::new(Inner::new(
-            options.doc_id,
+        let core = Core::start(Parts {
+            doc_id: options.doc_id,
             notebook,
-            name,
-            url,
-            store,
+            endpoint,
+            persistence,
             kernel,
-            runner,
-        ));
-        engine::observe(&inner)?;
-        runner::start(&inner);
-        sync::connect(&inner);
-        engine::on_page_hide(&inner);
-        Ok(Engine { inner })
+            wake,
+            name,
+            limits,
+        })?;
+        Ok(Engine { core })
     }
 
     /// The document's id.
     #[wasm_bindgen(getter, js_name = docId)]
     pub fn doc_id(&self) -> String {
-        self.inner.doc_id.clone()
+        self.core.replica().doc_id().to_owned()
     }
 
     /// This peer's Yjs client id (also in `browser:<clientId>` run targets).
     #[wasm_bindgen(getter, js_name = clientId)]
     pub fn client_id(&self) -> f64 {
-        self.inner.notebook.client_id() as f64
+        self.core.notebook().client_id() as f64
     }
 
     /// `{state, code?, reason?, unacknowledged}` now.
     #[wasm_bindgen(unchecked_return_type = "Status")]
     pub fn status(&self) -> JsValue {
-        to_js(&self.inner.status())
+        to_js(&self.core.status())
     }
 
     /// Calls `callback(status)` at once with the current status, then on every status change
@@ -433,11 +431,11 @@ impl Engine {
         &self,
         #[wasm_bindgen(unchecked_param_type = "(status: Status) => void")] callback: Function,
     ) -> u32 {
-        let current = to_js(&self.inner.status());
+        let current = to_js(&self.core.status());
         if let Err(error) = callback.call1(&JsValue::NULL, &current) {
             web_sys::console::error_2(&"inloop: a callback threw".into(), &error);
         }
-        self.inner.subscribe(Topic::Status, callback)
+        self.core.subscribe(Topic::Status, callback)
     }
 
     /// Calls `callback({origin: 'local' | 'remote', changes})` after every change to the
@@ -447,7 +445,7 @@ impl Engine {
         &self,
         #[wasm_bindgen(unchecked_param_type = "(batch: ChangeBatch) => void")] callback: Function,
     ) -> u32 {
-        self.inner.subscribe(Topic::Change, callback)
+        self.core.subscribe(Topic::Change, callback)
     }
 
     /// Calls `callback(presence)` (as `presence()` returns it) when anyone's presence changes.
@@ -456,36 +454,36 @@ impl Engine {
         &self,
         #[wasm_bindgen(unchecked_param_type = "(presence: Presence[]) => void")] callback: Function,
     ) -> u32 {
-        self.inner.subscribe(Topic::Presence, callback)
+        self.core.subscribe(Topic::Presence, callback)
     }
 
     /// Removes a callback; `true` if it was registered.
     pub fn off(&self, id: u32) -> bool {
-        self.inner.unsubscribe(id)
+        self.core.unsubscribe(id)
     }
 
     /// Every cell, in order: `{id, cell_type, source, metadata}`, plus `execution_count`,
     /// `execution_state` and `outputs` (nbformat output objects) for code cells.
     #[wasm_bindgen(unchecked_return_type = "Cell[]")]
     pub fn cells(&self) -> Array {
-        self.inner.notebook.cells().iter().map(cell_view).collect()
+        self.core.notebook().cells().iter().map(cell_view).collect()
     }
 
     /// One cell, as `cells()` shows it.
     #[wasm_bindgen(unchecked_return_type = "Cell")]
     pub fn cell(&self, id: &str) -> Result<JsValue, JsValue> {
         Ok(cell_view(
-            &self.inner.notebook.cell(id).map_err(Error::from)?,
+            &self.core.notebook().cell(id).map_err(Error::from)?,
         ))
     }
 
     #[wasm_bindgen(js_name = cellIds)]
     pub fn cell_ids(&self) -> Vec<String> {
-        self.inner.notebook.cell_ids()
+        self.core.notebook().cell_ids()
     }
 
     pub fn source(&self, id: &str) -> Result<String, JsValue> {
-        Ok(self.inner.notebook.source(id).map_err(Error::from)?)
+        Ok(self.core.notebook().source(id).map_err(Error::from)?)
     }
 
     /// Inserts a cell (`'code'`, `'markdown'` or `'raw'`) at `index`; returns its id.
@@ -496,23 +494,27 @@ impl Engine {
         cell_type: &str,
         source: &str,
     ) -> Result<String, JsValue> {
-        self.user_edit(|nb| Ok(nb.insert_cell(index, parse_cell_type(cell_type)?, source)?))
+        Ok(self
+            .core
+            .user_edit(|nb| Ok(nb.insert_cell(index, parse_cell_type(cell_type)?, source)?))?)
     }
 
     #[wasm_bindgen(js_name = deleteCell)]
     pub fn delete_cell(&self, id: &str) -> Result<(), JsValue> {
-        self.user_edit(|nb| Ok(nb.delete_cell(id)?))
+        Ok(self.core.user_edit(|nb| Ok(nb.delete_cell(id)?))?)
     }
 
     /// Moves a cell to index `to` (as the list is once it has left its place).
     #[wasm_bindgen(js_name = moveCell)]
     pub fn move_cell(&self, id: &str, to: u32) -> Result<(), JsValue> {
-        self.user_edit(|nb| Ok(nb.move_cell(id, to)?))
+        Ok(self.core.user_edit(|nb| Ok(nb.move_cell(id, to)?))?)
     }
 
     #[wasm_bindgen(js_name = setCellType)]
     pub fn set_cell_type(&self, id: &str, cell_type: &str) -> Result<(), JsValue> {
-        self.user_edit(|nb| Ok(nb.set_cell_type(id, parse_cell_type(cell_type)?)?))
+        Ok(self
+            .core
+            .user_edit(|nb| Ok(nb.set_cell_type(id, parse_cell_type(cell_type)?)?))?)
     }
 
     /// Applies a Yjs-style delta to a cell's source: `[{retain: n}, {insert: 'x'},
@@ -523,16 +525,16 @@ impl Engine {
         id: &str,
         #[wasm_bindgen(unchecked_param_type = "TextDelta[]")] delta: JsValue,
     ) -> Result<(), JsValue> {
-        self.user_edit(|nb| {
+        Ok(self.core.user_edit(|nb| {
             let delta: Vec<TextDelta> = serde_wasm_bindgen::from_value(delta)?;
             Ok(nb.edit_source(id, &delta)?)
-        })
+        })?)
     }
 
     /// Replaces a cell's source, changing only the span that differs.
     #[wasm_bindgen(js_name = setSource)]
     pub fn set_source(&self, id: &str, source: &str) -> Result<(), JsValue> {
-        self.user_edit(|nb| Ok(nb.set_source(id, source)?))
+        Ok(self.core.user_edit(|nb| Ok(nb.set_source(id, source)?))?)
     }
 
     /// Sets one key of a cell's metadata to a JSON value.
@@ -543,16 +545,31 @@ impl Engine {
         key: &str,
         #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
     ) -> Result<(), JsValue> {
-        self.user_edit(|nb| {
+        Ok(self.core.user_edit(|nb| {
             let value: serde_json::Value = serde_wasm_bindgen::from_value(value)?;
             Ok(nb.set_cell_metadata(id, key, &value)?)
-        })
+        })?)
+    }
+
+    /// Adds (or replaces) attachment `name` of a markdown or raw cell: `{mime: base64}`, what
+    /// `![alt](attachment:NAME)` in its source shows (an image pasted or dropped into it).
+    #[wasm_bindgen(js_name = setCellAttachment)]
+    pub fn set_cell_attachment(
+        &self,
+        id: &str,
+        name: &str,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, string>")] bundle: JsValue,
+    ) -> Result<(), JsValue> {
+        Ok(self.core.user_edit(|nb| {
+            let bundle: JsonMap = serde_wasm_bindgen::from_value(bundle)?;
+            Ok(nb.set_cell_attachment(id, name, &bundle)?)
+        })?)
     }
 
     /// Clears a code cell's outputs.
     #[wasm_bindgen(js_name = clearOutputs)]
     pub fn clear_outputs(&self, id: &str) -> Result<(), JsValue> {
-        self.edit(|nb| Ok(nb.clear_outputs(id)?))
+        Ok(self.core.edit(|nb| Ok(nb.clear_outputs(id)?))?)
     }
 
     /// Takes back this page's last user edit (cell inserts, deletes, moves, type, source and
@@ -560,68 +577,63 @@ impl Engine {
     /// and this page's run outputs alone. `true` if it changed something. Peers see it like any
     /// edit; this page's `onChange` reports it with origin `remote` (the view applies it).
     pub fn undo(&self) -> Result<bool, JsValue> {
-        self.inner.check_open()?;
-        let changed = self.inner.undo.borrow_mut().undo_blocking();
-        self.inner.deliver();
-        Ok(changed)
+        Ok(self.core.undo(true)?)
     }
 
     /// Puts back what `undo()` took back, unless a new edit was made since.
     pub fn redo(&self) -> Result<bool, JsValue> {
-        self.inner.check_open()?;
-        let changed = self.inner.undo.borrow_mut().redo_blocking();
-        self.inner.deliver();
-        Ok(changed)
+        Ok(self.core.undo(false)?)
     }
 
     #[wasm_bindgen(js_name = canUndo)]
     pub fn can_undo(&self) -> bool {
-        self.inner.undo.borrow().can_undo()
+        self.core.replica().can_undo()
     }
 
     #[wasm_bindgen(js_name = canRedo)]
     pub fn can_redo(&self) -> bool {
-        self.inner.undo.borrow().can_redo()
+        self.core.replica().can_redo()
     }
 
     /// Ends the current undo step: the next edit starts a new one even within 500 ms (a view
     /// calls it when the user moves to another cell or does something else than typing).
     #[wasm_bindgen(js_name = undoBoundary)]
     pub fn undo_boundary(&self) {
-        self.inner.undo.borrow_mut().reset();
+        self.core.replica().undo_boundary();
     }
 
     /// The notebook's metadata (nbformat's `metadata`, e.g. `kernelspec`, `inloop`).
     #[wasm_bindgen(js_name = notebookMetadata, unchecked_return_type = "Record<string, unknown>")]
     pub fn notebook_metadata(&self) -> JsValue {
-        to_js(&self.inner.notebook.metadata())
+        to_js(&self.core.notebook().metadata())
     }
 
-    /// Sets one key of the notebook's metadata to a JSON value (e.g. `inloop` →
-    /// `{target: 'server'}`, the notebook's runtime choice).
+    /// Sets one key of the notebook's metadata to a JSON value.
     #[wasm_bindgen(js_name = setNotebookMetadata)]
     pub fn set_notebook_metadata(
         &self,
         key: &str,
         #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
     ) -> Result<(), JsValue> {
-        self.edit(|nb| {
+        Ok(self.core.edit(|nb| {
             let value: serde_json::Value = serde_wasm_bindgen::from_value(value)?;
             nb.set_notebook_metadata(key, &value);
             Ok(())
-        })
+        })?)
     }
 
     /// The notebook as `.ipynb` text (nbformat 4.5).
     #[wasm_bindgen(js_name = toIpynb)]
     pub fn to_ipynb(&self) -> String {
-        self.inner.notebook.to_ipynb()
+        self.core.notebook().to_ipynb()
     }
 
     /// Replaces the whole notebook by an `.ipynb` (as one edit).
     #[wasm_bindgen(js_name = replaceFromIpynb)]
     pub fn replace_from_ipynb(&self, ipynb: &str) -> Result<(), JsValue> {
-        self.edit(|nb| Ok(nb.replace_from_ipynb(ipynb.as_bytes())?))
+        Ok(self
+            .core
+            .edit(|nb| Ok(nb.replace_from_ipynb(ipynb.as_bytes())?))?)
     }
 
     /// Sets this page's presence (`{name, colour, cellId, selection: {anchor, head}}`, any
@@ -631,7 +643,7 @@ impl Engine {
         &self,
         #[wasm_bindgen(unchecked_param_type = "PresenceState | null")] state: JsValue,
     ) -> Result<(), JsValue> {
-        self.inner.check_open()?;
+        self.core.check_open()?;
         let json = if state.is_null() || state.is_undefined() {
             None
         } else {
@@ -639,115 +651,202 @@ impl Engine {
                 serde_wasm_bindgen::from_value(state).map_err(Error::from)?;
             Some(value.to_string())
         };
-        *self.inner.local_presence.borrow_mut() = json.clone();
-        let frame = self
-            .inner
-            .session
-            .borrow_mut()
-            .set_presence(json.as_deref());
-        sync::send(&self.inner, &frame);
-        self.inner.presence_changed();
-        self.inner.deliver();
-        Ok(())
+        Ok(self.core.set_presence(json)?)
     }
 
     /// Everyone's presence: `[{clientId, local, state}]`, this page's first.
     #[wasm_bindgen(unchecked_return_type = "Presence[]")]
     pub fn presence(&self) -> JsValue {
-        presence_value(&self.inner)
+        self.core.presence()
     }
+
+    // ---- runs -------------------------------------------------------------------------------
 
     /// Queues a run of a code cell: `target` is `'browser'` (this engine's kernel, the default)
     /// or `'server'`. Returns the execution entry's id.
     pub fn run(&self, cell_id: &str, target: Option<String>) -> Result<String, JsValue> {
-        self.inner.check_open()?;
+        self.core.check_open()?;
         let target = match target.as_deref() {
-            None | Some("browser") => self.inner.runner.target.clone(),
-            Some("server") => ExecutionTarget::Server,
-            Some(other) => {
-                return Err(Error::Argument(format!(
-                    "run target {other:?}: use 'browser' or 'server'"
-                ))
-                .into());
-            }
+            None => Target::Browser,
+            Some(text) => Target::parse(text).ok_or_else(|| {
+                Error::Argument(format!("run target {text:?}: use 'browser' or 'server'"))
+            })?,
         };
-        if target != ExecutionTarget::Server {
-            if self.inner.kernel.is_none() {
-                return Err(Error::Argument(
-                    "this engine was opened without a kernel worker (worker: null)".into(),
-                )
-                .into());
-            }
-            runner::ensure_registered(&self.inner);
-        }
-        let id = self.edit(|nb| {
-            let now = runner::request_time(&self.inner.runner);
-            Ok(nb.request_execution(cell_id, &target, &self.inner.name, now)?)
-        })?;
-        self.inner.runner.wake();
-        Ok(id)
+        Ok(self.core.run(cell_id, Some(target))?)
+    }
+
+    /// Queues a run of a code cell where it runs: where the cell says (`setCellTarget`), else
+    /// where the notebook runs (`notebookTarget()`). Returns the execution entry's id.
+    #[wasm_bindgen(js_name = runCell)]
+    pub fn run_cell(&self, cell_id: &str) -> Result<String, JsValue> {
+        Ok(self.core.run(cell_id, None)?)
     }
 
     /// Stops a run: a queued entry is cancelled, a running one interrupted by the runtime
     /// running it (this page's or another's).
     pub fn interrupt(&self, execution_id: &str) -> Result<(), JsValue> {
-        self.edit(|nb| {
-            nb.stop_execution(execution_id, runner::now())
-                .map(drop)
-                .map_err(Into::into)
-        })
+        Ok(self.core.interrupt(execution_id)?)
+    }
+
+    /// Stops every queued or running execution (any runtime's); returns how many. Throws at
+    /// the first refusal.
+    #[wasm_bindgen(js_name = interruptAll)]
+    pub fn interrupt_all(&self) -> Result<u32, JsValue> {
+        Ok(self.core.interrupt_all()? as u32)
     }
 
     /// Asks this page's kernel to restart (a fresh namespace, counts from 1), through the
     /// document like any peer's request.
     pub fn restart(&self) -> Result<(), JsValue> {
-        self.inner.check_open()?;
-        if self.inner.kernel.is_none() {
-            return Err(Error::Argument("this engine has no kernel worker".into()).into());
-        }
-        runner::ensure_registered(&self.inner);
-        let session = self.inner.runner.session_id.clone();
-        self.edit(|nb| Ok(nb.request_restart(&session, runner::now())?))?;
-        self.inner.runner.wake();
-        Ok(())
+        Ok(self.core.restart_browser()?)
     }
 
     /// Asks another runtime (by session id, from `runtimes()`) to restart its kernel.
     #[wasm_bindgen(js_name = restartRuntime)]
     pub fn restart_runtime(&self, session_id: &str) -> Result<(), JsValue> {
-        self.edit(|nb| Ok(nb.request_restart(session_id, runner::now())?))
+        Ok(self.core.restart_runtime(session_id)?)
+    }
+
+    /// Restarts the kernel the notebook runs in: the server runtime's when it runs on the
+    /// server (`runtime: null` when none is connected: nothing was asked), else this browser's.
+    #[wasm_bindgen(js_name = restartKernel, unchecked_return_type = "Restarted")]
+    pub fn restart_kernel(&self) -> Result<JsValue, JsValue> {
+        #[derive(Serialize)]
+        struct Restarted {
+            target: Target,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            runtime: Option<Option<inloop_doc::Runtime>>,
+        }
+        let restarted = match self.core.restart_kernel()? {
+            RestartTarget::Browser => Restarted {
+                target: Target::Browser,
+                runtime: None,
+            },
+            RestartTarget::Server(runtime) => Restarted {
+                target: Target::Server,
+                runtime: Some(runtime),
+            },
+        };
+        Ok(to_js(&restarted))
+    }
+
+    /// Where the notebook runs: its metadata's choice, else the one this browser remembers for
+    /// it (`setNotebookTarget`), else `'browser'`.
+    #[wasm_bindgen(js_name = notebookTarget, unchecked_return_type = "RunTarget")]
+    pub fn notebook_target(&self) -> String {
+        self.core.placement().notebook_target().as_str().into()
+    }
+
+    /// Runs the notebook on `target`: remembered in this browser, and written in the notebook
+    /// (for everyone) when `write` (a link that may not edit passes `false`).
+    #[wasm_bindgen(js_name = setNotebookTarget)]
+    pub fn set_notebook_target(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "RunTarget")] target: &str,
+        write: bool,
+    ) -> Result<(), JsValue> {
+        Ok(self
+            .core
+            .set_notebook_target(parse_target(target)?, write)?)
+    }
+
+    /// Where a cell says it runs (`undefined`: where the notebook runs).
+    #[wasm_bindgen(js_name = cellTarget, unchecked_return_type = "RunTarget | undefined")]
+    pub fn cell_target(&self, cell_id: &str) -> Result<Option<String>, JsValue> {
+        let target = self.core.placement().cell_target(cell_id)?;
+        Ok(target.map(|t| t.as_str().into()))
+    }
+
+    /// Has a cell run on `target`; `''`, `null` or `undefined`: where the notebook runs.
+    #[wasm_bindgen(js_name = setCellTarget)]
+    pub fn set_cell_target(
+        &self,
+        cell_id: &str,
+        #[wasm_bindgen(unchecked_param_type = "RunTarget | '' | null")] target: Option<String>,
+    ) -> Result<(), JsValue> {
+        let target = match target.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(parse_target(text)?),
+        };
+        Ok(self.core.set_cell_target(cell_id, target)?)
     }
 
     /// Every execution entry, oldest request first.
     #[wasm_bindgen(unchecked_return_type = "Execution[]")]
     pub fn executions(&self) -> JsValue {
-        to_js(&self.inner.notebook.executions())
+        to_js(&self.core.notebook().executions())
     }
 
     #[wasm_bindgen(unchecked_return_type = "Execution")]
     pub fn execution(&self, id: &str) -> Result<JsValue, JsValue> {
         Ok(to_js(
-            &self.inner.notebook.execution(id).map_err(Error::from)?,
+            &self.core.notebook().execution(id).map_err(Error::from)?,
         ))
+    }
+
+    /// A cell's latest execution (the one requested last), if it ever ran.
+    #[wasm_bindgen(js_name = latestExecution, unchecked_return_type = "Execution | undefined")]
+    pub fn latest_execution(&self, cell_id: &str) -> JsValue {
+        match self.core.placement().latest_execution(cell_id) {
+            Some(execution) => to_js(&execution),
+            None => JsValue::UNDEFINED,
+        }
+    }
+
+    /// Each cell's latest execution, oldest request first.
+    #[wasm_bindgen(js_name = latestExecutions, unchecked_return_type = "Execution[]")]
+    pub fn latest_executions(&self) -> JsValue {
+        to_js(&self.core.latest_executions())
+    }
+
+    /// The cells' latest executions that are running now.
+    #[wasm_bindgen(js_name = runningExecutions, unchecked_return_type = "Execution[]")]
+    pub fn running_executions(&self) -> JsValue {
+        to_js(&self.core.placement().running())
+    }
+
+    /// Whether any cell's latest execution is queued or running.
+    #[wasm_bindgen(js_name = isBusy)]
+    pub fn is_busy(&self) -> bool {
+        self.core.placement().busy()
     }
 
     /// The runtimes registered in the document.
     #[wasm_bindgen(unchecked_return_type = "Runtime[]")]
     pub fn runtimes(&self) -> JsValue {
-        to_js(&self.inner.notebook.runtimes())
+        to_js(&self.core.notebook().runtimes())
+    }
+
+    /// Who holds the runtime lease: a live server runtime that states its epoch, else the one
+    /// that started the newest entry under an epoch, else the only live server runtime.
+    #[wasm_bindgen(js_name = leaseHolder, unchecked_return_type = "LeaseHolder | undefined")]
+    pub fn lease_holder(&self) -> JsValue {
+        match self.core.lease_holder() {
+            Some(holder) => to_js(&holder),
+            None => JsValue::UNDEFINED,
+        }
+    }
+
+    /// The server runtime cells go to: the lease holder, else the live one heard from last.
+    #[wasm_bindgen(js_name = serverRuntime, unchecked_return_type = "Runtime | undefined")]
+    pub fn server_runtime(&self) -> JsValue {
+        match self.core.server_runtime() {
+            Some(runtime) => to_js(&runtime),
+            None => JsValue::UNDEFINED,
+        }
     }
 
     /// This page's runtime session id (`browser-<clientId>`).
     #[wasm_bindgen(getter, js_name = runtimeId)]
     pub fn runtime_id(&self) -> String {
-        self.inner.runner.session_id.clone()
+        self.core.runtime_id().to_owned()
     }
 
     /// The kernel worker's state: `'starting'`, `'ready'`, `'failed: …'`, `'shut down'` or
     /// `'none'`.
     #[wasm_bindgen(js_name = kernelState)]
     pub fn kernel_state(&self) -> String {
-        match self.inner.kernel.as_ref().map(|k| k.state()) {
+        match self.core.kernel_state() {
             None => "none".into(),
             Some(kernel::KernelState::Starting) => "starting".into(),
             Some(kernel::KernelState::Ready) => "ready".into(),
@@ -759,52 +858,40 @@ impl Engine {
     /// Whether interrupts reach running code (the page is cross-origin isolated).
     #[wasm_bindgen(js_name = canInterrupt)]
     pub fn can_interrupt(&self) -> bool {
-        self.inner
-            .kernel
-            .as_ref()
-            .is_some_and(|k| k.can_interrupt())
+        self.core.can_interrupt()
     }
+
+    // ---- the offline store and replicas -----------------------------------------------------
 
     /// Resolves once every change made so far is in IndexedDB (rejects with the store's
     /// error if the last write failed).
     pub async fn persisted(&self) -> Result<(), JsValue> {
-        persist::flushed(&self.inner).await;
-        match self.inner.store_error.borrow_mut().take() {
-            Some(error) => Err(Error::Store(error).into()),
-            None => Ok(()),
-        }
+        Ok(self.core.persisted().await?)
     }
 
     /// How many IndexedDB records hold this document, as far as this engine knows (`null`
     /// without a store): it drops to 1 when they are folded into a snapshot.
     #[wasm_bindgen(js_name = storedRecords)]
     pub fn stored_records(&self) -> Option<u32> {
-        let store = self.inner.store.borrow();
-        store.as_ref().map(|s| s.records() as u32)
+        self.core.stored_records().map(|n| n as u32)
     }
 
     /// Applies a Yrs update (v1) from elsewhere, e.g. another replica's `encodeState()`.
     /// Observers see it as remote; it is stored, and passed on to the relay.
     #[wasm_bindgen(js_name = applyUpdate)]
     pub fn apply_update(&self, update: &[u8]) -> Result<(), JsValue> {
-        self.edit(|nb| Ok(nb.apply_update_v1(update)?))?;
-        // Offline, the next connection's sync exchange carries it instead.
-        sync::send(
-            &self.inner,
-            &inloop_sync::ClientSession::update_frame(update),
-        );
-        Ok(())
+        Ok(self.core.apply_update(update)?)
     }
 
     /// The whole document as one Yrs update (v1), e.g. to compare replicas.
     #[wasm_bindgen(js_name = encodeState)]
     pub fn encode_state(&self) -> Vec<u8> {
-        self.inner.notebook.encode_update_v1()
+        self.core.notebook().encode_update_v1()
     }
 
     /// Stops syncing, marks this page's runtime gone, stops the kernel. Later edits fail.
     pub fn close(&self) {
-        close(&self.inner);
+        self.core.close();
     }
 
     /// Deletes an IndexedDB database (default `inloop`): every document stored offline.
@@ -815,77 +902,19 @@ impl Engine {
     }
 }
 
-impl Engine {
-    /// Runs a user's edit (one `undo()` can take back), then delivers the events it caused.
-    fn user_edit<T>(
-        &self,
-        f: impl FnOnce(&inloop_doc::Notebook) -> Result<T>,
-    ) -> Result<T, JsValue> {
-        self.edit(|nb| self.inner.as_user_edit(|| f(nb)))
-    }
-
-    /// Runs an edit, then delivers the events it caused.
-    fn edit<T>(&self, f: impl FnOnce(&inloop_doc::Notebook) -> Result<T>) -> Result<T, JsValue> {
-        self.inner.check_open()?;
-        let result = f(&self.inner.notebook);
-        self.inner.deliver();
-        Ok(result?)
-    }
-}
-
 impl Drop for Engine {
     fn drop(&mut self) {
-        close(&self.inner);
+        self.core.close();
     }
-}
-
-fn close(inner: &Rc<Inner>) {
-    if inner.closed.get() {
-        return;
-    }
-    runner::stop(inner);
-    // The runtime's last word ("gone") goes out before the socket closes.
-    sync::send_unsent(inner);
-    inner.closed.set(true);
-    sync::shut(inner);
-    if let Some(kernel) = &inner.kernel {
-        kernel.shutdown_now();
-    }
-    let _ = inner
-        .notebook
-        .doc()
-        .unobserve_update_v1(engine::store_observer_key(inner));
-    inner.subscriptions.borrow_mut().take();
-    if let Some((window, listener)) = inner.page_hide.borrow_mut().take() {
-        let function: &Function = listener.as_ref().unchecked_ref();
-        let _ = window.remove_event_listener_with_callback("pagehide", function);
-    }
-    inner.set_status(Status::Closed {
-        code: None,
-        reason: "closed".into(),
-    });
-    inner.deliver();
-    // Lets the queue's task see that the engine is closed and end.
-    inner.runner.wake();
-}
-
-/// Opens the offline store and loads what it holds of the document into `notebook`.
-async fn load(
-    notebook: &inloop_doc::Notebook,
-    database: &str,
-    doc_id: &str,
-) -> Result<store::Store> {
-    let (store, updates) = store::Store::open(database, doc_id).await?;
-    if !updates.is_empty() {
-        let merged = yrs::merge_updates_v1(updates.iter().map(Vec::as_slice))
-            .map_err(|e| Error::Store(format!("the stored document is damaged: {e}")))?;
-        notebook.apply_update_v1(&merged)?;
-    }
-    Ok(store)
 }
 
 fn parse_cell_type(cell_type: &str) -> Result<CellType> {
     cell_type.parse().map_err(Error::Argument)
+}
+
+fn parse_target(target: &str) -> Result<Target> {
+    Target::parse(target)
+        .ok_or_else(|| Error::Argument(format!("target {target:?}: use 'browser' or 'server'")))
 }
 
 /// `{relay}/api/docs/{doc_id}/ws`, the relay's URL as `ws://`/`wss://`.

@@ -1,19 +1,24 @@
 //! This browser as a runtime: it runs the entries of `executions` that target it, one at a time
 //! in request order, in its Pyodide kernel, and writes their outputs into the document as the
 //! server runtime does (`inloop-runtime`'s agent), with no lease (browsers pass `None`).
+//!
+//! It sits above the document and the kernel and knows nothing of sync or storage: it reads and
+//! writes the notebook, and says through `changed` when it did so outside any call from the
+//! page (a kernel message, a timer), for the engine to deliver the events.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use inloop_doc::execution::{Abandoned, Actor, Decline, Outcome, Step, browser_session};
+use inloop_doc::placement::Target;
 use inloop_doc::{
-    Execution, ExecutionStatus, ExecutionTarget, Runtime, RuntimeKind, RuntimeStatus,
+    Execution, ExecutionStatus, ExecutionTarget, Notebook, Runtime, RuntimeKind, RuntimeStatus,
 };
 use inloop_kernel::{OutputWriter, RelayLimits};
 use tokio::sync::Notify;
 
-use crate::engine::Inner;
-use crate::kernel::{KernelState, SharedKernel};
+use crate::error::{Error, Result};
+use crate::kernel::{KernelState, PyodideKernel, SharedKernel};
 
 /// How long an interrupt may go unanswered before it is written again.
 const INTERRUPT_RETRY_S: f64 = 1.0;
@@ -30,16 +35,6 @@ pub(crate) fn now() -> f64 {
     js_sys::Date::now() / 1000.0
 }
 
-/// A request time for a new entry: the clock, but always after this engine's previous request,
-/// so two runs asked for within one millisecond keep their order (entries run in
-/// `requested_at` order, ties broken by their random ids).
-pub(crate) fn request_time(runner: &Runner) -> f64 {
-    let previous = runner.last_request.get();
-    let time = now().max(previous + 1e-6);
-    runner.last_request.set(time);
-    time
-}
-
 /// The entry the kernel is running now.
 #[derive(Debug)]
 struct Running {
@@ -51,11 +46,15 @@ struct Running {
     interrupt_retry: Option<gloo_timers::callback::Timeout>,
 }
 
-/// The queue's state; the loop itself is a task woken through `wake`.
-#[derive(Debug)]
+/// This browser's runtime: its queue's state; the loop itself is a task woken through `wake`
+/// (by the document's queue observer, the kernel, timers). Tasks and timers hold `Weak`s.
 pub(crate) struct Runner {
-    pub(crate) session_id: String,
-    pub(crate) target: ExecutionTarget,
+    notebook: Notebook,
+    kernel: Option<Rc<PyodideKernel>>,
+    /// Who requests runs, and the runtime's name.
+    name: String,
+    session_id: String,
+    target: ExecutionTarget,
     wake: Rc<Notify>,
     registered: Cell<bool>,
     reported: Cell<Option<RuntimeStatus>>,
@@ -64,11 +63,37 @@ pub(crate) struct Runner {
     last_request: Cell<f64>,
     /// The relay's size limits (from the open options, then from the relay itself).
     limits: Cell<Option<RelayLimits>>,
+    closed: Cell<bool>,
+    /// Called after the runner changed the document outside any call from the page.
+    changed: Box<dyn Fn()>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("session_id", &self.session_id)
+            .field("registered", &self.registered.get())
+            .field("running", &*self.running.borrow())
+            .finish()
+    }
 }
 
 impl Runner {
-    pub(crate) fn new(client_id: u64, wake: Rc<Notify>, limits: Option<RelayLimits>) -> Self {
-        Self {
+    /// The runtime of `notebook`'s replica, running in `kernel` (`None`: it runs nothing), which
+    /// wakes `wake` on every change of state.
+    pub(crate) fn new(
+        notebook: Notebook,
+        kernel: Option<Rc<PyodideKernel>>,
+        wake: Rc<Notify>,
+        name: String,
+        limits: Option<RelayLimits>,
+        changed: Box<dyn Fn()>,
+    ) -> Rc<Self> {
+        let client_id = notebook.client_id();
+        Rc::new(Self {
+            notebook,
+            kernel,
+            name,
             session_id: browser_session(client_id),
             target: ExecutionTarget::Browser(client_id.to_string()),
             wake,
@@ -78,7 +103,24 @@ impl Runner {
             heartbeat: RefCell::new(None),
             last_request: Cell::new(0.0),
             limits: Cell::new(limits),
-        }
+            closed: Cell::new(false),
+            changed,
+        })
+    }
+
+    /// This runtime's session id (`browser-<clientId>`).
+    pub(crate) fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The kernel's state; `None` without a kernel.
+    pub(crate) fn kernel_state(&self) -> Option<KernelState> {
+        self.kernel.as_ref().map(|k| k.state())
+    }
+
+    /// Whether interrupts reach running code (the page is cross-origin isolated).
+    pub(crate) fn can_interrupt(&self) -> bool {
+        self.kernel.as_ref().is_some_and(|k| k.can_interrupt())
     }
 
     /// Keeps the outputs of later runs within `limits`, the relay's.
@@ -91,75 +133,283 @@ impl Runner {
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
-}
 
-/// Starts the queue's loop.
-pub(crate) fn start(inner: &Rc<Inner>) {
-    let weak = Rc::downgrade(inner);
-    let wake = inner.runner.wake.clone();
-    wasm_bindgen_futures::spawn_local(async move {
-        loop {
-            wake.notified().await;
-            let Some(inner) = weak.upgrade() else { return };
-            if inner.closed.get() {
+    /// Starts the queue's loop.
+    pub(crate) fn start(self: &Rc<Self>) {
+        let weak = Rc::downgrade(self);
+        let wake = self.wake.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                wake.notified().await;
+                let Some(runner) = weak.upgrade() else { return };
+                if runner.closed.get() {
+                    return;
+                }
+                runner.tick();
+                (runner.changed)();
+            }
+        });
+        self.wake();
+    }
+
+    /// Queues a run of a code cell on `target`: this browser (registering it as a runtime) or
+    /// the server. Returns the entry's id.
+    pub(crate) fn request(self: &Rc<Self>, cell_id: &str, target: Target) -> Result<String> {
+        let target = match target {
+            Target::Browser => self.target.clone(),
+            Target::Server => ExecutionTarget::Server,
+        };
+        if target != ExecutionTarget::Server {
+            if self.kernel.is_none() {
+                return Err(Error::Argument(
+                    "this engine was opened without a kernel worker (worker: null)".into(),
+                ));
+            }
+            self.ensure_registered();
+        }
+        let now = self.request_time();
+        let id = self
+            .notebook
+            .request_execution(cell_id, &target, &self.name, now)?;
+        self.wake();
+        Ok(id)
+    }
+
+    /// Asks this browser's kernel to restart, through the document like any peer's request.
+    pub(crate) fn request_restart(self: &Rc<Self>) -> Result<()> {
+        if self.kernel.is_none() {
+            return Err(Error::Argument("this engine has no kernel worker".into()));
+        }
+        self.ensure_registered();
+        self.notebook.request_restart(&self.session_id, now())?;
+        self.wake();
+        Ok(())
+    }
+
+    /// A request time for a new entry: the clock, but always after this runtime's previous
+    /// request, so two runs asked for within one millisecond keep their order (entries run in
+    /// `requested_at` order, ties broken by their random ids).
+    fn request_time(&self) -> f64 {
+        let previous = self.last_request.get();
+        let time = now().max(previous + 1e-6);
+        self.last_request.set(time);
+        time
+    }
+
+    /// Registers this browser in `runtimes` (kind `browser`) and starts its heartbeat. Done on
+    /// the first run it is asked for, not on open: a peer with an edit-only token may not
+    /// register.
+    fn ensure_registered(self: &Rc<Self>) {
+        if self.registered.replace(true) {
+            return;
+        }
+        self.notebook.register_runtime(&self.runtime_entry());
+        self.reported.set(Some(self.kernel_status()));
+        let weak = Rc::downgrade(self);
+        let heartbeat = gloo_timers::callback::Interval::new(HEARTBEAT_MS, move || {
+            if let Some(runner) = weak.upgrade() {
+                // Back in if a peer forgot it while this page was away (asleep, say).
+                runner.notebook.runtime_beat(&runner.runtime_entry());
+                runner.reported.set(Some(runner.kernel_status()));
+                end_abandoned_runs(&runner.notebook, &runner.session_id, now());
+                runner.notebook.forget_runtimes(now());
+                (runner.changed)();
+            }
+        });
+        *self.heartbeat.borrow_mut() = Some(heartbeat);
+    }
+
+    /// This browser as a runtime entry, as it is now.
+    fn runtime_entry(&self) -> Runtime {
+        Runtime {
+            session_id: self.session_id.clone(),
+            kind: RuntimeKind::Browser,
+            name: self.name.clone(),
+            kernels: vec!["python3".into()],
+            gpu: None,
+            container_image: None,
+            status: self.kernel_status(),
+            heartbeat_at: now(),
+            lease_epoch: None,
+            restart_requested_at: None,
+            restarted_at: None,
+        }
+    }
+
+    /// What this runtime is doing, as its entry says.
+    fn kernel_status(&self) -> RuntimeStatus {
+        let Some(kernel) = &self.kernel else {
+            return RuntimeStatus::Gone;
+        };
+        match kernel.state() {
+            KernelState::Starting => RuntimeStatus::Starting,
+            KernelState::Ready if self.running.borrow().is_some() => RuntimeStatus::Busy,
+            KernelState::Ready => RuntimeStatus::Idle,
+            KernelState::Failed(_) | KernelState::ShutDown => RuntimeStatus::Gone,
+        }
+    }
+
+    /// Marks the runtime gone and stops the heartbeat (the first step of the engine's `close`).
+    pub(crate) fn stop(&self) {
+        if let Some(heartbeat) = self.heartbeat.borrow_mut().take() {
+            heartbeat.cancel();
+        }
+        self.leave();
+    }
+
+    /// Ends the runner for good (after `stop`): the kernel shuts down, the loop ends, a run
+    /// still under way writes nothing more.
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+        if let Some(kernel) = &self.kernel {
+            kernel.shutdown_now();
+        }
+        // Lets the queue's task see that the runner is closed and end.
+        self.wake();
+    }
+
+    /// The page is going away (closed, or `pagehide`): nobody will run this browser's entries,
+    /// so they end now rather than stay queued or running forever, and the runtime entry says
+    /// `gone`. A page restored from the back-forward cache comes back to `idle` with its next
+    /// heartbeat.
+    pub(crate) fn leave(&self) {
+        if !self.registered.get() {
+            return;
+        }
+        let notebook = &self.notebook;
+        let live = notebook.executions_in(&[ExecutionStatus::Queued, ExecutionStatus::Running]);
+        let actor = Actor::runtime(&self.session_id, None);
+        let step = Step::Reclaim(Abandoned::PageClosed);
+        for entry in live.into_iter().filter(|e| e.target == self.target) {
+            let _ = notebook.advance_execution(&entry.id, &actor, &step, now());
+        }
+        let _ = notebook.runtime_heartbeat(&self.session_id, Some(RuntimeStatus::Gone), now());
+        self.reported.set(Some(RuntimeStatus::Gone));
+    }
+
+    /// One look at the document: restarts and interrupts asked for, then the next entry.
+    fn tick(self: &Rc<Self>) {
+        let Some(kernel) = self.kernel.clone() else {
+            return;
+        };
+        let notebook = &self.notebook;
+
+        if self.registered.get() {
+            // Restarts asked for through the document (by this page or another).
+            let me = notebook
+                .runtimes()
+                .into_iter()
+                .find(|r| r.session_id == self.session_id);
+            if let Some(me) = me {
+                if me.restart_pending() {
+                    let _ = notebook.runtime_heartbeat(
+                        &self.session_id,
+                        Some(RuntimeStatus::Restarting),
+                        now(),
+                    );
+                    // The run the restart cuts short ends now, as a restart ends it.
+                    if let Some(current) = self.running.borrow_mut().take() {
+                        let actor = Actor::runtime(&self.session_id, None);
+                        let step = Step::Finish(Outcome::Restarted);
+                        let _ =
+                            notebook.advance_execution(&current.execution_id, &actor, &step, now());
+                    }
+                    kernel.restart_now();
+                    let _ = notebook.mark_restarted(&self.session_id, now());
+                }
+            }
+        }
+
+        // Interrupts asked for through the document.
+        let mut restart_for_interrupt = false;
+        if let Some(current) = self.running.borrow_mut().as_mut() {
+            let asked = notebook
+                .execution(&current.execution_id)
+                .is_ok_and(|e| e.interrupt_requested_at.is_some());
+            // With a SharedArrayBuffer, wait for the worker's `started` (it clears the buffer
+            // just before, so an earlier write would be lost); the message wakes this loop.
+            // Without one, the only way to stop Python is a new worker.
+            let can_write = kernel.can_interrupt();
+            let due = !current.interrupt_sent
+                || (can_write && now() - current.interrupt_written_at >= INTERRUPT_RETRY_S * 0.9);
+            if asked && due && (!can_write || kernel.execution_started()) {
+                current.interrupt_sent = true;
+                current.interrupt_written_at = now();
+                restart_for_interrupt = !kernel.interrupt_now();
+                if !restart_for_interrupt {
+                    // Again in a moment if the code still runs (a stretch of Python that does
+                    // not look at the buffer, or a write that raced the worker's own clearing).
+                    let wake = self.wake.clone();
+                    let retry = gloo_timers::callback::Timeout::new(
+                        (INTERRUPT_RETRY_S * 1000.0) as u32,
+                        move || wake.notify_one(),
+                    );
+                    current.interrupt_retry = Some(retry);
+                }
+            }
+        }
+        if restart_for_interrupt {
+            kernel.restart_now();
+        }
+
+        // The runtime entry follows the kernel.
+        if self.registered.get() {
+            let status = self.kernel_status();
+            if self.reported.get() != Some(status) {
+                self.reported.set(Some(status));
+                let _ = notebook.runtime_heartbeat(&self.session_id, Some(status), now());
+            }
+        }
+
+        // The next entry, once the kernel is up and nothing runs.
+        if self.running.borrow().is_some() {
+            return;
+        }
+        match kernel.state() {
+            KernelState::Ready => {}
+            KernelState::Failed(message) => {
+                // No kernel to run them: end this browser's queued entries with the reason.
+                let actor = Actor::runtime(&self.session_id, None);
+                let step = Step::Decline(Decline::NoKernel(message));
+                for entry in notebook.queued_executions(&self.target) {
+                    let _ = notebook.advance_execution(&entry.id, &actor, &step, now());
+                }
                 return;
             }
-            tick(&inner);
-            inner.deliver_soon();
+            KernelState::Starting | KernelState::ShutDown => return,
         }
-    });
-    inner.runner.wake();
-}
-
-/// Registers this browser in `runtimes` (kind `browser`) and starts its heartbeat. Done on the
-/// first run it is asked for, not on open: a peer with an edit-only token may not register.
-pub(crate) fn ensure_registered(inner: &Rc<Inner>) {
-    let runner = &inner.runner;
-    if runner.registered.replace(true) {
-        return;
-    }
-    register(inner);
-    let weak = Rc::downgrade(inner);
-    let heartbeat = gloo_timers::callback::Interval::new(HEARTBEAT_MS, move || {
-        if let Some(inner) = weak.upgrade() {
-            // Back in if a peer forgot it while this page was away (asleep, say).
-            inner.notebook.runtime_beat(&runtime_entry(&inner));
-            inner.runner.reported.set(Some(kernel_status(&inner)));
-            end_abandoned_runs(&inner.notebook, &inner.runner.session_id, now());
-            inner.notebook.forget_runtimes(now());
-            inner.deliver_soon();
+        let Some(entry) = notebook.queued_executions(&self.target).into_iter().next() else {
+            return;
+        };
+        if notebook
+            .start_execution(&entry.id, &self.session_id, None, now())
+            .is_err()
+        {
+            return;
         }
-    });
-    *runner.heartbeat.borrow_mut() = Some(heartbeat);
-}
-
-/// This browser's entry in `runtimes`, as it is now.
-fn register(inner: &Inner) {
-    inner.notebook.register_runtime(&runtime_entry(inner));
-    inner.runner.reported.set(Some(kernel_status(inner)));
-}
-
-/// This browser as a runtime entry, as it is now.
-fn runtime_entry(inner: &Inner) -> Runtime {
-    Runtime {
-        session_id: inner.runner.session_id.clone(),
-        kind: RuntimeKind::Browser,
-        name: inner.name.clone(),
-        kernels: vec!["python3".into()],
-        gpu: None,
-        container_image: None,
-        status: kernel_status(inner),
-        heartbeat_at: now(),
-        lease_epoch: None,
-        restart_requested_at: None,
-        restarted_at: None,
+        *self.running.borrow_mut() = Some(Running {
+            execution_id: entry.id.clone(),
+            interrupt_sent: false,
+            interrupt_written_at: 0.0,
+            interrupt_retry: None,
+        });
+        let status = self.kernel_status();
+        if self.registered.get() && self.reported.get() != Some(status) {
+            self.reported.set(Some(status));
+            let _ = notebook.runtime_heartbeat(&self.session_id, Some(status), now());
+        }
+        wasm_bindgen_futures::spawn_local(run_entry(
+            Rc::downgrade(self),
+            SharedKernel(kernel),
+            entry,
+        ));
     }
 }
 
 /// Ends the runs held by browsers that went away without saying so: no entry stays queued or
 /// running forever for a tab that crashed. Only registered browsers call this (they may run
 /// cells, so the relay lets them write the queue); several doing it at once write the same.
-fn end_abandoned_runs(notebook: &inloop_doc::Notebook, own_session: &str, now: f64) {
+fn end_abandoned_runs(notebook: &Notebook, own_session: &str, now: f64) {
     let live = notebook.executions_in(&[ExecutionStatus::Queued, ExecutionStatus::Running]);
     let others: Vec<_> = live
         .into_iter()
@@ -195,170 +445,11 @@ fn end_abandoned_runs(notebook: &inloop_doc::Notebook, own_session: &str, now: f
     }
 }
 
-/// What this runtime is doing, as its entry says.
-fn kernel_status(inner: &Inner) -> RuntimeStatus {
-    let Some(kernel) = &inner.kernel else {
-        return RuntimeStatus::Gone;
-    };
-    match kernel.state() {
-        KernelState::Starting => RuntimeStatus::Starting,
-        KernelState::Ready if inner.runner.running.borrow().is_some() => RuntimeStatus::Busy,
-        KernelState::Ready => RuntimeStatus::Idle,
-        KernelState::Failed(_) | KernelState::ShutDown => RuntimeStatus::Gone,
-    }
-}
-
-/// Marks the runtime gone and stops the heartbeat (the engine's `close`).
-pub(crate) fn stop(inner: &Inner) {
-    if let Some(heartbeat) = inner.runner.heartbeat.borrow_mut().take() {
-        heartbeat.cancel();
-    }
-    leave(inner);
-}
-
-/// The page is going away (closed, or `pagehide`): nobody will run this browser's entries, so
-/// they end now rather than stay queued or running forever, and the runtime entry says `gone`.
-/// A page restored from the back-forward cache comes back to `idle` with its next heartbeat.
-pub(crate) fn leave(inner: &Inner) {
-    let runner = &inner.runner;
-    if !runner.registered.get() {
-        return;
-    }
-    let notebook = &inner.notebook;
-    let live = notebook.executions_in(&[ExecutionStatus::Queued, ExecutionStatus::Running]);
-    let actor = Actor::runtime(&runner.session_id, None);
-    let step = Step::Reclaim(Abandoned::PageClosed);
-    for entry in live.into_iter().filter(|e| e.target == runner.target) {
-        let _ = notebook.advance_execution(&entry.id, &actor, &step, now());
-    }
-    let _ = notebook.runtime_heartbeat(&runner.session_id, Some(RuntimeStatus::Gone), now());
-    runner.reported.set(Some(RuntimeStatus::Gone));
-}
-
-/// One look at the document: restarts and interrupts asked for, then the next entry.
-fn tick(inner: &Rc<Inner>) {
-    let runner = &inner.runner;
-    let Some(kernel) = inner.kernel.clone() else {
-        return;
-    };
-    let notebook = &inner.notebook;
-
-    if runner.registered.get() {
-        // Restarts asked for through the document (by this page or another).
-        let me = notebook
-            .runtimes()
-            .into_iter()
-            .find(|r| r.session_id == runner.session_id);
-        if let Some(me) = me {
-            if me.restart_pending() {
-                let _ = notebook.runtime_heartbeat(
-                    &runner.session_id,
-                    Some(RuntimeStatus::Restarting),
-                    now(),
-                );
-                // The run the restart cuts short ends now, as a restart ends it.
-                if let Some(current) = runner.running.borrow_mut().take() {
-                    let actor = Actor::runtime(&runner.session_id, None);
-                    let step = Step::Finish(Outcome::Restarted);
-                    let _ = notebook.advance_execution(&current.execution_id, &actor, &step, now());
-                }
-                kernel.restart_now();
-                let _ = notebook.mark_restarted(&runner.session_id, now());
-            }
-        }
-    }
-
-    // Interrupts asked for through the document.
-    let mut restart_for_interrupt = false;
-    if let Some(current) = runner.running.borrow_mut().as_mut() {
-        let asked = notebook
-            .execution(&current.execution_id)
-            .is_ok_and(|e| e.interrupt_requested_at.is_some());
-        // With a SharedArrayBuffer, wait for the worker's `started` (it clears the buffer just
-        // before, so an earlier write would be lost); the message wakes this loop. Without one,
-        // the only way to stop Python is a new worker.
-        let can_write = kernel.can_interrupt();
-        let due = !current.interrupt_sent
-            || (can_write && now() - current.interrupt_written_at >= INTERRUPT_RETRY_S * 0.9);
-        if asked && due && (!can_write || kernel.execution_started()) {
-            current.interrupt_sent = true;
-            current.interrupt_written_at = now();
-            restart_for_interrupt = !kernel.interrupt_now();
-            if !restart_for_interrupt {
-                // Again in a moment if the code still runs (a stretch of Python that does not
-                // look at the buffer, or a write that raced the worker's own clearing).
-                let wake = runner.wake.clone();
-                let retry = gloo_timers::callback::Timeout::new(
-                    (INTERRUPT_RETRY_S * 1000.0) as u32,
-                    move || wake.notify_one(),
-                );
-                current.interrupt_retry = Some(retry);
-            }
-        }
-    }
-    if restart_for_interrupt {
-        kernel.restart_now();
-    }
-
-    // The runtime entry follows the kernel.
-    if runner.registered.get() {
-        let status = kernel_status(inner);
-        if runner.reported.get() != Some(status) {
-            runner.reported.set(Some(status));
-            let _ = notebook.runtime_heartbeat(&runner.session_id, Some(status), now());
-        }
-    }
-
-    // The next entry, once the kernel is up and nothing runs.
-    if runner.running.borrow().is_some() {
-        return;
-    }
-    match kernel.state() {
-        KernelState::Ready => {}
-        KernelState::Failed(message) => {
-            // No kernel to run them: end this browser's queued entries with the reason.
-            let actor = Actor::runtime(&runner.session_id, None);
-            let step = Step::Decline(Decline::NoKernel(message));
-            for entry in notebook.queued_executions(&runner.target) {
-                let _ = notebook.advance_execution(&entry.id, &actor, &step, now());
-            }
-            return;
-        }
-        KernelState::Starting | KernelState::ShutDown => return,
-    }
-    let Some(entry) = notebook
-        .queued_executions(&runner.target)
-        .into_iter()
-        .next()
-    else {
-        return;
-    };
-    if notebook
-        .start_execution(&entry.id, &runner.session_id, None, now())
-        .is_err()
-    {
-        return;
-    }
-    *runner.running.borrow_mut() = Some(Running {
-        execution_id: entry.id.clone(),
-        interrupt_sent: false,
-        interrupt_written_at: 0.0,
-        interrupt_retry: None,
-    });
-    let status = kernel_status(inner);
-    if runner.registered.get() && runner.reported.get() != Some(status) {
-        runner.reported.set(Some(status));
-        let _ = notebook.runtime_heartbeat(&runner.session_id, Some(status), now());
-    }
-    wasm_bindgen_futures::spawn_local(run_entry(Rc::downgrade(inner), SharedKernel(kernel), entry));
-}
-
 /// Runs one entry, writing its outputs as they arrive, then ends it.
-async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
-    let Some((notebook, limits, session)) = weak.upgrade().map(|inner| {
-        let runner = &inner.runner;
+async fn run_entry(weak: Weak<Runner>, kernel: SharedKernel, entry: Execution) {
+    let Some((notebook, limits, session)) = weak.upgrade().map(|runner| {
         (
-            inner.notebook.clone(),
+            runner.notebook.clone(),
             runner.limits.get(),
             runner.session_id.clone(),
         )
@@ -369,9 +460,9 @@ async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
         Some(limits) => OutputWriter::default().with_relay_limits(limits),
         None => OutputWriter::default(),
     };
-    let deliver = || {
-        if let Some(inner) = weak.upgrade() {
-            inner.deliver_soon();
+    let changed = || {
+        if let Some(runner) = weak.upgrade() {
+            (runner.changed)();
         }
     };
     let run = inloop_kernel::run_in_cell(
@@ -380,19 +471,19 @@ async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
         &entry.cell_id,
         &entry.code,
         &mut writer,
-        |_| deliver(),
+        |_| changed(),
     )
     .await;
     if let Some(error) = run.write_error {
         web_sys::console::warn_1(&format!("inloop: could not write an output: {error}").into());
     }
-    let Some(inner) = weak.upgrade() else { return };
-    if inner.closed.get() {
+    let Some(runner) = weak.upgrade() else { return };
+    if runner.closed.get() {
         return; // `close` ended the entry already
     }
     // Still this entry's turn? A restart may have ended it and the next one may be running.
     let mine = {
-        let mut running = inner.runner.running.borrow_mut();
+        let mut running = runner.running.borrow_mut();
         let mine = running.as_ref().is_some_and(|r| r.execution_id == entry.id);
         if mine {
             running.take();
@@ -406,8 +497,8 @@ async fn run_entry(weak: Weak<Inner>, kernel: SharedKernel, entry: Execution) {
             web_sys::console::warn_1(&format!("inloop: could not end the run: {error}").into());
         }
     }
-    inner.runner.wake();
-    inner.deliver_soon();
+    runner.wake();
+    (runner.changed)();
 }
 
 #[cfg(test)]
@@ -481,5 +572,131 @@ mod tests {
             "asked for 10 s ago"
         );
         assert_eq!(status(&own), ExecutionStatus::Queued, "this browser's own");
+    }
+}
+
+#[cfg(all(test, target_arch = "wasm32"))]
+mod browser_tests {
+    use inloop_doc::CellType;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+    use crate::testing::{fake_worker_url, wait_for};
+
+    /// A started runner over a new notebook, counting the times it said it changed it.
+    fn runner(worker: Option<&str>) -> (Notebook, Rc<Runner>, Rc<Cell<u32>>) {
+        let notebook = Notebook::new();
+        let wake = Rc::new(Notify::new());
+        let kernel = worker.map(|url| PyodideKernel::start(url, None, wake.clone()));
+        let changed = Rc::new(Cell::new(0));
+        let count = changed.clone();
+        let runner = Runner::new(
+            notebook.clone(),
+            kernel,
+            wake,
+            "tester".into(),
+            None,
+            Box::new(move || count.set(count.get() + 1)),
+        );
+        runner.start();
+        (notebook, runner, changed)
+    }
+
+    fn status(notebook: &Notebook, id: &str) -> ExecutionStatus {
+        notebook.execution(id).unwrap().status
+    }
+
+    #[wasm_bindgen_test]
+    async fn it_runs_its_own_entries_in_request_order_and_leaves_the_servers() {
+        let url = fake_worker_url();
+        let (notebook, runner, changed) = runner(Some(&url));
+        let cell = notebook.push_cell(CellType::Code, "one").unwrap();
+        let first = runner.request(&cell, Target::Browser).unwrap();
+        let second = runner.request(&cell, Target::Browser).unwrap();
+        let server = runner.request(&cell, Target::Server).unwrap();
+        let (a, b) = (
+            notebook.execution(&first).unwrap(),
+            notebook.execution(&second).unwrap(),
+        );
+        assert!(
+            a.requested_at < b.requested_at,
+            "asked in the same millisecond, in order"
+        );
+        assert_eq!(a.requested_by, "tester");
+        wait_for("both runs", 5_000, || {
+            status(&notebook, &second) == ExecutionStatus::Done
+        })
+        .await;
+        assert_eq!(notebook.execution(&first).unwrap().execution_count, Some(1));
+        assert_eq!(
+            notebook.execution(&second).unwrap().execution_count,
+            Some(2)
+        );
+        assert_eq!(
+            notebook.execution(&second).unwrap().runtime.as_deref(),
+            Some(runner.session_id())
+        );
+        assert_eq!(
+            status(&notebook, &server),
+            ExecutionStatus::Queued,
+            "not ours"
+        );
+        assert!(changed.get() > 0, "it said it wrote outside any call");
+        let me = notebook.runtimes().pop().unwrap();
+        assert_eq!(
+            (me.session_id.as_str(), me.kind, me.name.as_str()),
+            (runner.session_id(), RuntimeKind::Browser, "tester")
+        );
+        wait_for("idle", 5_000, || {
+            notebook.runtimes()[0].status == RuntimeStatus::Idle
+        })
+        .await;
+        runner.stop();
+        runner.close();
+    }
+
+    #[wasm_bindgen_test]
+    async fn a_restart_ends_the_run_it_cuts_short_and_leaving_ends_the_rest() {
+        let url = fake_worker_url();
+        let (notebook, runner, _) = runner(Some(&url));
+        let cell = notebook.push_cell(CellType::Code, "loop").unwrap();
+        let stuck = runner.request(&cell, Target::Browser).unwrap();
+        wait_for("the loop to run", 5_000, || {
+            status(&notebook, &stuck) == ExecutionStatus::Running
+        })
+        .await;
+        runner.request_restart().unwrap();
+        wait_for("the restart", 5_000, || {
+            status(&notebook, &stuck) == ExecutionStatus::Interrupted
+        })
+        .await;
+        let me = notebook.runtimes().pop().unwrap();
+        assert!(me.restarted_at >= me.restart_requested_at);
+
+        let running = runner.request(&cell, Target::Browser).unwrap();
+        let waiting = runner.request(&cell, Target::Browser).unwrap();
+        wait_for("the next loop to run", 5_000, || {
+            status(&notebook, &running) == ExecutionStatus::Running
+        })
+        .await;
+        runner.stop();
+        assert_eq!(status(&notebook, &running), ExecutionStatus::Interrupted);
+        assert_eq!(status(&notebook, &waiting), ExecutionStatus::Cancelled);
+        assert_eq!(notebook.runtimes()[0].status, RuntimeStatus::Gone);
+        runner.close();
+        assert_eq!(runner.kernel_state(), Some(KernelState::ShutDown));
+    }
+
+    #[wasm_bindgen_test]
+    fn without_a_kernel_it_only_queues_for_the_server() {
+        let (notebook, runner, _) = runner(None);
+        let cell = notebook.push_cell(CellType::Code, "1").unwrap();
+        assert!(runner.request(&cell, Target::Browser).is_err());
+        assert!(runner.request_restart().is_err());
+        let server = runner.request(&cell, Target::Server).unwrap();
+        assert_eq!(status(&notebook, &server), ExecutionStatus::Queued);
+        assert!(notebook.runtimes().is_empty(), "it did not register");
+        assert_eq!(runner.kernel_state(), None);
+        assert!(!runner.can_interrupt());
     }
 }

@@ -1,7 +1,8 @@
-//! The engine in headless Chromium (wasm-bindgen-test): the cell API and its change events,
-//! the IndexedDB offline store across engines, the status events with no relay, and the
-//! execution queue against a stand-in kernel worker (the real Pyodide worker is exercised by
-//! `tests/browser/engine.test.mjs`).
+//! The engine in headless Chromium (wasm-bindgen-test), through its exported API: the cell API
+//! and its change events, the IndexedDB offline store across engines, the status events with
+//! no relay, the execution queue against a stand-in kernel worker (`fake_worker.js`; the real
+//! Pyodide worker is exercised by `tests/browser/engine.test.mjs`), and where cells run and who
+//! holds the lease. Each part alone is tested beside its code (`src/*.rs`).
 //!
 //! `CHROMEDRIVER=/usr/bin/chromedriver cargo test -p inloop-wasm --target wasm32-unknown-unknown`
 #![cfg(target_arch = "wasm32")]
@@ -330,44 +331,8 @@ async fn status_events_with_no_relay_count_unacknowledged_changes() {
     );
 }
 
-/// A stand-in for web/kernel/worker.js speaking the same protocol: `loop` never ends, anything
-/// else prints, displays, updates the display and returns a result.
-const FAKE_WORKER: &str = r#"
-let count = 0;
-let interrupt = null;
-self.onmessage = ({ data }) => {
-  if (data.type === 'init') {
-    interrupt = data.interruptBuffer;
-    setTimeout(() => postMessage({ type: 'ready', kernelInfo: { language: 'python', implementation: 'fake' } }), 10);
-    return;
-  }
-  if (data.type !== 'execute') return;
-  const id = String(data.id);
-  count += 1;
-  postMessage({ type: 'started', id, executionCount: count });
-  if (data.code === 'loop') {
-    const timer = setInterval(() => {
-      if (!interrupt || interrupt[0] !== 2) return;
-      interrupt[0] = 0;
-      clearInterval(timer);
-      postMessage({ type: 'output', id, output: { output_type: 'error', ename: 'KeyboardInterrupt', evalue: '', traceback: [] } });
-      postMessage({ type: 'reply', id, status: 'error', executionCount: count });
-    }, 10);
-    return;
-  }
-  postMessage({ type: 'output', id, output: { output_type: 'stream', name: 'stdout', text: 'hello ' } });
-  postMessage({ type: 'output', id, output: { output_type: 'stream', name: 'stdout', text: data.code + '\n' } });
-  postMessage({ type: 'output', id, output: { output_type: 'display_data', data: { 'text/plain': 'old' }, metadata: {}, transient: { display_id: 'd' } } });
-  postMessage({ type: 'update_display', id, displayId: 'd', data: { 'text/html': '<b>new</b>' }, metadata: {} });
-  if (data.code === 'fail') {
-    postMessage({ type: 'output', id, output: { output_type: 'error', ename: 'ValueError', evalue: 'bad', traceback: ['ValueError: bad'] } });
-    postMessage({ type: 'reply', id, status: 'error', executionCount: count });
-    return;
-  }
-  postMessage({ type: 'output', id, output: { output_type: 'execute_result', execution_count: count, data: { 'text/plain': String(count) }, metadata: {} } });
-  postMessage({ type: 'reply', id, status: 'ok', executionCount: count });
-};
-"#;
+/// A stand-in for web/kernel/worker.js speaking the same protocol (shared with the unit tests).
+const FAKE_WORKER: &str = include_str!("fake_worker.js");
 
 fn fake_worker_url() -> String {
     let parts = js_sys::Array::of1(&JsValue::from_str(FAKE_WORKER));
@@ -615,4 +580,106 @@ async fn undo_and_redo_take_back_only_this_pages_own_edits() {
     // The undo is an edit like any other: the peer gets it.
     b.apply_update(&a.encode_state()).unwrap();
     assert!(b.cell_ids().is_empty());
+}
+
+#[wasm_bindgen_test]
+async fn the_engine_decides_where_cells_run_and_who_holds_the_lease() {
+    let nb = open(json!({
+        "docId": unique("placement"), "connect": false, "store": false,
+        "worker": fake_worker_url(), "name": "tester",
+    }))
+    .await;
+    let cell = nb.insert_cell(0, "code", "one").unwrap();
+    let own_target = format!("browser:{}", nb.client_id());
+    assert_eq!(nb.notebook_target(), "browser", "the default");
+    assert_eq!(nb.cell_target(&cell).unwrap(), None);
+
+    // Where the notebook runs: this browser.
+    let first = nb.run_cell(&cell).unwrap();
+    assert_eq!(execution(&nb, &first)["target"], own_target);
+    wait_for("the browser run", 5_000, || {
+        execution(&nb, &first)["status"] == "done"
+    })
+    .await;
+    assert_eq!(rust(nb.latest_execution(&cell))["id"], first);
+    assert!(!nb.is_busy());
+
+    // The notebook on the server, for everyone.
+    nb.set_notebook_target("server", true).unwrap();
+    assert_eq!(nb.notebook_target(), "server");
+    assert_eq!(rust(nb.notebook_metadata())["inloop"]["target"], "server");
+    let second = nb.run_cell(&cell).unwrap();
+    assert_eq!(execution(&nb, &second)["target"], "server");
+    assert!(nb.is_busy(), "queued for a server runtime");
+    assert_eq!(rust(nb.latest_execution(&cell))["id"], second);
+    assert!(rust(nb.running_executions()).as_array().unwrap().is_empty());
+
+    // A cell that says otherwise runs where it says.
+    nb.set_cell_target(&cell, Some("browser".into())).unwrap();
+    assert_eq!(nb.cell_target(&cell).unwrap().as_deref(), Some("browser"));
+    let third = nb.run_cell(&cell).unwrap();
+    assert_eq!(execution(&nb, &third)["target"], own_target);
+    wait_for("the cell's own run", 5_000, || {
+        execution(&nb, &third)["status"] == "done"
+    })
+    .await;
+    nb.set_cell_target(&cell, Some(String::new())).unwrap();
+    assert_eq!(nb.cell_target(&cell).unwrap(), None);
+    assert!(nb.set_cell_target(&cell, Some("gpu".into())).is_err());
+    assert!(nb.set_notebook_target("gpu", true).is_err());
+
+    // No server runtime: nobody holds the lease, and there is nothing to restart.
+    assert!(nb.lease_holder().is_undefined());
+    assert!(nb.server_runtime().is_undefined());
+    assert_eq!(
+        rust(nb.restart_kernel().unwrap()),
+        json!({"target": "server", "runtime": null})
+    );
+
+    // A server runtime stating its epoch joins (a peer's update).
+    let peer = inloop_doc::Notebook::from_update_v1(&nb.encode_state()).unwrap();
+    peer.register_runtime(&inloop_doc::Runtime {
+        session_id: "server-1".into(),
+        kind: inloop_doc::RuntimeKind::Server,
+        name: "gpu box".into(),
+        kernels: vec!["python3".into()],
+        gpu: None,
+        container_image: None,
+        status: inloop_doc::RuntimeStatus::Idle,
+        heartbeat_at: js_sys::Date::now() / 1000.0,
+        lease_epoch: Some(3),
+        restart_requested_at: None,
+        restarted_at: None,
+    });
+    nb.apply_update(&peer.encode_update_v1()).unwrap();
+    let holder = rust(nb.lease_holder());
+    assert_eq!(holder["runtime"]["session_id"], "server-1");
+    assert_eq!(holder["epoch"], 3);
+    assert_eq!(rust(nb.server_runtime())["name"], "gpu box");
+    let restarted = rust(nb.restart_kernel().unwrap());
+    assert_eq!(restarted["target"], "server");
+    assert_eq!(restarted["runtime"]["session_id"], "server-1");
+    let server = rust(nb.runtimes())
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["session_id"] == "server-1")
+        .cloned()
+        .unwrap();
+    assert!(server["restart_requested_at"].is_number());
+
+    // Stop everything: the server's queued run.
+    assert_eq!(nb.interrupt_all().unwrap(), 1);
+    assert_eq!(execution(&nb, &second)["status"], "cancelled");
+    assert!(!nb.is_busy());
+    assert_eq!(rust(nb.latest_executions()).as_array().unwrap().len(), 1);
+
+    // In the browser again: this page's kernel restarts.
+    nb.set_notebook_target("browser", true).unwrap();
+    assert_eq!(
+        rust(nb.restart_kernel().unwrap()),
+        json!({"target": "browser"})
+    );
+    nb.close();
+    assert!(nb.run_cell(&cell).is_err(), "a closed engine refuses runs");
 }

@@ -311,3 +311,38 @@ fn floats_survive_import_and_export_exactly() {
     let twice = inloop_doc::Notebook::from_ipynb(&once).unwrap().to_ipynb();
     assert_eq!(once, twice);
 }
+
+#[test]
+fn attachments_of_markdown_cells_are_added_and_exported() {
+    let notebook = Notebook::new();
+    let md = notebook
+        .insert_cell(0, CellType::Markdown, "![x](attachment:a.png)")
+        .unwrap();
+    let code = notebook.insert_cell(1, CellType::Code, "").unwrap();
+    let bundle = |data: &str| json!({ "image/png": data }).as_object().unwrap().clone();
+    notebook
+        .set_cell_attachment(&md, "a.png", &bundle("AAAA"))
+        .unwrap();
+    notebook
+        .set_cell_attachment(&md, "b.png", &bundle("BBBB"))
+        .unwrap();
+    notebook
+        .set_cell_attachment(&md, "a.png", &bundle("CCCC"))
+        .unwrap();
+    assert_eq!(
+        notebook.cell(&md).unwrap().attachments,
+        json!({ "a.png": { "image/png": "CCCC" }, "b.png": { "image/png": "BBBB" } })
+            .as_object()
+            .cloned()
+    );
+    assert!(matches!(
+        notebook.set_cell_attachment(&code, "a.png", &bundle("AAAA")),
+        Err(Error::InvalidNotebook { .. })
+    ));
+    let exported = notebook.to_ipynb_value();
+    assert_eq!(
+        exported["cells"][0]["attachments"]["b.png"]["image/png"],
+        "BBBB"
+    );
+    assert!(exported["cells"][1].get("attachments").is_none());
+}
