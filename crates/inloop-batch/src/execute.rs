@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use inloop_doc::execution::{self, Outcome as RunOutcome};
+use inloop_doc::execution::Outcome as RunOutcome;
 use inloop_doc::{CellType, ExecutionState, ExecutionStatus, JsonMap, Notebook, Output};
 use inloop_kernel::{
     Deadline, ExecEvent, JupyterKernel, Kernel, OutputWriter, RelayLimits, run_in_cell_until,
@@ -264,13 +264,7 @@ async fn run_cell(
     }
     // The cell ends as an entry of the queue would (the execution state machine's rule); a run
     // stops at anything but `done`.
-    let ending = execution::ending(&run.outcome, false, || {
-        notebook
-            .cell(cell_id)
-            .ok()
-            .as_ref()
-            .and_then(inloop_doc::last_error)
-    });
+    let ending = notebook.run_ending(cell_id, &run.outcome);
     let message = ending.message.unwrap_or_default();
     match run.outcome {
         RunOutcome::TimedOut { after_s } => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use inloop_client::{Client, ClientOptions};
-use inloop_doc::execution::{self, Outcome};
+use inloop_doc::execution::Outcome;
 use inloop_doc::{
     CellType, ExecutionState, ExecutionStatus, ExecutionTarget, Notebook, Output, RuntimeKind,
 };
@@ -444,13 +444,7 @@ impl Store {
             tracing::warn!(%error, cell_id, "an output could not be written");
         }
         // The cell ends as an entry of the queue would (the execution state machine's rule).
-        let ending = execution::ending(&run.outcome, false, || {
-            notebook
-                .cell(cell_id)
-                .ok()
-                .as_ref()
-                .and_then(inloop_doc::last_error)
-        });
+        let ending = notebook.run_ending(cell_id, &run.outcome);
         let (status, message) = match &run.outcome {
             Outcome::TimedOut { .. } => (
                 "timeout",

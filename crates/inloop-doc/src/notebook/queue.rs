@@ -141,6 +141,15 @@ impl Notebook {
         self.advance_execution(id, &actor, &Step::Finish(outcome), now)
     }
 
+    /// How a run of `cell_id` that no queue entry stands for (`inloop run`, the MCP server on a
+    /// local file) ended: by [`execution::ending`]'s rule, as an entry would, nobody having
+    /// asked it to stop.
+    pub fn run_ending(&self, cell_id: &str, outcome: &Outcome) -> execution::Ending {
+        execution::ending(outcome, false, || {
+            self.cell(cell_id).ok().as_ref().and_then(last_error)
+        })
+    }
+
     /// A peer asks entry `id` to stop: [`Step::Stop`].
     pub fn stop_execution(&self, id: &str, now: f64) -> Result<Execution> {
         self.advance_execution(id, &Actor::Peer, &Step::Stop, now)
