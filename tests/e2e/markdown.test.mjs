@@ -10,16 +10,16 @@
 // becomes an attachment of the cell (in the document: the relay's export has it) and shows once
 // the cell is rendered. Hostile TeX (\href, \url, \includegraphics, \htmlStyle, \htmlClass, bad
 // colours, far kerns, huge rules) loads nothing, styles nothing beyond KaTeX's layout and stays
-// inside its cell. A screenshot of the showcase goes to docs/markdown-math.png.
+// inside its cell. A screenshot of the showcase goes to tests/out/screenshots/markdown-showcase.png
+// (docs/markdown-math.png is a copy).
 //
 //   scripts/build-web.sh && cargo build -p inloop-cli && node --test tests/e2e/markdown.test.mjs
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 import zlib from 'node:zlib';
 
-import { cell, ipynb, notebookUrl, openContext, openNotebook, repo, screenshot, startRelay, synced, waitFor } from './lib.mjs';
+import { cell, ipynb, notebookUrl, openContext, openNotebook, screenshot, startRelay, synced, waitFor } from './lib.mjs';
 
 // ---- a PNG made here (a gradient), for the attachments ---------------------------------------------
 
@@ -342,12 +342,13 @@ test('pasting or dropping an image into a markdown cell adds an attachment, whic
   assert.match([byId.drop.source].flat().join(''), /^Dropped: !\[photo\.png\]\(attachment:/);
   // Still one cell each: the drop did not import anything.
   assert.equal(exported.cells.length, SHOWCASE.length);
-  // The showcase, pasted and dropped images included, for docs/.
+  // The showcase, pasted and dropped images included (docs/markdown-math.png is a copy of it:
+  // tests never write into the repository).
   await page.keyboard.press('Escape');
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.setViewportSize({ width: 1100, height: 1180 });
   await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
-  await page.screenshot({ path: path.join(repo, 'docs/markdown-math.png') });
+  await screenshot(page, 'markdown-showcase');
 });
 
 test('hostile TeX loads nothing, styles nothing but its layout, and stays in its cell', { timeout: 90_000 }, async () => {
