@@ -5,7 +5,7 @@
 //! go out. So no peer ever holds an update the relay could lose, and a busy document pays one
 //! disk sync per batch rather than per update.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -199,7 +199,7 @@ impl Rooms {
         let task = RoomTask {
             doc_id: doc_id.to_owned(),
             room,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             peer_count: handle.peers.clone(),
             log_len: stored.updates.len(),
             rooms: self.clone(),
@@ -242,7 +242,9 @@ impl Rooms {
 struct RoomTask {
     doc_id: String,
     room: Room<PeerId>,
-    peers: HashMap<PeerId, (Credentials, PeerLink)>,
+    /// A B-tree for the reason `inloop_sync::Room` keeps its peers in one: no large block
+    /// that grows with the peer count (which cost idle connections 2 MiB of RSS per 1,000).
+    peers: BTreeMap<PeerId, (Credentials, PeerLink)>,
     peer_count: Arc<AtomicUsize>,
     /// Updates appended since the last snapshot.
     log_len: usize,
