@@ -329,28 +329,24 @@ pub fn judge(
         message: Some(message.to_owned()),
     };
     match step {
-        Step::Start | Step::Decline(_) => {
-            if from != ExecutionStatus::Queued {
-                return Err(refuse_transition());
-            }
-            let session = target_runtime(entry, actor, step.name())?;
-            Ok(match step {
-                Step::Start => Writes {
-                    status: Some(ExecutionStatus::Running),
-                    runtime: Some(session.to_owned()),
-                    started_at: Some(now),
-                    lease_epoch: epoch,
-                    cell: Some(CellWrite::BeginRun),
-                    ..Writes::default()
-                },
-                Step::Decline(Decline::CodeChanged) => {
-                    ended(fixed(ExecutionStatus::Cancelled, CODE_CHANGED), None)
-                }
-                Step::Decline(Decline::NoKernel(why)) => {
-                    ended(fixed(ExecutionStatus::Error, why), None)
-                }
-                _ => unreachable!("matched above"),
+        Step::Start => {
+            let session = queued_for(entry, actor, step.name())?;
+            Ok(Writes {
+                status: Some(ExecutionStatus::Running),
+                runtime: Some(session.to_owned()),
+                started_at: Some(now),
+                lease_epoch: epoch,
+                cell: Some(CellWrite::BeginRun),
+                ..Writes::default()
             })
+        }
+        Step::Decline(why) => {
+            queued_for(entry, actor, step.name())?;
+            let (status, message) = match why {
+                Decline::CodeChanged => (ExecutionStatus::Cancelled, CODE_CHANGED),
+                Decline::NoKernel(why) => (ExecutionStatus::Error, why.as_str()),
+            };
+            Ok(ended(fixed(status, message), None))
         }
         Step::Finish(outcome) => {
             if from != ExecutionStatus::Running {
@@ -461,13 +457,19 @@ pub fn judge(
     }
 }
 
-/// The session of the runtime that may start or decline `entry`: the actor, if it is the runtime
-/// the entry's target names.
-fn target_runtime<'a>(
+/// The session of the runtime that may start or decline `entry`: the actor, if the entry is
+/// queued and the actor is the runtime its target names.
+fn queued_for<'a>(
     entry: &Execution,
     actor: &'a Actor,
     step: &'static str,
 ) -> Result<&'a str, Refusal> {
+    if entry.status != ExecutionStatus::Queued {
+        return Err(Refusal::Transition {
+            from: entry.status,
+            step,
+        });
+    }
     let Actor::Runtime { session, epoch } = actor else {
         return Err(Refusal::NotARuntime { step });
     };

@@ -250,6 +250,15 @@ pub struct Runtime {
     pub restarted_at: Option<f64>,
 }
 
+impl Execution {
+    /// The order entries run and are listed in: by request time, ties broken by id.
+    pub fn request_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.requested_at
+            .total_cmp(&other.requested_at)
+            .then_with(|| self.id.cmp(&other.id))
+    }
+}
+
 impl Runtime {
     /// Whether a peer asked this runtime to restart its kernel and it has not done so since.
     pub fn restart_pending(&self) -> bool {

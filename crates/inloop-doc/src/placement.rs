@@ -107,11 +107,7 @@ pub fn latest_executions(executions: Vec<Execution>) -> Vec<Execution> {
             }
         }
     }
-    latest.sort_by(|a, b| {
-        a.requested_at
-            .total_cmp(&b.requested_at)
-            .then_with(|| a.id.cmp(&b.id))
-    });
+    latest.sort_by(Execution::request_order);
     latest
 }
 

@@ -144,9 +144,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                         LeaseMessage::Granted { epoch: granted, ttl_ms } => {
                             // Renew well within the time to live the relay grants: three
                             // heartbeats per lifetime, so one late beat does not lose it.
-                            let within = Duration::from_millis(ttl_ms / 3).max(Duration::from_millis(100));
+                            let within = Duration::from_millis((ttl_ms / 3).max(100));
                             if within < heartbeat.period() {
-                                tracing::info!(every_ms = within.as_millis() as u64, "heartbeating faster: the relay's lease is short");
+                                let every_ms = within.as_millis() as u64;
+                                tracing::info!(every_ms, "heartbeating faster: the relay's lease is short");
                                 heartbeat = tokio::time::interval(within);
                                 heartbeat.reset();
                             }
@@ -211,11 +212,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 // The run the restart cuts short ends here: its task never will.
                 if let Some(current) = running.take() {
                     current.done.abort();
-                    let actor = Actor::runtime(&session_id, epoch);
-                    let step = Step::Finish(Outcome::Restarted);
-                    if let Err(error) =
-                        notebook.advance_execution(&current.execution_id, &actor, &step, now())
-                    {
+                    let id = &current.execution_id;
+                    let ended = notebook.finish_execution(
+                        id,
+                        &session_id,
+                        epoch,
+                        Outcome::Restarted,
+                        now(),
+                    );
+                    if let Err(error) = ended {
                         tracing::warn!(%error, "could not end the run the restart stopped");
                     }
                 }
@@ -309,9 +314,8 @@ async fn run_entry(
         // A fresh kernel for the next entry.
         let _ = kernel.restart().await;
     }
-    let actor = Actor::runtime(&session_id, Some(epoch));
-    let step = Step::Finish(run.outcome);
-    if let Err(error) = notebook.advance_execution(&entry.id, &actor, &step, now()) {
+    let ended = notebook.finish_execution(&entry.id, &session_id, Some(epoch), run.outcome, now());
+    if let Err(error) = ended {
         tracing::warn!(%error, execution_id = entry.id, "could not end the entry");
     }
     // Peers without the kernel (an agent's notebook_get_state, say) see its variables as they

@@ -79,12 +79,9 @@ mod tests {
             .start_execution(&ids[0], "rt", Some(1), 1.0)
             .unwrap();
         assert!(next_to_run(&notebook).is_none(), "one at a time");
-        let done = Step::Finish(inloop_doc::execution::Outcome::Replied {
-            reply: inloop_doc::execution::Reply::Ok,
-            execution_count: Some(1),
-        });
+        let done = inloop_doc::execution::Outcome::ok(Some(1));
         notebook
-            .advance_execution(&ids[0], &Actor::runtime("rt", Some(1)), &done, 2.0)
+            .finish_execution(&ids[0], "rt", Some(1), done, 2.0)
             .unwrap();
         assert_eq!(next_to_run(&notebook).unwrap().id, ids[1]);
     }
@@ -106,13 +103,10 @@ mod tests {
         assert!(first.message.unwrap().contains("(old) went away"));
         assert_eq!(first.lease_epoch, Some(2));
         // The old holder can no longer write to it.
-        let done = Step::Finish(inloop_doc::execution::Outcome::Replied {
-            reply: inloop_doc::execution::Reply::Ok,
-            execution_count: None,
-        });
+        let done = inloop_doc::execution::Outcome::ok(None);
         assert!(
             notebook
-                .advance_execution(&ids[0], &Actor::runtime("old", Some(1)), &done, 4.0)
+                .finish_execution(&ids[0], "old", Some(1), done, 4.0)
                 .is_err()
         );
         // Queued entries are left to run.

@@ -141,11 +141,7 @@ impl Placement {
     pub(crate) fn latest_executions(&self) -> Vec<Execution> {
         self.refresh();
         let mut all: Vec<Execution> = self.latest.borrow().values().cloned().collect();
-        all.sort_by(|a, b| {
-            a.requested_at
-                .total_cmp(&b.requested_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        all.sort_by(Execution::request_order);
         all
     }
 

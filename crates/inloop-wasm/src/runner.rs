@@ -309,10 +309,9 @@ impl Runner {
                     );
                     // The run the restart cuts short ends now, as a restart ends it.
                     if let Some(current) = self.running.borrow_mut().take() {
-                        let actor = Actor::runtime(&self.session_id, None);
-                        let step = Step::Finish(Outcome::Restarted);
+                        let (id, session) = (&current.execution_id, &self.session_id);
                         let _ =
-                            notebook.advance_execution(&current.execution_id, &actor, &step, now());
+                            notebook.finish_execution(id, session, None, Outcome::Restarted, now());
                     }
                     kernel.restart_now();
                     let _ = notebook.mark_restarted(&self.session_id, now());
@@ -491,9 +490,8 @@ async fn run_entry(weak: Weak<Runner>, kernel: SharedKernel, entry: Execution) {
         mine
     };
     if mine {
-        let actor = Actor::runtime(&session, None);
-        let step = Step::Finish(run.outcome);
-        if let Err(error) = notebook.advance_execution(&entry.id, &actor, &step, now()) {
+        let ended = notebook.finish_execution(&entry.id, &session, None, run.outcome, now());
+        if let Err(error) = ended {
             web_sys::console::warn_1(&format!("inloop: could not end the run: {error}").into());
         }
     }

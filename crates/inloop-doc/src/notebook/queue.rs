@@ -209,11 +209,7 @@ impl Notebook {
                 _ => None,
             })
             .collect();
-        all.sort_by(|a, b| {
-            a.requested_at
-                .total_cmp(&b.requested_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        all.sort_by(Execution::request_order);
         all
     }
 
