@@ -7,8 +7,9 @@
 //!   itself in `runtimes` and in presence, asks for the runtime lease and stands by without it,
 //!   runs queued `server` entries one at a time in request order with each entry's code
 //!   snapshot, streams outputs into the cell as they arrive, and ends each entry stamped with its
-//!   lease epoch. Interrupts and restarts are asked for through the document. A kernel that dies
-//!   ends its entry `error` ("kernel died") and is restarted.
+//!   lease epoch, as [`inloop_doc::execution`] (the one execution state machine) says. Interrupts
+//!   and restarts are asked for through the document. A kernel that dies ends its entry `error`,
+//!   saying how, and is restarted.
 //! - [`queue`]: which entry runs next, and ending entries a vanished runtime left `running`.
 
 pub mod agent;
